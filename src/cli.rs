@@ -1,0 +1,61 @@
+//! The command line: clap definitions only. Parsing happens here; building the
+//! configuration and running commands happens in `app`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Keeps Nx workspaces healthy: task cache, processes, MCP servers, sessions.
+#[derive(Debug, Parser)]
+#[command(name = "nxops", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The Nx workspace (default: the nearest folder with nx.json, from the current directory up)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub workspace: Option<PathBuf>,
+    /// Print machine-readable JSON carrying the same data as the human output
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log more detail to stderr (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Log only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Override a setting for this command, e.g. --set cache.maxSize=2GB (repeatable)
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Facts about this machine and the workspace's toolchain
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
+    /// Where the workspace's cache, database and state live, and every setting with its source
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// OS, kernel, CPU, memory, the cache volume, and node/npm/pnpm/nx versions
+    Info,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Workspace root, Nx cache and database folders, nxops state folder, settings and NX_* variables
+    Info,
+}

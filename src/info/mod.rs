@@ -1,0 +1,4 @@
+//! The informational reports: `system info` and `env info`.
+
+pub mod env;
+pub mod system;

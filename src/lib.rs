@@ -1,0 +1,11 @@
+//! nxops: a sidecar and CLI that keeps Nx workspaces healthy.
+//!
+//! See ARCHITECTURE.md for the map of this crate.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod environment;
+pub mod info;
+pub mod output;
+pub mod workspace;

@@ -1,0 +1,86 @@
+//! How reports reach people and scripts: every command builds one report value,
+//! then prints it either as JSON (`--json`, the same data) or as aligned text.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+/// A command's result, printable both ways.
+pub trait Report: Serialize {
+    /// The human rendering, ending with a newline.
+    fn human(&self) -> String;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+/// Prints `report` to stdout. A closed pipe (`nxops ... | head`) is not an error.
+pub fn emit(report: &impl Report, format: Format) -> anyhow::Result<()> {
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(report)? + "\n",
+        Format::Human => report.human(),
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// A titled block of `label  value` lines with the values aligned.
+#[derive(Default)]
+pub struct Section {
+    title: String,
+    rows: Vec<(String, String)>,
+}
+
+impl Section {
+    pub fn new(title: &str) -> Self {
+        Section { title: title.to_string(), rows: Vec::new() }
+    }
+
+    pub fn row(mut self, label: &str, value: impl Into<String>) -> Self {
+        self.rows.push((label.to_string(), value.into()));
+        self
+    }
+
+    pub fn push(&mut self, label: &str, value: impl Into<String>) {
+        self.rows.push((label.to_string(), value.into()));
+    }
+
+    pub fn render(&self, out: &mut String) {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&self.title);
+        out.push('\n');
+        let width = self.rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
+        for (label, value) in &self.rows {
+            out.push_str(&format!("  {label:<width$}  {value}\n"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_align_values() {
+        let mut out = String::new();
+        Section::new("First").row("a", "1").row("longer", "2").render(&mut out);
+        Section::new("Second").row("b", "3").render(&mut out);
+        expect_test::expect![[r#"
+            First
+              a       1
+              longer  2
+
+            Second
+              b  3
+        "#]]
+        .assert_eq(&out);
+    }
+}
