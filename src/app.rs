@@ -87,7 +87,11 @@ fn open_optional(global: &GlobalArgs, env: &Environment, flags: &[FlagValue]) ->
     let start = start_dir(global)?;
     match Workspace::open(Path::new(&start), env, flags) {
         Ok(ws) => Ok(Some(ws)),
-        Err(WorkspaceError::NotFound { .. }) if global.workspace.is_none() => Ok(None),
+        Err(WorkspaceError::NotFound { .. }) if global.workspace.is_none() => {
+            // Outside a workspace the environment and flags are still checked.
+            config::Settings::resolve(None, env, flags)?;
+            Ok(None)
+        }
         Err(other) => Err(other.into()),
     }
 }
