@@ -1,44 +1,162 @@
-//! Runs a parsed command line: builds the configuration, opens the workspace,
-//! calls the command, and decides the exit code of a failure.
+//! Runs a parsed command line: builds the configuration, finds the workspace,
+//! and sends the command's request to the workspace's sidecar when one owns it,
+//! or answers it in-process (the same handlers) when none does.
 //!
 //! Exit codes: 0 success; 1 the command failed; 2 bad input (configuration,
-//! flags, or no workspace where one is needed). clap uses 2 for usage errors too.
+//! flags, params, or no workspace where one is needed). clap uses 2 for usage
+//! errors too.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tower_lsp_server::jsonrpc::{Error, ErrorCode};
 
-use crate::cli::{Cli, Command, EnvCommand, GlobalArgs, SystemCommand};
-use crate::config::{self, ConfigError, FlagValue};
+use crate::cli::{CallArgs, Cli, Command, EnvCommand, GlobalArgs, SystemCommand};
+use crate::config::{self, ConfigError, FlagValue, workspace_key};
 use crate::environment::Environment;
 use crate::info;
-use crate::output::{Format, emit};
-use crate::workspace::{Workspace, WorkspaceError};
+use crate::output::{Format, Report, emit};
+use crate::rpc::client::{ClientError, RpcClient};
+use crate::rpc::errors::{Code, to_jsonrpc};
+use crate::sidecar::core::{Core, TransportKind};
+use crate::sidecar::methods::{self, CallCtx};
+use crate::sidecar::ownership::Paths;
+use crate::sidecar::progress::Progress;
+use crate::workspace::{WorkspaceError, find_root};
+
+/// A JSON-RPC error answered to a CLI command (by the sidecar or in-process).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.message)]
+pub struct CallFailed(pub Error);
 
 pub fn run(cli: Cli, env: Environment) -> anyhow::Result<()> {
     let format = if cli.global.json { Format::Json } else { Format::Human };
     let flags = flag_values(&cli.global)?;
+    config::Settings::resolve(None, &env, &flags)?;
     match cli.command {
         Command::System { command: SystemCommand::Info } => {
-            let ws = open_optional(&cli.global, &env, &flags)?;
-            let report = info::system::collect(
-                &env,
-                ws.as_ref().map(|w| w.root.as_path()),
-                ws.as_ref().map(|w| w.nx.cache_dir.as_path()),
-            );
-            emit(&report, format)
+            let root = optional_root(&cli.global)?;
+            let params = json!({"workspace": root});
+            show::<info::system::SystemInfo>(invoke(&env, root.as_deref(), "nxops/system/info", params)?, format)
         }
         Command::Env { command: EnvCommand::Info } => {
-            let ws = open_required(&cli.global, &env, &flags)?;
-            emit(&info::env::collect(&ws, &env), format)
+            let root = find_root(&start_dir(&cli.global)?)?;
+            let set: serde_json::Map<String, Value> = flags.iter().map(|f| (f.key.clone(), json!(f.value))).collect();
+            let params = json!({"workspace": root, "set": set});
+            show::<info::env::EnvInfo>(invoke(&env, Some(&root), "nxops/env/info", params)?, format)
         }
+        Command::Serve(_) => std::process::exit(crate::sidecar::serve_stdio(env)?),
+        Command::Call(args) => call(&cli.global, &env, args),
     }
 }
 
 /// The exit code for an error: 2 for bad input, 1 for everything else.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    let bad_input = err.chain().any(|cause| cause.is::<ConfigError>() || cause.is::<WorkspaceError>());
+    let bad_input = err.chain().any(|cause| {
+        cause.is::<ConfigError>()
+            || cause.is::<WorkspaceError>()
+            || cause.downcast_ref::<CallFailed>().is_some_and(|CallFailed(e)| is_bad_input(e))
+    });
     if bad_input { 2 } else { 1 }
+}
+
+fn is_bad_input(err: &Error) -> bool {
+    matches!(err.code, ErrorCode::InvalidParams | ErrorCode::MethodNotFound | ErrorCode::InvalidRequest)
+        || err.code == ErrorCode::ServerError(Code::BadWorkspace as i64)
+        || err.code == ErrorCode::ServerError(Code::NotAttached as i64)
+}
+
+/// `nxops call METHOD [PARAMS]`: prints the result as JSON; a JSON-RPC error goes
+/// to stderr as JSON with a non-zero exit code.
+fn call(global: &GlobalArgs, env: &Environment, args: CallArgs) -> anyhow::Result<()> {
+    let params: Value = match &args.params {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| ConfigError { location: "PARAMS_JSON".into(), problem: format!("is not valid JSON: {e}") })?,
+        None => json!({}),
+    };
+    let root = optional_root(global)?;
+    match invoke(env, root.as_deref(), &args.method, params) {
+        Ok(result) => emit(&RawJson(result), Format::Json),
+        Err(err) => {
+            if let Some(CallFailed(rpc)) = err.downcast_ref::<CallFailed>() {
+                eprintln!("{}", serde_json::to_string_pretty(rpc).unwrap_or_default());
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Sends `method` to the owner of `root`'s workspace, or runs it here when none runs.
+pub fn invoke(env: &Environment, root: Option<&Path>, method: &str, params: Value) -> anyhow::Result<Value> {
+    if let Some(root) = root
+        && let Some(client) = connect_owner(env, root)?
+    {
+        return remote(&client, method, params);
+    }
+    in_process(env, root, method, params)
+}
+
+fn connect_owner(env: &Environment, root: &Path) -> anyhow::Result<Option<RpcClient>> {
+    let paths = Paths::for_workspace(env, &workspace_key(root))?;
+    if !paths.socket.exists() {
+        return Ok(None);
+    }
+    let Ok(client) = RpcClient::connect(&paths.socket, Box::new(|_, _| {})) else { return Ok(None) };
+    let pid = paths.owner_info().map_or_else(|| "unknown".into(), |i| i.pid.to_string());
+    let hello = async { client.handshake("nxops-cli").await };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    match rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), hello).await }) {
+        Ok(Ok(_)) => Ok(Some(client)),
+        Ok(Err(ClientError::Closed)) => Ok(None),
+        Ok(Err(err)) => {
+            anyhow::bail!("the sidecar owning {} (pid {pid}) refused the connection: {err}", root.display())
+        }
+        Err(_) => anyhow::bail!(
+            "the sidecar owning {} (pid {pid}) did not answer within 5 s on {}",
+            root.display(),
+            paths.socket.display()
+        ),
+    }
+}
+
+fn remote(client: &RpcClient, method: &str, params: Value) -> anyhow::Result<Value> {
+    let result = client.request_blocking(method, params, Duration::from_secs(24 * 3600));
+    client.close();
+    match result {
+        Ok(value) => Ok(value),
+        Err(ClientError::Rpc(err)) => Err(CallFailed(err).into()),
+        Err(other) => Err(anyhow::anyhow!("the workspace's sidecar: {other}")),
+    }
+}
+
+fn in_process(env: &Environment, root: Option<&Path>, method: &str, params: Value) -> anyhow::Result<Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let core = Core::in_process(env.clone(), runtime.handle().clone());
+    if let Some(root) = root {
+        core.attach(root).map_err(|e| CallFailed(to_jsonrpc(e)))?;
+    }
+    let session = core.open_session(TransportKind::InProcess);
+    let ctx = CallCtx { core, session, progress: Progress::none() };
+    runtime.block_on(methods::call(&ctx, method, params)).map_err(|e| CallFailed(to_jsonrpc(e)).into())
+}
+
+fn show<T: Report + DeserializeOwned>(value: Value, format: Format) -> anyhow::Result<()> {
+    let report: T = serde_json::from_value(value).context("the sidecar's answer does not match this nxops version")?;
+    emit(&report, format)
+}
+
+/// A JSON value printed as it is.
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct RawJson(Value);
+
+impl Report for RawJson {
+    fn human(&self) -> String {
+        serde_json::to_string_pretty(&self.0).unwrap_or_default() + "\n"
+    }
 }
 
 /// Logs go to stderr only; `NXOPS_LOG` (an env-filter string) wins over -v/--quiet.
@@ -52,7 +170,14 @@ pub fn init_logging(global: &GlobalArgs) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("NXOPS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(true).try_init();
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(true)
+        .try_init();
 }
 
 fn flag_values(global: &GlobalArgs) -> anyhow::Result<Vec<FlagValue>> {
@@ -77,21 +202,11 @@ fn start_dir(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn open_required(global: &GlobalArgs, env: &Environment, flags: &[FlagValue]) -> anyhow::Result<Workspace> {
-    let start = start_dir(global)?;
-    Ok(Workspace::open(&start, env, flags)?)
-}
-
-/// Like `open_required`, but a missing workspace is fine unless `--workspace` named one.
-fn open_optional(global: &GlobalArgs, env: &Environment, flags: &[FlagValue]) -> anyhow::Result<Option<Workspace>> {
-    let start = start_dir(global)?;
-    match Workspace::open(Path::new(&start), env, flags) {
-        Ok(ws) => Ok(Some(ws)),
-        Err(WorkspaceError::NotFound { .. }) if global.workspace.is_none() => {
-            // Outside a workspace the environment and flags are still checked.
-            config::Settings::resolve(None, env, flags)?;
-            Ok(None)
-        }
+/// The workspace root, or `None` outside a workspace unless `--workspace` named one.
+fn optional_root(global: &GlobalArgs) -> anyhow::Result<Option<PathBuf>> {
+    match find_root(&start_dir(global)?) {
+        Ok(root) => Ok(Some(root)),
+        Err(WorkspaceError::NotFound { .. }) if global.workspace.is_none() => Ok(None),
         Err(other) => Err(other.into()),
     }
 }

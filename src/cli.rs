@@ -46,6 +46,27 @@ pub enum Command {
         #[command(subcommand)]
         command: EnvCommand,
     },
+    /// Run the sidecar that editors, the Nx plugin and scripts talk to
+    Serve(ServeArgs),
+    /// Send one JSON-RPC request to the workspace's sidecar (or answer it in-process) and print the result
+    Call(CallArgs),
+}
+
+/// `nxops serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Speak JSON-RPC 2.0 with LSP framing on stdin/stdout (the only transport)
+    #[arg(long, required = true)]
+    pub stdio: bool,
+}
+
+/// `nxops call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The method, e.g. nxops/status
+    pub method: String,
+    /// Its params as a JSON object (default {})
+    pub params: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,4 +8,6 @@ pub mod config;
 pub mod environment;
 pub mod info;
 pub mod output;
+pub mod rpc;
+pub mod sidecar;
 pub mod workspace;

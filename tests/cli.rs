@@ -115,9 +115,9 @@ fn system_info_reports_the_workspace_toolchain() {
     assert_eq!(info["tools"]["nx"]["version"], "24.0.6");
     assert!(info["tools"]["node"]["version"].as_str().unwrap().starts_with("20."));
     assert!(info["cpu"]["count"].as_u64().unwrap() >= 1);
-    let volume = &info["cache_volume"];
-    assert!(volume["total_bytes"].as_u64().unwrap() >= volume["free_bytes"].as_u64().unwrap());
-    assert!(volume["cache_dir"].as_str().unwrap().starts_with(s.home().to_str().unwrap()));
+    let volume = &info["cacheVolume"];
+    assert!(volume["totalBytes"].as_u64().unwrap() >= volume["freeBytes"].as_u64().unwrap());
+    assert!(volume["cacheDir"].as_str().unwrap().starts_with(s.home().to_str().unwrap()));
     let human = String::from_utf8(run_ok(s.nxops(&ws).args(["system", "info"])).stdout).unwrap();
     assert!(human.contains("nx     24.0.6"), "{human}");
 }

@@ -43,11 +43,11 @@ fn check(name: &str, c: Case, scratch: &Scratch) -> serde_json::Value {
     let nx = json_of(&run_ok(&mut with_env(scratch.node(&ws, NX_ANSWER))));
     let after = json_of(&run_ok(&mut with_env(scratch.nxops(&ws)).args(["env", "info", "--json"])));
     for (when, ours) in [("before Nx ran", &before), ("after Nx ran", &after)] {
-        assert_eq!(ours["nx"]["cache_dir"], nx["cache"], "{name}: cache folder {when}; nxops said {:#}", ours["nx"]);
-        assert_eq!(ours["nx"]["db_dir"], nx["db"], "{name}: database folder {when}; nxops said {:#}", ours["nx"]);
+        assert_eq!(ours["nx"]["cacheDir"], nx["cache"], "{name}: cache folder {when}; nxops said {:#}", ours["nx"]);
+        assert_eq!(ours["nx"]["dbDir"], nx["db"], "{name}: database folder {when}; nxops said {:#}", ours["nx"]);
         assert_eq!(ours["nx"]["layout"]["kind"], c.expect_layout, "{name}: layout {when}: {:#}", ours["nx"]["layout"]);
     }
-    assert_eq!(before["workspace_root"], serde_json::json!(ws));
+    assert_eq!(before["workspaceRoot"], serde_json::json!(ws));
     after
 }
 
@@ -55,7 +55,7 @@ fn check(name: &str, c: Case, scratch: &Scratch) -> serde_json::Value {
 fn shared_layout_from_git_remote() {
     let s = Scratch::new();
     let info = check("remote", case("remote"), &s);
-    let dir = info["nx"]["cache_dir"].as_str().unwrap();
+    let dir = info["nx"]["cacheDir"].as_str().unwrap();
     assert!(dir.starts_with(s.home().join(".nx").to_str().unwrap()), "{dir}");
     assert_eq!(info["nx"]["layout"]["identity"]["identity"], "github.com/example/nx24-fixture");
 }
@@ -80,7 +80,7 @@ fn local_layout_for_shallow_clone_without_remote() {
 }
 
 #[test]
-fn nx_cache_directory_relative_and_absolute() {
+fn nx_cacheDirectory_relative_and_absolute() {
     let s = Scratch::new();
     check(
         "rel",
@@ -93,7 +93,7 @@ fn nx_cache_directory_relative_and_absolute() {
 }
 
 #[test]
-fn nx_json_cache_directory() {
+fn nx_json_cacheDirectory() {
     let s = Scratch::new();
     let c = Case {
         nx_json_patch: Some(("cacheDirectory", "custom-cache".into())),
@@ -125,7 +125,7 @@ fn nx_cloud_id_is_the_identity_even_without_git() {
     let s = Scratch::new();
     let c = Case { nx_json_patch: Some(("nxCloudId", "0123456789abcdef01234567".into())), ..case("none") };
     let info = check("cloud", c, &s);
-    assert_eq!(info["nx"]["layout"]["dir_name"], "8865fea8edb69716");
+    assert_eq!(info["nx"]["layout"]["dirName"], "8865fea8edb69716");
 }
 
 #[test]
@@ -161,12 +161,12 @@ fn database_file_is_found_after_real_tasks_ran() {
     fill.arg(&ws).env("HOME", s.home());
     run_ok(&mut fill);
     let info = json_of(&run_ok(s.nxops(&ws).args(["env", "info", "--json"])));
-    let files: Vec<PathBuf> = serde_json::from_value(info["nx"]["db_files"].clone()).unwrap();
+    let files: Vec<PathBuf> = serde_json::from_value(info["nx"]["dbFiles"].clone()).unwrap();
     assert_eq!(files.len(), 1, "{files:?}");
     let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
     assert!(name.ends_with("-v6.db"), "{name}");
-    assert_eq!(files[0].parent(), Some(Path::new(info["nx"]["db_dir"].as_str().unwrap())));
-    let entries = std::fs::read_dir(info["nx"]["cache_dir"].as_str().unwrap())
+    assert_eq!(files[0].parent(), Some(Path::new(info["nx"]["dbDir"].as_str().unwrap())));
+    let entries = std::fs::read_dir(info["nx"]["cacheDir"].as_str().unwrap())
         .unwrap()
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))

@@ -13,7 +13,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::environment::Environment;
@@ -77,7 +77,7 @@ pub const SETTINGS: &[SettingDef] = &[
 ];
 
 /// `NXOPS_*` variables that are not settings but are still ours.
-pub const OTHER_ENV_VARS: &[&str] = &["NXOPS_BIN", "NXOPS_LOG", "NXOPS_STATE_DIR"];
+pub const OTHER_ENV_VARS: &[&str] = &["NXOPS_BIN", "NXOPS_LOG", "NXOPS_STATE_DIR", "NXOPS_FAULTS"];
 
 /// A parsed setting value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,7 @@ pub enum SettingValue {
 }
 
 /// Where a setting's effective value came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     Default,

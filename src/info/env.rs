@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Source;
 use crate::environment::Environment;
@@ -10,7 +10,8 @@ use crate::output::{Report, Section};
 use crate::workspace::Workspace;
 use crate::workspace::nx_paths::{Layout, NxLocations};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EnvInfo {
     pub workspace_root: PathBuf,
     pub nx_json: PathBuf,
@@ -23,9 +24,10 @@ pub struct EnvInfo {
     pub nx_env: Vec<NxVar>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SettingReport {
-    pub key: &'static str,
+    pub key: String,
     /// As people read it: "5 GiB", "7d".
     pub value: String,
     /// For scripts: bytes, milliseconds or a count.
@@ -33,15 +35,16 @@ pub struct SettingReport {
     pub source: Source,
     pub origin: String,
     pub env: String,
-    pub default: &'static str,
+    pub default: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NxVar {
-    pub name: &'static str,
+    pub name: String,
     /// The value, or "(set, hidden)" for secrets.
     pub value: String,
-    pub effect: &'static str,
+    pub effect: String,
 }
 
 /// `NX_*` variables that change where or whether Nx caches, with what each does.
@@ -69,13 +72,13 @@ pub fn collect(ws: &Workspace, env: &Environment) -> EnvInfo {
         .settings
         .iter()
         .map(|r| SettingReport {
-            key: r.def.key,
+            key: r.def.key.to_string(),
             value: r.value.to_string(),
             raw: r.value.to_json(),
             source: r.source,
             origin: r.origin.clone(),
             env: r.def.env_name(),
-            default: r.def.default,
+            default: r.def.default.to_string(),
         })
         .collect();
     let nx_env = NX_CACHE_VARS
@@ -83,7 +86,7 @@ pub fn collect(ws: &Workspace, env: &Environment) -> EnvInfo {
         .filter_map(|(name, effect, secret)| {
             let value = env.get(name)?;
             let value = if *secret { "(set, hidden)".to_string() } else { value.to_string() };
-            Some(NxVar { name, value, effect })
+            Some(NxVar { name: name.to_string(), value, effect: effect.to_string() })
         })
         .collect();
     EnvInfo {
@@ -137,7 +140,7 @@ impl Report for EnvInfo {
                 Source::Default => "default".to_string(),
                 _ => s.origin.clone(),
             };
-            settings.push(s.key, format!("{:<8} from {from}", s.value));
+            settings.push(&s.key, format!("{:<8} from {from}", s.value));
         }
         settings.render(&mut out);
         let mut vars = Section::new("Nx environment");
@@ -145,7 +148,7 @@ impl Report for EnvInfo {
             vars.push("none set", "");
         }
         for v in &self.nx_env {
-            vars.push(v.name, format!("{} ({})", v.value, v.effect));
+            vars.push(&v.name, format!("{} ({})", v.value, v.effect));
         }
         vars.render(&mut out);
         out

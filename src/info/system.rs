@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::units::format_size;
 use crate::environment::Environment;
 use crate::output::{Report, Section};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SystemInfo {
     pub nxops_version: String,
     pub os: String,
@@ -27,7 +28,8 @@ pub struct SystemInfo {
     pub tools: Tools,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Cpu {
     pub model: String,
     /// Logical CPUs online.
@@ -36,13 +38,15 @@ pub struct Cpu {
     pub available: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Memory {
     pub total_bytes: u64,
     pub available_bytes: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Volume {
     /// The cache folder the figures are for.
     pub cache_dir: PathBuf,
@@ -53,7 +57,8 @@ pub struct Volume {
     pub free_bytes: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Tools {
     pub node: Tool,
     pub npm: Tool,
@@ -62,7 +67,8 @@ pub struct Tools {
     pub nx: Tool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Tool {
     pub version: Option<String>,
     pub path: Option<PathBuf>,

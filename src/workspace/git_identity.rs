@@ -15,8 +15,8 @@ use std::process::{Command, Stdio};
 use sha2::{Digest, Sha256};
 
 /// What the identity was derived from, for `env info`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", rename_all_fields = "camelCase")]
 pub enum IdentitySource {
     NxCloud,
     Remote { identity: String },

@@ -25,7 +25,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::git_identity::{self, IdentitySource, normalize};
@@ -33,7 +33,8 @@ use super::nx_json::NxJson;
 use crate::environment::Environment;
 
 /// The answer: where the cache and database are, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NxLocations {
     /// The folder holding `<hash>/` entries and `terminalOutputs/`.
     pub cache_dir: PathBuf,
@@ -48,8 +49,8 @@ pub struct NxLocations {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", rename_all_fields = "camelCase")]
 pub enum Layout {
     /// Every checkout of the repository shares `~/.nx/<dir_name>`.
     Shared { dir_name: String, identity: IdentitySource },

@@ -31,6 +31,7 @@ impl Scratch {
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         std::fs::create_dir_all(&base).unwrap();
         let home = tempfile::Builder::new().prefix("home-").tempdir_in(&base).unwrap();
+        std::fs::create_dir(home.path().join("run")).unwrap();
         let spaces = tempfile::Builder::new().prefix("nxops-ws-").tempdir().unwrap();
         Scratch { home, spaces }
     }
@@ -84,7 +85,8 @@ fn scrub_env(cmd: &mut Command, home: &Path) {
             cmd.env_remove(&key);
         }
     }
-    cmd.env("HOME", home).env("NX_DAEMON", "false").env("NX_NO_CLOUD", "true");
+    // A private runtime folder, so sockets and locks of one test never meet another's.
+    cmd.env("HOME", home).env("XDG_RUNTIME_DIR", home.join("run")).env("NX_DAEMON", "false").env("NX_NO_CLOUD", "true");
 }
 
 /// Runs and returns the output, failing the test with stderr when it does not succeed.
@@ -104,4 +106,181 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 pub fn json_of(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// A running `nxops serve --stdio`, driven over its real pipes. Killed on drop.
+pub struct Sidecar {
+    pub child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    incoming: std::sync::mpsc::Receiver<serde_json::Value>,
+    next_id: i64,
+    /// Notifications received while waiting for responses.
+    pub notifications: Vec<serde_json::Value>,
+}
+
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+impl Sidecar {
+    /// Starts the sidecar (not initialized) with this scratch's environment.
+    pub fn start(scratch: &Scratch, cwd: &Path, extra_env: &[(&str, &str)]) -> Sidecar {
+        let mut cmd = scratch.nxops(cwd);
+        cmd.args(["serve", "--stdio"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn nxops serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, incoming) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stdout);
+            while let Some(message) = read_frame(&mut reader) {
+                if tx.send(message).is_err() {
+                    break;
+                }
+            }
+        });
+        Sidecar { stdin: child.stdin.take(), child, incoming, next_id: 1000, notifications: Vec::new() }
+    }
+
+    /// Starts and initializes with `rootUri` = `workspace`.
+    pub fn started(scratch: &Scratch, workspace: &Path) -> Sidecar {
+        let mut sidecar = Sidecar::start(scratch, workspace, &[]);
+        sidecar.initialize(workspace);
+        sidecar
+    }
+
+    pub fn initialize(&mut self, workspace: &Path) -> serde_json::Value {
+        let params = serde_json::json!({
+            "processId": null,
+            "rootUri": format!("file://{}", workspace.display()),
+            "capabilities": {},
+            "clientInfo": {"name": "nxops-tests", "version": "1"},
+        });
+        let result = self.request("initialize", params).expect("initialize succeeds");
+        self.notify("initialized", serde_json::json!({}));
+        result
+    }
+
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn send(&mut self, message: &serde_json::Value) {
+        let body = serde_json::to_vec(message).unwrap();
+        let mut bytes = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+        bytes.extend(body);
+        self.write_raw(&bytes);
+    }
+
+    pub fn notify(&mut self, method: &str, params: serde_json::Value) {
+        self.send(&serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params}));
+    }
+
+    /// Sends a request and returns its result, or its error object as `Err`.
+    pub fn request(&mut self, method: &str, params: serde_json::Value) -> Result<serde_json::Value, serde_json::Value> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(&serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        let response = self.response_to(&serde_json::json!(id));
+        match response.get("error") {
+            Some(err) => Err(err.clone()),
+            None => Ok(response["result"].clone()),
+        }
+    }
+
+    /// The next message answering `id`, keeping notifications aside.
+    pub fn response_to(&mut self, id: &serde_json::Value) -> serde_json::Value {
+        loop {
+            let message = self.next_message().unwrap_or_else(|| panic!("no response to request {id}"));
+            if message.get("method").is_some() {
+                self.notifications.push(message);
+                continue;
+            }
+            if &message["id"] == id {
+                return message;
+            }
+            panic!("unexpected message while waiting for {id}: {message}");
+        }
+    }
+
+    /// The next message of any kind, or None after TIMEOUT / when stdout closed.
+    pub fn next_message(&mut self) -> Option<serde_json::Value> {
+        self.incoming.recv_timeout(TIMEOUT).ok()
+    }
+
+    /// Waits for a notification with this method (already received ones count).
+    pub fn notification(&mut self, method: &str) -> serde_json::Value {
+        if let Some(pos) = self.notifications.iter().position(|n| n["method"] == method) {
+            return self.notifications.remove(pos);
+        }
+        loop {
+            let message = self.next_message().unwrap_or_else(|| panic!("no {method} notification"));
+            if message["method"] == method {
+                return message;
+            }
+            self.notifications.push(message);
+        }
+    }
+
+    /// Closes stdin and waits for the process to exit.
+    pub fn close_stdin_and_wait(&mut self) -> std::process::ExitStatus {
+        drop(self.stdin.take());
+        self.wait()
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "sidecar {} did not exit", self.child.id());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads one LSP frame; None at end of stream.
+pub fn read_frame(reader: &mut impl std::io::BufRead) -> Option<serde_json::Value> {
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse::<usize>().ok();
+        }
+    }
+    let mut body = vec![0; length?];
+    std::io::Read::read_exact(reader, &mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// True while a process with this pid exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
 }

@@ -1,0 +1,484 @@
+//! The sidecar's shared state: attached workspaces with their ownership role,
+//! client sessions, and the event bus.
+//!
+//! `Core` is a cheap cloneable handle. The registry behind it is one mutex held
+//! only for map reads and writes (never across an await or I/O), so cheap
+//! methods such as `nxops/status` answer without a task hop; long-lived
+//! per-workspace activity (the follower loop, the owner's accept loop) runs in
+//! its own task or thread and reports through the `Role` slot it owns.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::runtime::Handle;
+use tokio::sync::{broadcast, watch};
+
+use super::ownership::{self, Backoff, OwnerGuard, Paths};
+use crate::config::{FlagValue, workspace_key};
+use crate::environment::Environment;
+use crate::rpc::client::RpcClient;
+use crate::rpc::errors::RpcError;
+use crate::workspace::{Workspace, find_root};
+
+/// Events a client can subscribe to with `nxops/subscribe` (names without the `nxops/` prefix).
+pub const EVENTS: &[&str] = &["workspaceAttached", "workspaceDetached", "ownershipChanged"];
+
+/// Something that happened, for subscribers.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub name: &'static str,
+    pub params: Value,
+}
+
+/// How a client reached the sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    Stdio,
+    Socket,
+    InProcess,
+}
+
+#[derive(Clone)]
+pub struct Core(Arc<Inner>);
+
+struct Inner {
+    env: Environment,
+    runtime: Handle,
+    started: Instant,
+    started_at_ms: u64,
+    state: Mutex<State>,
+    events: broadcast::Sender<Event>,
+    /// `NXOPS_FAULTS`: test-only fault injection, e.g. `panic:nxops/status`.
+    faults: Vec<String>,
+    /// Followers and owners exist only in a sidecar; the CLI's in-process core never locks.
+    takes_ownership: bool,
+}
+
+#[derive(Default)]
+struct State {
+    workspaces: BTreeMap<PathBuf, Attached>,
+    sessions: BTreeMap<u64, Session>,
+    next_session: u64,
+    overrides: Vec<FlagValue>,
+}
+
+struct Attached {
+    workspace: Arc<Workspace>,
+    attached_at_ms: u64,
+    role: Arc<Mutex<Role>>,
+    stop: watch::Sender<bool>,
+}
+
+enum Role {
+    InProcess,
+    Owner(OwnerGuard),
+    Follower { client: Option<RpcClient>, owner_pid: Option<u32> },
+    Detached,
+}
+
+/// A client connection, for `nxops/status` and event delivery.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub id: u64,
+    pub transport: TransportKind,
+    pub client_name: Option<String>,
+    pub client_version: Option<String>,
+    pub opened_at: u64,
+    pub subscriptions: BTreeSet<String>,
+}
+
+/// An attached workspace as clients see it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceView {
+    pub root: PathBuf,
+    pub role: RoleView,
+    pub attached_at: u64,
+    pub cache_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+pub enum RoleView {
+    /// This process owns the workspace and serves its socket.
+    Owner {
+        socket: PathBuf,
+    },
+    /// Another process owns it; requests are forwarded there.
+    Follower {
+        owner_pid: Option<u32>,
+        connected: bool,
+    },
+    /// The CLI working without a sidecar.
+    InProcess,
+    Detached,
+}
+
+/// Where a workspace-scoped request goes.
+pub enum Route {
+    Local(Arc<Workspace>),
+    Forward { client: RpcClient, root: PathBuf },
+}
+
+impl Core {
+    /// The core of a sidecar: attaching a workspace takes part in ownership.
+    pub fn sidecar(env: Environment, runtime: Handle) -> Core {
+        Core::new(env, runtime, true)
+    }
+
+    /// The core of a CLI command working alone: workspaces attach in-process.
+    pub fn in_process(env: Environment, runtime: Handle) -> Core {
+        Core::new(env, runtime, false)
+    }
+
+    fn new(env: Environment, runtime: Handle, takes_ownership: bool) -> Core {
+        let faults = env.get("NXOPS_FAULTS").map(|f| f.split(',').map(str::to_string).collect()).unwrap_or_default();
+        Core(Arc::new(Inner {
+            env,
+            runtime,
+            started: Instant::now(),
+            started_at_ms: now_ms(),
+            state: Mutex::default(),
+            events: broadcast::channel(256).0,
+            faults,
+            takes_ownership,
+        }))
+    }
+
+    pub fn env(&self) -> &Environment {
+        &self.0.env
+    }
+
+    pub fn runtime(&self) -> &Handle {
+        &self.0.runtime
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.0.started.elapsed()
+    }
+
+    pub fn started_at_ms(&self) -> u64 {
+        self.0.started_at_ms
+    }
+
+    pub fn fault(&self, fault: &str) -> bool {
+        self.0.faults.iter().any(|f| f == fault)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Settings given by the client (`initializationOptions`), applied to workspaces attached later.
+    pub fn set_overrides(&self, overrides: Vec<FlagValue>) {
+        self.state().overrides = overrides;
+    }
+
+    pub fn overrides(&self) -> Vec<FlagValue> {
+        self.state().overrides.clone()
+    }
+
+    // --- sessions ---
+
+    pub fn open_session(&self, transport: TransportKind) -> u64 {
+        let mut state = self.state();
+        state.next_session += 1;
+        let id = state.next_session;
+        let session = Session {
+            id,
+            transport,
+            client_name: None,
+            client_version: None,
+            opened_at: now_ms(),
+            subscriptions: BTreeSet::new(),
+        };
+        state.sessions.insert(id, session);
+        id
+    }
+
+    pub fn identify_session(&self, id: u64, name: Option<String>, version: Option<String>) {
+        if let Some(session) = self.state().sessions.get_mut(&id) {
+            session.client_name = name;
+            session.client_version = version;
+        }
+    }
+
+    pub fn close_session(&self, id: u64) {
+        self.state().sessions.remove(&id);
+    }
+
+    pub fn sessions(&self) -> Vec<Session> {
+        self.state().sessions.values().cloned().collect()
+    }
+
+    /// Adds event names to a session's subscriptions and returns them all.
+    pub fn subscribe(&self, id: u64, events: &[String]) -> BTreeSet<String> {
+        let mut state = self.state();
+        let Some(session) = state.sessions.get_mut(&id) else { return BTreeSet::new() };
+        session.subscriptions.extend(events.iter().cloned());
+        session.subscriptions.clone()
+    }
+
+    pub fn unsubscribe(&self, id: u64, events: &[String]) -> BTreeSet<String> {
+        let mut state = self.state();
+        let Some(session) = state.sessions.get_mut(&id) else { return BTreeSet::new() };
+        for event in events {
+            session.subscriptions.remove(event);
+        }
+        session.subscriptions.clone()
+    }
+
+    pub fn is_subscribed(&self, id: u64, event: &str) -> bool {
+        self.state().sessions.get(&id).is_some_and(|s| s.subscriptions.contains(event))
+    }
+
+    // --- events ---
+
+    pub fn publish(&self, name: &'static str, params: Value) {
+        let _ = self.0.events.send(Event { name, params });
+    }
+
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.0.events.subscribe()
+    }
+
+    // --- workspaces ---
+
+    /// Attaches the workspace containing `path` (idempotent) and returns its view.
+    pub fn attach(&self, path: &Path) -> Result<WorkspaceView, RpcError> {
+        let root = find_root(path)?;
+        if let Some(view) = self.view(&root) {
+            return Ok(view);
+        }
+        let workspace = Arc::new(Workspace::open(&root, &self.0.env, &self.overrides())?);
+        let (stop, stop_rx) = watch::channel(false);
+        let role = Arc::new(Mutex::new(Role::InProcess));
+        if self.0.takes_ownership {
+            let paths = Paths::for_workspace(&self.0.env, &workspace_key(&root)).map_err(RpcError::Failed)?;
+            match ownership::try_own(&paths, &root).map_err(RpcError::Failed)? {
+                Some(guard) => self.become_owner(&root, guard, &role),
+                None => {
+                    *lock(&role) = Role::Follower { client: None, owner_pid: None };
+                    let task = follow(self.clone(), root.clone(), paths, role.clone(), stop_rx);
+                    self.0.runtime.spawn(task);
+                }
+            }
+        }
+        let attached = Attached { workspace, attached_at_ms: now_ms(), role, stop };
+        self.state().workspaces.insert(root.clone(), attached);
+        let view = self.view(&root).expect("just inserted");
+        self.publish("workspaceAttached", json!({"workspace": root, "role": view.role}));
+        Ok(view)
+    }
+
+    /// Detaches a workspace: a follower stops following, an owner releases the lock.
+    pub fn detach(&self, path: &Path) -> Result<PathBuf, RpcError> {
+        let root = self.resolve(Some(path))?;
+        let attached = self.state().workspaces.remove(&root);
+        if let Some(attached) = attached {
+            let _ = attached.stop.send(true);
+            *lock(&attached.role) = Role::Detached;
+            self.publish("workspaceDetached", json!({"workspace": root}));
+        }
+        Ok(root)
+    }
+
+    /// Detaches everything (the sidecar is exiting).
+    pub fn detach_all(&self) {
+        let roots: Vec<PathBuf> = self.state().workspaces.keys().cloned().collect();
+        for root in roots {
+            let _ = self.detach(&root);
+        }
+    }
+
+    pub fn workspace(&self, root: &Path) -> Option<Arc<Workspace>> {
+        self.state().workspaces.get(root).map(|a| a.workspace.clone())
+    }
+
+    pub fn workspaces(&self) -> Vec<WorkspaceView> {
+        let roots: Vec<PathBuf> = self.state().workspaces.keys().cloned().collect();
+        roots.iter().filter_map(|r| self.view(r)).collect()
+    }
+
+    fn view(&self, root: &Path) -> Option<WorkspaceView> {
+        let state = self.state();
+        let attached = state.workspaces.get(root)?;
+        let role = match &*lock(&attached.role) {
+            Role::Owner(guard) => RoleView::Owner { socket: guard.socket().to_path_buf() },
+            Role::Follower { client, owner_pid } => {
+                RoleView::Follower { owner_pid: *owner_pid, connected: client.is_some() }
+            }
+            Role::InProcess => RoleView::InProcess,
+            Role::Detached => RoleView::Detached,
+        };
+        Some(WorkspaceView {
+            root: root.to_path_buf(),
+            role,
+            attached_at: attached.attached_at_ms,
+            cache_dir: attached.workspace.nx.cache_dir.clone(),
+        })
+    }
+
+    /// The attached workspace a request means: the one containing `selector`, or
+    /// the only one attached when the request names none.
+    pub fn resolve(&self, selector: Option<&Path>) -> Result<PathBuf, RpcError> {
+        let state = self.state();
+        match selector {
+            Some(path) => {
+                let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+                let found = state
+                    .workspaces
+                    .keys()
+                    .filter(|root| canonical.starts_with(root))
+                    .max_by_key(|r| r.as_os_str().len());
+                found.cloned().ok_or_else(|| {
+                    RpcError::NotAttached(format!(
+                        "{} is not in an attached workspace; attach it first with nxops/workspace/attach",
+                        path.display()
+                    ))
+                })
+            }
+            None => match state.workspaces.keys().collect::<Vec<_>>().as_slice() {
+                [only] => Ok((*only).clone()),
+                [] => Err(RpcError::NotAttached("no workspace is attached; pass \"workspace\" or attach one".into())),
+                many => Err(RpcError::NotAttached(format!(
+                    "{} workspaces are attached; pass \"workspace\" to choose one of {}",
+                    many.len(),
+                    many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                ))),
+            },
+        }
+    }
+
+    /// Where a request for `selector`'s workspace must run. A follower between
+    /// owners waits (up to 3 s) for the takeover to settle.
+    pub async fn route(&self, selector: Option<&Path>) -> Result<Route, RpcError> {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let root = self.resolve(selector)?;
+            let (workspace, role) = {
+                let state = self.state();
+                let attached = state
+                    .workspaces
+                    .get(&root)
+                    .ok_or_else(|| RpcError::NotAttached(format!("{} was detached", root.display())))?;
+                (attached.workspace.clone(), attached.role.clone())
+            };
+            match &*lock(&role) {
+                Role::Owner(_) | Role::InProcess => return Ok(Route::Local(workspace)),
+                Role::Follower { client: Some(client), .. } => {
+                    return Ok(Route::Forward { client: client.clone(), root });
+                }
+                Role::Follower { client: None, .. } => {}
+                Role::Detached => return Err(RpcError::NotAttached(format!("{} was detached", root.display()))),
+            }
+            if Instant::now() >= deadline {
+                return Err(RpcError::OwnerUnavailable(format!(
+                    "the owner of {} cannot be reached and no takeover happened within 3 s",
+                    root.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn become_owner(&self, root: &Path, guard: OwnerGuard, role: &Arc<Mutex<Role>>) {
+        let listener = guard.listener();
+        let socket = guard.socket().to_path_buf();
+        *lock(role) = Role::Owner(guard);
+        let core = self.clone();
+        let spawned = std::thread::Builder::new().name("nxops-accept".into()).spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) if ownership::peer_is_us(&stream) => super::serve_socket(core.clone(), stream),
+                    Ok(_) => tracing::warn!(target: "nxops::sidecar", "refused a connection from another user"),
+                    Err(_) => break,
+                }
+            }
+        });
+        if let Err(err) = spawned {
+            tracing::error!(target: "nxops::sidecar", "cannot start the accept loop: {err}");
+        }
+        tracing::info!(target: "nxops::sidecar", "owner of {} on {}", root.display(), socket.display());
+        self.publish("ownershipChanged", json!({"workspace": root, "role": {"kind": "owner", "socket": socket}}));
+    }
+}
+
+/// A follower's life: connect to the owner, and when that connection ends, try
+/// to take over; whoever wins the lock becomes owner, the rest reconnect.
+async fn follow(core: Core, root: PathBuf, paths: Paths, role: Arc<Mutex<Role>>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::default();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match ownership::try_own(&paths, &root) {
+            Ok(Some(guard)) => {
+                if *stop.borrow() {
+                    return;
+                }
+                core.become_owner(&root, guard, &role);
+                return;
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(target: "nxops::sidecar", "cannot take over {}: {err:#}", root.display()),
+        }
+        if let Some(client) = connect_to_owner(&core, &root, &paths).await {
+            let owner_pid = paths.owner_info().map(|i| i.pid);
+            *lock(&role) = Role::Follower { client: Some(client.clone()), owner_pid };
+            backoff = Backoff::default();
+            tokio::select! {
+                () = client.closed() => {}
+                _ = stop.changed() => { client.close(); return; }
+            }
+            if matches!(&*lock(&role), Role::Follower { .. }) {
+                *lock(&role) = Role::Follower { client: None, owner_pid: None };
+            }
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next()) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Opens a forwarding connection: handshake, then subscribe to the owner's events
+/// so this sidecar's clients see them too.
+async fn connect_to_owner(core: &Core, root: &Path, paths: &Paths) -> Option<RpcClient> {
+    let relay = core.clone();
+    let ours = root.to_path_buf();
+    let on_notification = Box::new(move |method: &str, params: Value| {
+        let Some(name) = method.strip_prefix("nxops/").and_then(|n| EVENTS.iter().find(|e| **e == n)) else { return };
+        let about_ours = params.get("workspace").and_then(Value::as_str).is_none_or(|w| Path::new(w) == ours);
+        if about_ours {
+            relay.publish(name, params);
+        }
+    });
+    let client = RpcClient::connect(&paths.socket, on_notification).ok()?;
+    let opened = async {
+        client.handshake("nxops-forwarder").await?;
+        client.request("nxops/subscribe", json!({"events": EVENTS})).await
+    };
+    match tokio::time::timeout(Duration::from_secs(3), opened).await {
+        Ok(Ok(_)) => Some(client),
+        _ => {
+            client.close();
+            None
+        }
+    }
+}
+
+fn lock(role: &Mutex<Role>) -> MutexGuard<'_, Role> {
+    role.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,239 @@
+//! Every `nxops/*` method: its name, what it is scoped to, and its handler.
+//!
+//! This is the one dispatcher for nxops's own methods. The sidecar reaches it
+//! through tower-lsp's custom-method routing, the CLI calls it in-process when
+//! no sidecar owns the workspace. Workspace-scoped methods run where the
+//! workspace's owner is: here, or forwarded to the owning process.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::core::{Core, EVENTS, Route};
+use super::progress::Progress;
+use crate::config::{self, FlagValue, Settings};
+use crate::info;
+use crate::rpc::client::ClientError;
+use crate::rpc::errors::RpcError;
+use crate::workspace::Workspace;
+
+/// One method of the protocol.
+#[derive(Debug)]
+pub struct MethodDef {
+    pub name: &'static str,
+    pub summary: &'static str,
+}
+
+/// The protocol's methods; docs/protocol.md documents each (a test checks).
+pub const METHODS: &[MethodDef] = &[
+    MethodDef { name: "nxops/status", summary: "version, pid, uptime, attached workspaces and sessions" },
+    MethodDef { name: "nxops/workspace/attach", summary: "attach the workspace containing a path" },
+    MethodDef { name: "nxops/workspace/detach", summary: "detach a workspace" },
+    MethodDef { name: "nxops/workspace/list", summary: "attached workspaces and this process's role for each" },
+    MethodDef { name: "nxops/system/info", summary: "the `nxops system info` report" },
+    MethodDef { name: "nxops/env/info", summary: "the `nxops env info` report (runs on the workspace's owner)" },
+    MethodDef { name: "nxops/subscribe", summary: "receive the named events as notifications" },
+    MethodDef { name: "nxops/unsubscribe", summary: "stop receiving the named events" },
+];
+
+/// Who is calling, for handlers that need the session or progress reporting.
+pub struct CallCtx {
+    pub core: Core,
+    pub session: u64,
+    pub progress: Progress,
+}
+
+/// Runs one nxops method.
+pub async fn call(ctx: &CallCtx, method: &str, params: Value) -> Result<Value, RpcError> {
+    if ctx.core.fault(&format!("panic:{method}")) {
+        panic!("fault injected by NXOPS_FAULTS");
+    }
+    match method {
+        "nxops/status" => status(ctx, parse(method, params)?),
+        "nxops/workspace/attach" => attach(ctx, parse(method, params)?),
+        "nxops/workspace/detach" => detach(ctx, parse(method, params)?),
+        "nxops/workspace/list" => {
+            parse::<NoParams>(method, params)?;
+            Ok(json!({"workspaces": ctx.core.workspaces()}))
+        }
+        "nxops/system/info" => system_info(ctx, parse(method, params)?).await,
+        "nxops/env/info" => env_info(ctx, method, params).await,
+        "nxops/subscribe" => subscribe(ctx, method, parse(method, params)?),
+        "nxops/unsubscribe" => unsubscribe(ctx, method, parse(method, params)?),
+        other => Err(RpcError::UnknownMethod(other.to_string())),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathParams {
+    path: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SystemInfoParams {
+    workspace: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct EnvInfoParams {
+    workspace: Option<PathBuf>,
+    /// Setting overrides for this report only, as `--set` gives them.
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsParams {
+    events: Vec<String>,
+}
+
+/// Deserializes params; the error names the field (`missing field `path``).
+fn parse<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
+    let params = match params {
+        Value::Object(mut map) => {
+            // LSP's work-done token may accompany any request; it is read by `Progress`.
+            map.remove("workDoneToken");
+            Value::Object(map)
+        }
+        other => other,
+    };
+    serde_json::from_value(params).map_err(|e| RpcError::invalid_params(method, e.to_string()))
+}
+
+fn status(ctx: &CallCtx, _: NoParams) -> Result<Value, RpcError> {
+    Ok(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptimeMs": ctx.core.uptime().as_millis() as u64,
+        "startedAt": ctx.core.started_at_ms(),
+        "workspaces": ctx.core.workspaces(),
+        "sessions": ctx.core.sessions(),
+    }))
+}
+
+fn attach(ctx: &CallCtx, params: PathParams) -> Result<Value, RpcError> {
+    Ok(serde_json::to_value(ctx.core.attach(&absolute(&params.path)?)?).expect("views serialize"))
+}
+
+fn detach(ctx: &CallCtx, params: PathParams) -> Result<Value, RpcError> {
+    let root = ctx.core.detach(&absolute(&params.path)?)?;
+    Ok(json!({"root": root, "detached": true}))
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, RpcError> {
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        Err(RpcError::invalid_params("path", format!("{} is not an absolute path", path.display())))
+    }
+}
+
+async fn system_info(ctx: &CallCtx, params: SystemInfoParams) -> Result<Value, RpcError> {
+    let workspace = match ctx.core.resolve(params.workspace.as_deref()) {
+        Ok(root) => workspace_of(ctx, &root),
+        Err(_) if params.workspace.is_none() => None,
+        Err(err) => return Err(err),
+    };
+    let env = ctx.core.env().clone();
+    ctx.progress.begin("nxops: system info", "probing node, npm and pnpm");
+    let report = tokio::task::spawn_blocking(move || {
+        let root = workspace.as_ref().map(|w| w.root.as_path());
+        let cache = workspace.as_ref().map(|w| w.nx.cache_dir.as_path());
+        info::system::collect(&env, root, cache)
+    })
+    .await
+    .map_err(|e| RpcError::Failed(anyhow::anyhow!("system probe failed: {e}")))?;
+    ctx.progress.end("done");
+    Ok(serde_json::to_value(report).expect("reports serialize"))
+}
+
+async fn env_info(ctx: &CallCtx, method: &str, raw: Value) -> Result<Value, RpcError> {
+    let params: EnvInfoParams = parse(method, raw.clone())?;
+    match ctx.core.route(params.workspace.as_deref()).await? {
+        Route::Forward { client, root } => forward(&client, method, raw, &root).await,
+        Route::Local(workspace) => {
+            let flags = set_flags(&params.set)?;
+            let workspace = if flags.is_empty() {
+                workspace
+            } else {
+                let mut all = ctx.core.overrides();
+                all.extend(flags);
+                std::sync::Arc::new(Workspace::open(&workspace.root, ctx.core.env(), &all)?)
+            };
+            Ok(serde_json::to_value(info::env::collect(&workspace, ctx.core.env())).expect("reports serialize"))
+        }
+    }
+}
+
+/// `{"cache.maxSize": "2GB"}` as command-line flag values, validated.
+pub fn set_flags(set: &BTreeMap<String, String>) -> Result<Vec<FlagValue>, RpcError> {
+    let flags: Vec<FlagValue> = set
+        .iter()
+        .map(|(key, value)| FlagValue { key: key.clone(), value: value.clone(), flag: format!("--set {key}") })
+        .collect();
+    Settings::resolve(None, &crate::environment::Environment::default(), &flags)?;
+    Ok(flags)
+}
+
+async fn forward(
+    client: &crate::rpc::client::RpcClient,
+    method: &str,
+    raw: Value,
+    root: &Path,
+) -> Result<Value, RpcError> {
+    let mut params = raw;
+    params["workspace"] = json!(root);
+    client.request(method, params).await.map_err(|err| match err {
+        ClientError::Rpc(remote) => RpcError::Remote(remote),
+        ClientError::Closed | ClientError::TimedOut(_) => RpcError::OwnerUnavailable(format!(
+            "the owner of {} went away during the request; retry it",
+            root.display()
+        )),
+    })
+}
+
+fn workspace_of(ctx: &CallCtx, root: &Path) -> Option<std::sync::Arc<Workspace>> {
+    ctx.core.workspace(root)
+}
+
+fn subscribe(ctx: &CallCtx, method: &str, params: EventsParams) -> Result<Value, RpcError> {
+    let events = check_events(method, &params.events)?;
+    let subscribed = ctx.core.subscribe(ctx.session, &events);
+    Ok(json!({"subscribed": subscribed, "available": EVENTS}))
+}
+
+fn unsubscribe(ctx: &CallCtx, method: &str, params: EventsParams) -> Result<Value, RpcError> {
+    let events = check_events(method, &params.events)?;
+    let subscribed = ctx.core.unsubscribe(ctx.session, &events);
+    Ok(json!({"subscribed": subscribed, "available": EVENTS}))
+}
+
+/// Validates event names (with or without the `nxops/` prefix) and returns them without it.
+fn check_events(method: &str, events: &[String]) -> Result<Vec<String>, RpcError> {
+    let mut names = Vec::with_capacity(events.len());
+    for event in events {
+        let name = event.strip_prefix("nxops/").unwrap_or(event);
+        if !EVENTS.contains(&name) {
+            let hint = config::suggest(name, EVENTS.iter().copied())
+                .map(|s| format!("; did you mean {s:?}?"))
+                .unwrap_or_default();
+            return Err(RpcError::invalid_params(
+                method,
+                format!("events: unknown event {event:?}{hint} (available: {})", EVENTS.join(", ")),
+            ));
+        }
+        names.push(name.to_string());
+    }
+    Ok(names)
+}
