@@ -45,6 +45,13 @@ pub fn parse_message(body: &[u8]) -> Result<Incoming, Rejected> {
             format!("message body is not valid UTF-8 (invalid byte at offset {offset})"),
         )
     })?;
+    // Fast path: a well-formed request deserializes in one pass. Anything unusual
+    // (a response, a bad field, an empty method) takes the checked path below.
+    if let Ok(request) = serde_json::from_str::<Request>(text)
+        && !request.method().is_empty()
+    {
+        return Ok(Incoming::Request(request));
+    }
     let value: Value = serde_json::from_str(text)
         .map_err(|err| rejected(None, ErrorCode::ParseError, format!("message body is not valid JSON: {err}")))?;
     match value {

@@ -167,8 +167,9 @@ impl Core {
         self.0.started_at_ms
     }
 
-    pub fn fault(&self, fault: &str) -> bool {
-        self.0.faults.iter().any(|f| f == fault)
+    /// True when `NXOPS_FAULTS` asks for a panic in `method` (free when unset).
+    pub fn panic_fault(&self, method: &str) -> bool {
+        !self.0.faults.is_empty() && self.0.faults.iter().any(|f| f.strip_prefix("panic:") == Some(method))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -48,7 +48,7 @@ pub struct CallCtx {
 
 /// Runs one nxops method.
 pub async fn call(ctx: &CallCtx, method: &str, params: Value) -> Result<Value, RpcError> {
-    if ctx.core.fault(&format!("panic:{method}")) {
+    if ctx.core.panic_fault(method) {
         panic!("fault injected by NXOPS_FAULTS");
     }
     match method {
@@ -111,15 +111,28 @@ fn parse<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError
     serde_json::from_value(params).map_err(|e| RpcError::invalid_params(method, e.to_string()))
 }
 
+/// The `nxops/status` result.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status {
+    version: &'static str,
+    pid: u32,
+    uptime_ms: u64,
+    started_at: u64,
+    workspaces: Vec<super::core::WorkspaceView>,
+    sessions: Vec<super::core::Session>,
+}
+
 fn status(ctx: &CallCtx, _: NoParams) -> Result<Value, RpcError> {
-    Ok(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "uptimeMs": ctx.core.uptime().as_millis() as u64,
-        "startedAt": ctx.core.started_at_ms(),
-        "workspaces": ctx.core.workspaces(),
-        "sessions": ctx.core.sessions(),
-    }))
+    let status = Status {
+        version: env!("CARGO_PKG_VERSION"),
+        pid: std::process::id(),
+        uptime_ms: ctx.core.uptime().as_millis() as u64,
+        started_at: ctx.core.started_at_ms(),
+        workspaces: ctx.core.workspaces(),
+        sessions: ctx.core.sessions(),
+    };
+    Ok(serde_json::to_value(status).expect("status serializes"))
 }
 
 fn attach(ctx: &CallCtx, params: PathParams) -> Result<Value, RpcError> {

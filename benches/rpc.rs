@@ -1,0 +1,214 @@
+//! Sidecar protocol benchmark: each figure is printed beside its baseline,
+//! measured in the same run on the same machine.
+//!
+//! - 10,000 sequential `nxops/status` round trips over stdio, against a
+//!   hand-rolled blocking JSON-RPC echo loop (this binary run with `--floor`).
+//!   Target: p50 within 1.5x of the floor.
+//! - A pipelined burst of 2,000 requests: target 40,000 requests/s or more,
+//!   responses in request order.
+//! - Idle RSS (target at most 10 MB) and time from process start to the
+//!   `initialize` answer (target at most 20 ms).
+//!
+//! Run: `cargo bench --bench rpc` (add `-- --quick` for a short run).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--floor") {
+        return floor_server();
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let rounds = if quick { 2_000 } else { 10_000 };
+    let scratch = tempfile::tempdir().expect("a scratch folder");
+    let ws = scratch.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("nx.json"), "{}").unwrap();
+    let run_dir = scratch.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+
+    println!("nxops rpc benchmark ({rounds} sequential round trips; baseline measured in the same run)");
+    let floor = sequential(&mut Peer::floor(), "echo", rounds);
+    let mut sidecar = Peer::sidecar(&ws, &run_dir);
+    let ours = sequential(&mut sidecar, "nxops/status", rounds);
+    let ratio = ours.p50.as_secs_f64() / floor.p50.as_secs_f64();
+    println!("  sequential p50   nxops {:>7.1} us   floor {:>7.1} us   ratio {ratio:.2}x (target <= 1.5x)", us(ours.p50), us(floor.p50));
+    println!("  sequential p99   nxops {:>7.1} us   floor {:>7.1} us", us(ours.p99), us(floor.p99));
+    let (rate, in_order) = burst(&mut sidecar, 2_000);
+    let (floor_rate, _) = burst(&mut Peer::floor(), 2_000);
+    println!(
+        "  burst of 2000    nxops {rate:>7.0} req/s   floor {floor_rate:>7.0} req/s   in order: {in_order} (target >= 40000 req/s)"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = rss_kib(sidecar.child.id());
+    println!("  idle RSS         nxops {:>7.1} MB   (target <= 10 MB)", rss as f64 / 1024.0);
+    drop(sidecar);
+    let starts: Vec<Duration> = (0..if quick { 5 } else { 20 }).map(|_| time_to_initialize(&ws, &run_dir)).collect();
+    println!("  start to initialize p50 {:>6.1} ms   max {:>6.1} ms   (target <= 20 ms)", ms(median(&starts)), ms(*starts.iter().max().unwrap()));
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+}
+
+fn sequential(peer: &mut Peer, method: &str, rounds: usize) -> Stats {
+    for i in 0..200 {
+        peer.round_trip(i, method);
+    }
+    let mut times: Vec<Duration> = (0..rounds)
+        .map(|i| {
+            let start = Instant::now();
+            peer.round_trip(1_000 + i as i64, method);
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    Stats { p50: times[times.len() / 2], p99: times[times.len() * 99 / 100] }
+}
+
+/// Writes `count` requests from another thread while this one reads the answers.
+fn burst(peer: &mut Peer, count: i64) -> (f64, bool) {
+    let method = if peer.is_floor { "echo" } else { "nxops/status" };
+    let mut payload = Vec::new();
+    for id in 0..count {
+        payload.extend(frame(&json!({"jsonrpc": "2.0", "id": 1_000_000 + id, "method": method, "params": {}})));
+    }
+    let start = Instant::now();
+    let mut stdin = peer.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(&payload).unwrap();
+        stdin.flush().unwrap();
+        stdin
+    });
+    let mut in_order = true;
+    for id in 0..count {
+        let message = read_frame(&mut peer.stdout).expect("a response");
+        in_order &= message["id"] == json!(1_000_000 + id);
+    }
+    let elapsed = start.elapsed();
+    peer.stdin = Some(writer.join().unwrap());
+    (count as f64 / elapsed.as_secs_f64(), in_order)
+}
+
+fn time_to_initialize(ws: &Path, run_dir: &Path) -> Duration {
+    let start = Instant::now();
+    let mut peer = Peer::spawn(Command::new(env!("CARGO_BIN_EXE_nxops")).args(["serve", "--stdio"]).env("XDG_RUNTIME_DIR", run_dir), false);
+    let params = json!({"processId": null, "rootUri": format!("file://{}", ws.display()), "capabilities": {}});
+    peer.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}));
+    read_frame(&mut peer.stdout).expect("initialize answered");
+    start.elapsed()
+}
+
+struct Peer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    is_floor: bool,
+}
+
+impl Peer {
+    fn floor() -> Peer {
+        Peer::spawn(Command::new(std::env::current_exe().unwrap()).arg("--floor"), true)
+    }
+
+    fn sidecar(ws: &Path, run_dir: &Path) -> Peer {
+        let mut peer = Peer::spawn(Command::new(env!("CARGO_BIN_EXE_nxops")).args(["serve", "--stdio"]).env("XDG_RUNTIME_DIR", run_dir), false);
+        let params = json!({"processId": null, "rootUri": format!("file://{}", ws.display()), "capabilities": {}});
+        peer.send(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}));
+        read_frame(&mut peer.stdout).expect("initialize answered");
+        peer.send(&json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}));
+        peer
+    }
+
+    fn spawn(cmd: &mut Command, is_floor: bool) -> Peer {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Peer { child, stdin, stdout, is_floor }
+    }
+
+    fn send(&mut self, message: &Value) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(&frame(message)).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn round_trip(&mut self, id: i64, method: &str) {
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {}}));
+        let answer = read_frame(&mut self.stdout).expect("a response");
+        assert_eq!(answer["id"], json!(id), "{answer}");
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The floor: a blocking loop that parses each request and answers it, nothing more.
+fn floor_server() {
+    let stdin = std::io::stdin();
+    let mut input = BufReader::new(stdin.lock());
+    let mut output = std::io::stdout().lock();
+    while let Some(request) = read_frame(&mut input) {
+        let response = json!({"jsonrpc": "2.0", "id": request["id"], "result": request["params"]});
+        output.write_all(&frame(&response)).unwrap();
+        output.flush().unwrap();
+    }
+}
+
+fn frame(message: &Value) -> Vec<u8> {
+    let body = serde_json::to_vec(message).unwrap();
+    let mut out = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+    out.extend(body);
+    out
+}
+
+fn read_frame(reader: &mut impl BufRead) -> Option<Value> {
+    let mut length = 0;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        if let Some(value) = trimmed.strip_prefix("Content-Length:") {
+            length = value.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+}
+
+fn median(values: &[Duration]) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

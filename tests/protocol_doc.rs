@@ -1,0 +1,101 @@
+//! docs/protocol.md and the code agree: the same methods and notifications, and
+//! each documented example answered by a real sidecar with the documented shape.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{Scratch, Sidecar};
+use serde_json::{Value, json};
+
+struct Section {
+    name: String,
+    blocks: Vec<(String, String)>,
+}
+
+/// The `### \`name\`` sections under `## {heading}`, with their fenced blocks by info string.
+fn sections(doc: &str, heading: &str) -> Vec<Section> {
+    let start = doc.find(&format!("\n## {heading}\n")).unwrap_or_else(|| panic!("no ## {heading}"));
+    let body = &doc[start + heading.len() + 5..];
+    let body = &body[..body.find("\n## ").unwrap_or(body.len())];
+    let mut out: Vec<Section> = Vec::new();
+    let mut lines = body.lines();
+    while let Some(line) = lines.next() {
+        if let Some(name) = line.strip_prefix("### `").and_then(|l| l.strip_suffix('`')) {
+            out.push(Section { name: name.to_string(), blocks: Vec::new() });
+        } else if let Some(info) = line.strip_prefix("```json ") {
+            let text: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+            out.last_mut().expect("a block inside a section").blocks.push((info.to_string(), text.join("\n")));
+        }
+    }
+    out
+}
+
+fn block<'a>(section: &'a Section, kind: &str) -> &'a str {
+    section.blocks.iter().find(|(k, _)| k == kind).map(|(_, t)| t.as_str()).unwrap_or_else(|| panic!("{} has no `json {kind}` block", section.name))
+}
+
+/// Compares shapes: the same object keys (recursively), arrays by their first
+/// element, scalars by type; a null or an empty array on either side matches anything.
+fn same_shape(doc: &Value, real: &Value, path: &str) -> Result<(), String> {
+    match (doc, real) {
+        (Value::Null, _) | (_, Value::Null) => Ok(()),
+        (Value::Object(d), Value::Object(r)) => {
+            let dk: BTreeSet<&String> = d.keys().collect();
+            let rk: BTreeSet<&String> = r.keys().collect();
+            if dk != rk {
+                return Err(format!("{path}: documented keys {dk:?}, real keys {rk:?}"));
+            }
+            d.iter().try_for_each(|(k, v)| same_shape(v, &r[k], &format!("{path}.{k}")))
+        }
+        (Value::Array(d), Value::Array(r)) => match (d.first(), r.first()) {
+            (Some(d0), Some(r0)) => same_shape(d0, r0, &format!("{path}[0]")),
+            _ => Ok(()),
+        },
+        (d, r) if std::mem::discriminant(d) == std::mem::discriminant(r) => Ok(()),
+        (d, r) => Err(format!("{path}: documented {d}, real {r}")),
+    }
+}
+
+#[test]
+fn every_method_and_event_is_documented_and_nothing_else() {
+    let doc = std::fs::read_to_string(common::repo_root().join("docs/protocol.md")).unwrap();
+    let documented: BTreeSet<String> = sections(&doc, "Methods").into_iter().map(|s| s.name).collect();
+    let code: BTreeSet<String> = nxops::sidecar::methods::METHODS.iter().map(|m| m.name.to_string()).collect();
+    assert_eq!(documented, code, "methods in docs/protocol.md vs the code");
+    let documented: BTreeSet<String> = sections(&doc, "Notifications").into_iter().map(|s| s.name).collect();
+    let mut code: BTreeSet<String> = nxops::sidecar::core::EVENTS.iter().map(|e| format!("nxops/{e}")).collect();
+    code.insert("$/progress".into());
+    assert_eq!(documented, code, "notifications in docs/protocol.md vs the code");
+}
+
+#[test]
+fn documented_examples_get_documented_answers() {
+    let doc = std::fs::read_to_string(common::repo_root().join("docs/protocol.md")).unwrap();
+    let s = Scratch::new();
+    let ws = s.workspace("doc", "none");
+    let other = s.workspace("other", "none");
+    let mut sidecar = Sidecar::started(&s, &ws);
+    sidecar.request("nxops/subscribe", json!({"events": nxops::sidecar::core::EVENTS})).unwrap();
+    for section in sections(&doc, "Methods") {
+        let request = block(&section, "request")
+            .replace("$WORKSPACE", ws.to_str().unwrap())
+            .replace("$OTHER", other.to_str().unwrap());
+        let request: Value = serde_json::from_str(&request).unwrap_or_else(|e| panic!("{}: bad request JSON: {e}", section.name));
+        assert_eq!(request["method"], section.name.as_str());
+        let documented: Value = serde_json::from_str(block(&section, "response")).unwrap_or_else(|e| panic!("{}: bad response JSON: {e}", section.name));
+        sidecar.send(&request);
+        let real = sidecar.response_to(&request["id"]);
+        assert!(real.get("error").is_none(), "{}: the documented request failed: {real}", section.name);
+        if let Err(diff) = same_shape(&documented, &real, &section.name) {
+            panic!("docs/protocol.md disagrees with the code: {diff}\nreal answer: {real:#}");
+        }
+    }
+    for section in sections(&doc, "Notifications").iter().filter(|s| s.name.starts_with("nxops/")) {
+        let documented: Value = serde_json::from_str(block(section, "notification")).unwrap();
+        let real = sidecar.notification(&section.name);
+        if let Err(diff) = same_shape(&documented, &real, &section.name) {
+            panic!("docs/protocol.md disagrees with the code: {diff}\nreal notification: {real:#}");
+        }
+    }
+}
