@@ -45,9 +45,11 @@ pub fn parse_message(body: &[u8]) -> Result<Incoming, Rejected> {
             format!("message body is not valid UTF-8 (invalid byte at offset {offset})"),
         )
     })?;
-    // Fast path: a well-formed request deserializes in one pass. Anything unusual
-    // (a response, a bad field, an empty method) takes the checked path below.
-    if let Ok(request) = serde_json::from_str::<Request>(text)
+    // Fast path: a well-formed request deserializes in one pass. Anything unusual (a response, a bad field, an
+    // empty method) takes the checked path below. Only objects may take it: serde's derived `Deserialize` also
+    // reads a struct from a JSON array, so `["2.0","exit"]` would pass for a notification.
+    if text.trim_start().starts_with('{')
+        && let Ok(request) = serde_json::from_str::<Request>(text)
         && !request.method().is_empty()
     {
         return Ok(Incoming::Request(request));
@@ -212,6 +214,16 @@ mod tests {
         let (_, code, message) = rejection("");
         assert_eq!(code, -32700);
         assert!(message.starts_with("message body is not valid JSON: EOF while parsing"), "{message}");
+    }
+
+    /// Regression: the one-pass fast path read a JSON array as a request, because serde's derived
+    /// `Deserialize` accepts a struct's fields as a sequence.
+    #[test]
+    fn arrays_are_batches_even_when_they_look_like_request_fields() {
+        for body in [r#"["2.0","exit"]"#, r#" ["2.0","m",{},1]"#] {
+            let (id, code, message) = rejection(body);
+            assert_eq!((id, code, message.as_str()), (None, -32600, "batch requests are not supported"));
+        }
     }
 
     #[test]
