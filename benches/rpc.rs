@@ -11,7 +11,7 @@
 //!
 //! Run: `cargo bench --bench rpc` (add `-- --quick` for a short run).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,7 +37,11 @@ fn main() {
     let mut sidecar = Peer::sidecar(&ws, &run_dir);
     let ours = sequential(&mut sidecar, "nxops/status", rounds);
     let ratio = ours.p50.as_secs_f64() / floor.p50.as_secs_f64();
-    println!("  sequential p50   nxops {:>7.1} us   floor {:>7.1} us   ratio {ratio:.2}x (target <= 1.5x)", us(ours.p50), us(floor.p50));
+    println!(
+        "  sequential p50   nxops {:>7.1} us   floor {:>7.1} us   ratio {ratio:.2}x (target <= 1.5x)",
+        us(ours.p50),
+        us(floor.p50)
+    );
     println!("  sequential p99   nxops {:>7.1} us   floor {:>7.1} us", us(ours.p99), us(floor.p99));
     let (rate, in_order) = burst(&mut sidecar, 2_000);
     let (floor_rate, _) = burst(&mut Peer::floor(), 2_000);
@@ -49,7 +53,11 @@ fn main() {
     println!("  idle RSS         nxops {:>7.1} MB   (target <= 10 MB)", rss as f64 / 1024.0);
     drop(sidecar);
     let starts: Vec<Duration> = (0..if quick { 5 } else { 20 }).map(|_| time_to_initialize(&ws, &run_dir)).collect();
-    println!("  start to initialize p50 {:>6.1} ms   max {:>6.1} ms   (target <= 20 ms)", ms(median(&starts)), ms(*starts.iter().max().unwrap()));
+    println!(
+        "  start to initialize p50 {:>6.1} ms   max {:>6.1} ms   (target <= 20 ms)",
+        ms(median(&starts)),
+        ms(*starts.iter().max().unwrap())
+    );
 }
 
 struct Stats {
@@ -98,7 +106,10 @@ fn burst(peer: &mut Peer, count: i64) -> (f64, bool) {
 
 fn time_to_initialize(ws: &Path, run_dir: &Path) -> Duration {
     let start = Instant::now();
-    let mut peer = Peer::spawn(Command::new(env!("CARGO_BIN_EXE_nxops")).args(["serve", "--stdio"]).env("XDG_RUNTIME_DIR", run_dir), false);
+    let mut peer = Peer::spawn(
+        Command::new(env!("CARGO_BIN_EXE_nxops")).args(["serve", "--stdio"]).env("XDG_RUNTIME_DIR", run_dir),
+        false,
+    );
     let params = json!({"processId": null, "rootUri": format!("file://{}", ws.display()), "capabilities": {}});
     peer.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}));
     read_frame(&mut peer.stdout).expect("initialize answered");
@@ -118,7 +129,10 @@ impl Peer {
     }
 
     fn sidecar(ws: &Path, run_dir: &Path) -> Peer {
-        let mut peer = Peer::spawn(Command::new(env!("CARGO_BIN_EXE_nxops")).args(["serve", "--stdio"]).env("XDG_RUNTIME_DIR", run_dir), false);
+        let mut peer = Peer::spawn(
+            Command::new(env!("CARGO_BIN_EXE_nxops")).args(["serve", "--stdio"]).env("XDG_RUNTIME_DIR", run_dir),
+            false,
+        );
         let params = json!({"processId": null, "rootUri": format!("file://{}", ws.display()), "capabilities": {}});
         peer.send(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}));
         read_frame(&mut peer.stdout).expect("initialize answered");
@@ -127,7 +141,8 @@ impl Peer {
     }
 
     fn spawn(cmd: &mut Command, is_floor: bool) -> Peer {
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         Peer { child, stdin, stdout, is_floor }
@@ -196,7 +211,11 @@ fn read_frame(reader: &mut impl BufRead) -> Option<Value> {
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn median(values: &[Duration]) -> Duration {

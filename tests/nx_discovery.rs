@@ -39,9 +39,9 @@ fn check(name: &str, c: Case, scratch: &Scratch) -> serde_json::Value {
         }
         cmd
     };
-    let before = json_of(&run_ok(&mut with_env(scratch.nxops(&ws)).args(["env", "info", "--json"])));
+    let before = json_of(&run_ok(with_env(scratch.nxops(&ws)).args(["env", "info", "--json"])));
     let nx = json_of(&run_ok(&mut with_env(scratch.node(&ws, NX_ANSWER))));
-    let after = json_of(&run_ok(&mut with_env(scratch.nxops(&ws)).args(["env", "info", "--json"])));
+    let after = json_of(&run_ok(with_env(scratch.nxops(&ws)).args(["env", "info", "--json"])));
     for (when, ours) in [("before Nx ran", &before), ("after Nx ran", &after)] {
         assert_eq!(ours["nx"]["cacheDir"], nx["cache"], "{name}: cache folder {when}; nxops said {:#}", ours["nx"]);
         assert_eq!(ours["nx"]["dbDir"], nx["db"], "{name}: database folder {when}; nxops said {:#}", ours["nx"]);
@@ -80,7 +80,7 @@ fn local_layout_for_shallow_clone_without_remote() {
 }
 
 #[test]
-fn nx_cacheDirectory_relative_and_absolute() {
+fn nx_cache_directory_relative_and_absolute() {
     let s = Scratch::new();
     check(
         "rel",
@@ -93,7 +93,7 @@ fn nx_cacheDirectory_relative_and_absolute() {
 }
 
 #[test]
-fn nx_json_cacheDirectory() {
+fn nx_json_cache_directory() {
     let s = Scratch::new();
     let c = Case {
         nx_json_patch: Some(("cacheDirectory", "custom-cache".into())),

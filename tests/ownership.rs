@@ -107,7 +107,8 @@ fn call_without_a_sidecar_runs_in_process_and_reports_errors_as_json() {
 
     let out = s.nxops(&ws).args(["call", "nxops/workspace/attach", "{\"pth\": 1}"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let err: Value = serde_json::from_slice(&out.stderr[..out.stderr.iter().rposition(|&b| b == b'}').unwrap() + 1]).unwrap();
+    let err: Value =
+        serde_json::from_slice(&out.stderr[..out.stderr.iter().rposition(|&b| b == b'}').unwrap() + 1]).unwrap();
     assert_eq!(err["code"], -32602);
     assert!(out.stdout.is_empty());
 

@@ -32,7 +32,12 @@ fn sections(doc: &str, heading: &str) -> Vec<Section> {
 }
 
 fn block<'a>(section: &'a Section, kind: &str) -> &'a str {
-    section.blocks.iter().find(|(k, _)| k == kind).map(|(_, t)| t.as_str()).unwrap_or_else(|| panic!("{} has no `json {kind}` block", section.name))
+    section
+        .blocks
+        .iter()
+        .find(|(k, _)| k == kind)
+        .map(|(_, t)| t.as_str())
+        .unwrap_or_else(|| panic!("{} has no `json {kind}` block", section.name))
 }
 
 /// Compares shapes: the same object keys (recursively), arrays by their first
@@ -81,9 +86,11 @@ fn documented_examples_get_documented_answers() {
         let request = block(&section, "request")
             .replace("$WORKSPACE", ws.to_str().unwrap())
             .replace("$OTHER", other.to_str().unwrap());
-        let request: Value = serde_json::from_str(&request).unwrap_or_else(|e| panic!("{}: bad request JSON: {e}", section.name));
+        let request: Value =
+            serde_json::from_str(&request).unwrap_or_else(|e| panic!("{}: bad request JSON: {e}", section.name));
         assert_eq!(request["method"], section.name.as_str());
-        let documented: Value = serde_json::from_str(block(&section, "response")).unwrap_or_else(|e| panic!("{}: bad response JSON: {e}", section.name));
+        let documented: Value = serde_json::from_str(block(&section, "response"))
+            .unwrap_or_else(|e| panic!("{}: bad response JSON: {e}", section.name));
         sidecar.send(&request);
         let real = sidecar.response_to(&request["id"]);
         assert!(real.get("error").is_none(), "{}: the documented request failed: {real}", section.name);

@@ -94,7 +94,7 @@ fn bad_input_gets_clear_errors_and_the_sidecar_keeps_serving() {
     let ws = s.workspace("bad", "none");
     let mut sidecar = Sidecar::start(&s, &ws, &[("NXOPS_FAULTS", "panic:nxops/workspace/list")]);
     sidecar.initialize(&ws);
-    let mut expect_error = |sidecar: &mut Sidecar, raw: &[u8], code: i64, needle: &str| {
+    let expect_error = |sidecar: &mut Sidecar, raw: &[u8], code: i64, needle: &str| {
         sidecar.write_raw(raw);
         let message = sidecar.next_message().expect("an error response");
         assert_eq!(message["error"]["code"], code, "{message}");

@@ -444,7 +444,7 @@ async fn follow(core: Core, root: PathBuf, paths: Paths, role: Arc<Mutex<Role>>,
             continue;
         }
         tokio::select! {
-            () = tokio::time::sleep(backoff.next()) => {}
+            () = tokio::time::sleep(backoff.next_delay()) => {}
             _ = stop.changed() => return,
         }
     }
