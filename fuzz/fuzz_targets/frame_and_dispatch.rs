@@ -1,5 +1,7 @@
-//! Fuzzes the transport's input path: bytes are fed to the frame decoder in chunks and every frame body
-//! goes through `parse_message`.
+//! Fuzzes the transport's input path: bytes are fed to the frame decoder in chunks, every frame body
+//! goes through `parse_message`, and every `nxops/*` request it yields is dispatched to the method
+//! handlers of an in-process core (no sidecar, no workspace attached; `nxops/system/info` is skipped
+//! because it runs external programs).
 //!
 //! The first input byte picks the chunk sizes, so the fuzzer explores how frames split across reads. Beyond
 //! "never panics", it checks the decoder's own invariants: it yields no more items than it was fed bytes,
@@ -9,7 +11,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use nxops::rpc::frame::{Decoder, MAX_HEADER_BYTES};
-use nxops::rpc::message::{frame_error, parse_message};
+use nxops::rpc::message::{Incoming, frame_error, parse_message};
+use nxops::sidecar::core::{Core, TransportKind};
+use nxops::sidecar::methods::{self, CallCtx};
+use nxops::sidecar::progress::Progress;
 
 /// A small body cap, so that bodies over it are common and the skipping path gets exercised.
 const MAX_BODY: usize = 4096;
@@ -42,7 +47,9 @@ fn drain(decoder: &mut Decoder, fed: usize) {
     for _ in 0..=fed {
         match decoder.next_frame() {
             Some(Ok(body)) => {
-                let _ = parse_message(&body);
+                if let Ok(Incoming::Request(request)) = parse_message(&body) {
+                    dispatch(request);
+                }
             }
             Some(Err(err)) => {
                 let _ = frame_error(&err);
@@ -54,4 +61,23 @@ fn drain(decoder: &mut Decoder, fed: usize) {
         }
     }
     panic!("decoder yielded more items than the {fed} bytes it was fed");
+}
+
+/// Runs an nxops request through the one dispatcher; any answer is fine, a panic is a bug.
+fn dispatch(request: tower_lsp_server::jsonrpc::Request) {
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    }
+    let (method, _, params) = request.into_parts();
+    if !method.starts_with("nxops/") || method == "nxops/system/info" {
+        return;
+    }
+    RUNTIME.with(|runtime| {
+        let core = Core::in_process(nxops::environment::Environment::default(), runtime.handle().clone());
+        let session = core.open_session(TransportKind::InProcess);
+        let ctx = CallCtx { core, session, progress: Progress::none() };
+        let params = params.unwrap_or(serde_json::json!({}));
+        let _ = runtime.block_on(methods::call(&ctx, &method, params));
+    });
 }
