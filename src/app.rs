@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tower_lsp_server::jsonrpc::{Error, ErrorCode};
 
-use crate::cli::{CallArgs, Cli, Command, EnvCommand, GlobalArgs, SystemCommand};
+use crate::cli::{CacheCommand, CallArgs, Cli, Command, EnvCommand, GlobalArgs, SystemCommand};
 use crate::config::{self, ConfigError, FlagValue, workspace_key};
 use crate::environment::Environment;
 use crate::info;
@@ -48,8 +48,87 @@ pub fn run(cli: Cli, env: Environment) -> anyhow::Result<()> {
             let params = json!({"workspace": root, "set": set});
             show::<info::env::EnvInfo>(invoke(&env, Some(&root), "nxops/env/info", params)?, format)
         }
+        Command::Cache { command } => cache(&cli.global, &env, command, format),
         Command::Serve(_) => std::process::exit(crate::sidecar::serve_stdio(env)?),
         Command::Call(args) => call(&cli.global, &env, args),
+    }
+}
+
+/// `nxops cache ...`: each subcommand is its `nxops/cache/*` method.
+fn cache(global: &GlobalArgs, env: &Environment, command: CacheCommand, format: Format) -> anyhow::Result<()> {
+    use crate::cache::{clean::CleanReport, reset::ResetReport, stats::CacheStats, verify::VerifyReport};
+    let root = find_root(&start_dir(global)?)?;
+    let bad = |flag: &str, problem: String| ConfigError { location: flag.to_string(), problem };
+    let (method, mut params) = match &command {
+        CacheCommand::Stats { deep } => ("nxops/cache/stats", json!({"deep": deep})),
+        CacheCommand::Clean { max_size, max_age, dry_run, force } => {
+            if let Some(size) = max_size {
+                config::units::parse_size(size).map_err(|e| bad("--max-size", format!("{size:?}: {e}")))?;
+            }
+            if let Some(age) = max_age {
+                config::units::parse_duration(age).map_err(|e| bad("--max-age", format!("{age:?}: {e}")))?;
+            }
+            let params = json!({"maxSize": max_size, "maxAge": max_age, "dryRun": dry_run, "force": force});
+            ("nxops/cache/clean", params)
+        }
+        CacheCommand::Reset { all, timeout } => {
+            config::units::parse_duration(timeout).map_err(|e| bad("--timeout", format!("{timeout:?}: {e}")))?;
+            ("nxops/cache/reset", json!({"all": all, "timeout": timeout}))
+        }
+        CacheCommand::Verify { fix } => ("nxops/cache/verify", json!({"fix": fix})),
+    };
+    params["workspace"] = json!(root);
+    strip_nulls(&mut params);
+    let bar = ProgressBar::for_terminal(global);
+    if bar.is_some() {
+        params["workDoneToken"] = json!("nxops-cli");
+    }
+    let answer = invoke_with_progress(env, Some(&root), method, params, bar.clone());
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    let answer = answer?;
+    match command {
+        CacheCommand::Stats { .. } => show::<CacheStats>(answer, format),
+        CacheCommand::Clean { .. } => show::<CleanReport>(answer, format),
+        CacheCommand::Reset { .. } => show::<ResetReport>(answer, format),
+        CacheCommand::Verify { .. } => show::<VerifyReport>(answer, format),
+    }
+}
+
+fn strip_nulls(params: &mut Value) {
+    if let Value::Object(map) = params {
+        map.retain(|_, v| !v.is_null());
+    }
+}
+
+/// A one-line progress bar on stderr, drawn from `$/progress` values; only on a terminal.
+#[derive(Clone)]
+struct ProgressBar {
+    shown: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ProgressBar {
+    fn for_terminal(global: &GlobalArgs) -> Option<ProgressBar> {
+        use std::io::IsTerminal;
+        (!global.quiet && std::io::stderr().is_terminal()).then(|| ProgressBar { shown: Default::default() })
+    }
+
+    fn draw(&self, value: &Value) {
+        use std::io::Write;
+        let (Some(percentage), Some(message)) = (value.get("percentage").and_then(Value::as_u64), value.get("message").and_then(Value::as_str)) else {
+            return;
+        };
+        let filled = (percentage.min(100) / 5) as usize;
+        let line = format!("\r[{}{}] {percentage:>3}% {message}   ", "#".repeat(filled), " ".repeat(20 - filled));
+        self.shown.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+
+    fn finish(&self) {
+        if self.shown.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!();
+        }
     }
 }
 
@@ -91,20 +170,39 @@ fn call(global: &GlobalArgs, env: &Environment, args: CallArgs) -> anyhow::Resul
 
 /// Sends `method` to the owner of `root`'s workspace, or runs it here when none runs.
 pub fn invoke(env: &Environment, root: Option<&Path>, method: &str, params: Value) -> anyhow::Result<Value> {
+    invoke_with_progress(env, root, method, params, None)
+}
+
+fn invoke_with_progress(
+    env: &Environment,
+    root: Option<&Path>,
+    method: &str,
+    params: Value,
+    bar: Option<ProgressBar>,
+) -> anyhow::Result<Value> {
     if let Some(root) = root
-        && let Some(client) = connect_owner(env, root)?
+        && let Some(client) = connect_owner(env, root, bar.clone())?
     {
         return remote(&client, method, params);
     }
-    in_process(env, root, method, params)
+    let progress = match bar {
+        Some(bar) => Progress::local(std::sync::Arc::new(move |value: &Value| bar.draw(value))),
+        None => Progress::none(),
+    };
+    in_process(env, root, method, params, progress)
 }
 
-fn connect_owner(env: &Environment, root: &Path) -> anyhow::Result<Option<RpcClient>> {
+fn connect_owner(env: &Environment, root: &Path, bar: Option<ProgressBar>) -> anyhow::Result<Option<RpcClient>> {
     let paths = Paths::for_workspace(env, &workspace_key(root))?;
     if !paths.socket.exists() {
         return Ok(None);
     }
-    let Ok(client) = RpcClient::connect(&paths.socket, Box::new(|_, _| {})) else { return Ok(None) };
+    let on_notification = Box::new(move |method: &str, params: Value| {
+        if let (Some(bar), "$/progress") = (&bar, method) {
+            bar.draw(&params["value"]);
+        }
+    });
+    let Ok(client) = RpcClient::connect(&paths.socket, on_notification) else { return Ok(None) };
     let pid = paths.owner_info().map_or_else(|| "unknown".into(), |i| i.pid.to_string());
     let hello = async { client.handshake("nxops-cli").await };
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
@@ -132,14 +230,14 @@ fn remote(client: &RpcClient, method: &str, params: Value) -> anyhow::Result<Val
     }
 }
 
-fn in_process(env: &Environment, root: Option<&Path>, method: &str, params: Value) -> anyhow::Result<Value> {
+fn in_process(env: &Environment, root: Option<&Path>, method: &str, params: Value, progress: Progress) -> anyhow::Result<Value> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let core = Core::in_process(env.clone(), runtime.handle().clone());
     if let Some(root) = root {
         core.attach(root).map_err(|e| CallFailed(to_jsonrpc(e)))?;
     }
     let session = core.open_session(TransportKind::InProcess);
-    let ctx = CallCtx { core, session, progress: Progress::none() };
+    let ctx = CallCtx { core, session, progress };
     runtime.block_on(methods::call(&ctx, method, params)).map_err(|e| CallFailed(to_jsonrpc(e)).into())
 }
 

@@ -46,6 +46,11 @@ pub enum Command {
         #[command(subcommand)]
         command: EnvCommand,
     },
+    /// Inspect and manage the workspace's Nx task cache
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Run the sidecar that editors, the Nx plugin and scripts talk to
     Serve(ServeArgs),
     /// Send one JSON-RPC request to the workspace's sidecar (or answer it in-process) and print the result
@@ -67,6 +72,46 @@ pub struct CallArgs {
     pub method: String,
     /// Its params as a JSON object (default {})
     pub params: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Entries, size, age, hit rate and biggest consumers, from Nx's database in milliseconds
+    Stats {
+        /// Also walk the disk: apparent and allocated bytes, and orphans the database does not know
+        #[arg(long)]
+        deep: bool,
+    },
+    /// Evict by age, then least recently used down to 90% of the size limit, then sweep orphans
+    Clean {
+        /// Size limit for this run (default: the cache.maxSize setting), e.g. 2GB
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+        /// Age limit for this run (default: the cache.maxAge setting), e.g. 3d
+        #[arg(long, value_name = "DURATION")]
+        max_age: Option<String>,
+        /// Print what would be removed and remove nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove entries used in the last hour and entries of running tasks
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the workspace's nx reset (cache only unless --all); clean up by hand if it fails or hangs
+    Reset {
+        /// Everything nx reset removes: cache, database, workspace data, daemon
+        #[arg(long)]
+        all: bool,
+        /// How long nx reset may take before the manual fallback
+        #[arg(long, value_name = "DURATION", default_value = "60s")]
+        timeout: String,
+    },
+    /// Find entries Nx would serve wrong (empty, partial, or changed since first seen)
+    Verify {
+        /// Evict the entries found, so the next run is a clean miss
+        #[arg(long)]
+        fix: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,139 @@
 //! The Nx task cache: statistics, eviction, reset and verification, always in
 //! step with Nx's own database.
+//!
+//! # Layout (Nx 24)
+//! `<cache>/<hash>/` holds a task's outputs (hash names are all digits),
+//! `<cache>/terminalOutputs/<hash>` its terminal output, and one row of
+//! `cache_outputs` in `<db dir>/<machine id>-v<N>.db` records its size and last
+//! use (`accessed_at`, updated by Nx on every hit; atime is never used).
+//!
+//! # Safety
+//! - An entry is never left partly deleted under its real name: its folder and
+//!   terminal output are renamed into `<cache>/.nxops-trash` inside the same
+//!   short transaction that deletes its row (guarded by `accessed_at`), and only
+//!   then deleted, in parallel, outside any lock.
+//! - Entries touched in the last hour and entries of running tasks are skipped
+//!   unless forced; folders and terminal outputs without a row are left alone
+//!   while younger than an hour (Nx may be writing them).
+//! - Symlinks are never followed; nothing outside the cache folder is touched.
+//!   Files vanishing underneath are tolerated.
+//!
+//! # Locking
+//! One cleaner at a time per cache: `flock` on `<cache>/.nxops-clean.lock`.
+//! Manual runs wait for it; automatic runs skip when it is held.
+//!
+//! # Compatibility
+//! A cache without Nx's database (Nx before 20), or a database without the
+//! columns we use, is refused with a message saying so: nxops never guesses.
 
+pub mod clean;
+pub mod db;
+pub mod digests;
+pub mod lock;
+pub mod reset;
 pub mod scan;
+pub mod stats;
 pub mod trash;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::workspace::Workspace;
+
+/// Entries used (or written) this recently are left alone unless forced.
+pub const RECENT_SECS: i64 = 3600;
+
+/// Why the cache cannot be worked on.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("the Nx cache folder {} does not exist yet: run a cacheable Nx task first", .0.display())]
+    NoCache(PathBuf),
+    #[error(
+        "no Nx database in {}: the cache at {} is not Nx 24's layout (Nx before 20 kept no database); nxops will not guess which entries are in use",
+        .db_dir.display(), .cache_dir.display()
+    )]
+    NoDatabase { db_dir: PathBuf, cache_dir: PathBuf },
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+impl CacheError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> CacheError {
+        CacheError::Io { context: context.into(), source }
+    }
+}
+
+/// Where one workspace's cache is, checked.
+#[derive(Debug, Clone)]
+pub struct CachePaths {
+    pub root: PathBuf,
+    pub cache_dir: PathBuf,
+    pub db_file: PathBuf,
+    /// The checkout's own database (running tasks); the same file in the local layout.
+    pub local_db_file: Option<PathBuf>,
+    pub workspace_data_dir: PathBuf,
+    pub state_dir: Option<PathBuf>,
+}
+
+impl CachePaths {
+    pub fn of(ws: &Workspace) -> Result<CachePaths, CacheError> {
+        let cache_dir = ws.nx.cache_dir.clone();
+        if !cache_dir.is_dir() {
+            return Err(CacheError::NoCache(cache_dir));
+        }
+        let db_file = ws.nx.db_files.first().cloned().ok_or_else(|| CacheError::NoDatabase {
+            db_dir: ws.nx.db_dir.clone(),
+            cache_dir: cache_dir.clone(),
+        })?;
+        let local_db_file = crate::workspace::nx_paths::find_db_files(&ws.nx.workspace_data_dir).into_iter().next();
+        Ok(CachePaths {
+            root: ws.root.clone(),
+            cache_dir,
+            db_file,
+            local_db_file,
+            workspace_data_dir: ws.nx.workspace_data_dir.clone(),
+            state_dir: ws.state_dir.clone(),
+        })
+    }
+
+    pub fn entry(&self, hash: &str) -> PathBuf {
+        self.cache_dir.join(hash)
+    }
+
+    pub fn terminal_output(&self, hash: &str) -> PathBuf {
+        self.cache_dir.join("terminalOutputs").join(hash)
+    }
+
+    /// `project:target` of tasks running now, from whichever database records them.
+    pub fn running_tasks(&self, shared: &db::NxDb) -> Vec<String> {
+        let mut running = shared.running_tasks().unwrap_or_default();
+        if let Some(local) = &self.local_db_file
+            && local != &self.db_file
+            && let Ok(db) = db::NxDb::open(local)
+        {
+            running.extend(db.running_tasks().unwrap_or_default());
+        }
+        running
+    }
+}
+
+/// True for Nx's entry names: all digits.
+pub fn is_hash(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
+}
+
+pub fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Seconds since `path` was last modified (0 when unknown), for the "younger than an hour" rule.
+pub fn age_of(path: &Path, now: i64) -> i64 {
+    std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| now - d.as_secs() as i64)
+}

@@ -25,7 +25,7 @@ use crate::rpc::errors::RpcError;
 use crate::workspace::{Workspace, find_root};
 
 /// Events a client can subscribe to with `nxops/subscribe` (names without the `nxops/` prefix).
-pub const EVENTS: &[&str] = &["workspaceAttached", "workspaceDetached", "ownershipChanged"];
+pub const EVENTS: &[&str] = &["workspaceAttached", "workspaceDetached", "ownershipChanged", "cacheCleanup"];
 
 /// Something that happened, for subscribers.
 #[derive(Debug, Clone)]

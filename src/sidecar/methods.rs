@@ -35,6 +35,10 @@ pub const METHODS: &[MethodDef] = &[
     MethodDef { name: "nxops/workspace/list", summary: "attached workspaces and this process's role for each" },
     MethodDef { name: "nxops/system/info", summary: "the `nxops system info` report" },
     MethodDef { name: "nxops/env/info", summary: "the `nxops env info` report (runs on the workspace's owner)" },
+    MethodDef { name: "nxops/cache/stats", summary: "cache statistics from Nx's database, or the disk with deep" },
+    MethodDef { name: "nxops/cache/clean", summary: "evict by age, then least recently used, then orphans" },
+    MethodDef { name: "nxops/cache/reset", summary: "nx reset with a manual fallback" },
+    MethodDef { name: "nxops/cache/verify", summary: "find entries Nx would serve wrong; fix evicts them" },
     MethodDef { name: "nxops/subscribe", summary: "receive the named events as notifications" },
     MethodDef { name: "nxops/unsubscribe", summary: "stop receiving the named events" },
 ];
@@ -61,6 +65,9 @@ pub async fn call(ctx: &CallCtx, method: &str, params: Value) -> Result<Value, R
         }
         "nxops/system/info" => system_info(ctx, parse(method, params)?).await,
         "nxops/env/info" => env_info(ctx, method, params).await,
+        "nxops/cache/stats" | "nxops/cache/clean" | "nxops/cache/reset" | "nxops/cache/verify" => {
+            cache_method(ctx, method, params).await
+        }
         "nxops/subscribe" => subscribe(ctx, method, parse(method, params)?),
         "nxops/unsubscribe" => unsubscribe(ctx, method, parse(method, params)?),
         other => Err(RpcError::UnknownMethod(other.to_string())),
@@ -99,6 +106,10 @@ struct EventsParams {
 }
 
 /// Deserializes params; the error names the field (`missing field `path``).
+pub fn parse_params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
+    parse(method, params)
+}
+
 fn parse<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
     let params = match params {
         Value::Object(mut map) => {
@@ -186,6 +197,15 @@ async fn env_info(ctx: &CallCtx, method: &str, raw: Value) -> Result<Value, RpcE
             };
             Ok(serde_json::to_value(info::env::collect(&workspace, ctx.core.env())).expect("reports serialize"))
         }
+    }
+}
+
+/// Runs a cache method where the workspace's owner is.
+async fn cache_method(ctx: &CallCtx, method: &str, raw: Value) -> Result<Value, RpcError> {
+    let workspace = raw.get("workspace").and_then(Value::as_str).map(PathBuf::from);
+    match ctx.core.route(workspace.as_deref()).await? {
+        Route::Forward { client, root } => forward(&client, method, raw, &root).await,
+        Route::Local(ws) => super::cache_methods::run(ctx, &ws, method, raw).await,
     }
 }
 

@@ -11,6 +11,7 @@
 //! read from the protocol stream.
 
 pub mod backend;
+pub mod cache_methods;
 pub mod core;
 pub mod methods;
 pub mod ownership;

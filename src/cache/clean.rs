@@ -1,0 +1,471 @@
+//! `nxops cache clean`: evict by age, then least recently used (Nx's
+//! `accessed_at`) down to 90% of the size limit, then sweep orphans.
+//!
+//! The plan is computed from one read of the database and printed as it is by
+//! `--dry-run`. Execution takes entries out in batches: each batch is one short
+//! `BEGIN IMMEDIATE` transaction that re-checks every row, renames its folder
+//! and terminal output into the trash and deletes the row if `accessed_at` is
+//! unchanged. The trash is emptied in parallel after the batch commits.
+//!
+//! `--force` removes the two protections a normal run keeps: entries used or
+//! written in the last hour, and entries of tasks Nx records as running. It never
+//! removes the guard on `accessed_at`, never follows symlinks and never touches
+//! anything outside the cache folder.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::db::{NxDb, Row};
+use super::lock::{CleanerLock, LOCK_FILE};
+use super::scan;
+use super::trash::{TRASH_DIR, Trash};
+use super::{CacheError, CachePaths, RECENT_SECS, age_of, is_hash, now_secs};
+use crate::config::units::{format_duration, format_size};
+use crate::output::{Report, Section};
+
+/// Entries taken out per database transaction.
+const BATCH: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+pub struct CleanOptions {
+    pub max_size: u64,
+    pub max_age: Duration,
+    pub dry_run: bool,
+    pub force: bool,
+    /// Automatic runs skip when another cleaner holds the lock; manual runs wait.
+    pub trigger: Trigger,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    Manual,
+    Automatic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// Not used within the age limit.
+    Age,
+    /// Least recently used while the cache was over its size limit.
+    Size,
+    /// Found corrupt by `verify --fix`.
+    Corrupt,
+    /// An entry folder with no database row.
+    OrphanFolder,
+    /// A terminal output with no database row.
+    OrphanTerminalOutput,
+    /// A row marked as an entry whose folder is gone.
+    RowWithoutFolder,
+    /// Left in the trash by an interrupted run.
+    Trash,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Removed {
+    pub hash: String,
+    pub project: Option<String>,
+    pub target: Option<String>,
+    pub bytes: u64,
+    pub reason: Reason,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Skipped {
+    pub hash: String,
+    pub why: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanReport {
+    pub cache_dir: PathBuf,
+    pub dry_run: bool,
+    pub force: bool,
+    pub trigger: Trigger,
+    pub max_size: u64,
+    pub max_age_ms: u64,
+    /// Entries and bytes by the database before and after.
+    pub before: Totals,
+    pub after: Totals,
+    pub removed: Vec<Removed>,
+    pub skipped: Vec<Skipped>,
+    /// Entries (rows) removed, files deleted, and bytes freed on disk (apparent).
+    pub entries: u64,
+    pub files: u64,
+    pub bytes_freed: u64,
+    pub duration_ms: u64,
+    /// An automatic run that found another cleaner at work does nothing.
+    pub skipped_run: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// What a clean would do, from one read of the database and the folder.
+pub struct Plan {
+    pub evict: Vec<(Row, Reason)>,
+    pub orphans: Vec<(PathBuf, Reason, u64)>,
+    pub skipped: Vec<Skipped>,
+    pub before: Totals,
+    pub after: Totals,
+}
+
+/// Cleans, or with `dry_run` only plans. `progress(done, total)` is called as batches complete.
+pub fn run(paths: &CachePaths, options: CleanOptions, progress: &dyn Fn(u64, u64)) -> Result<CleanReport, CacheError> {
+    let started = Instant::now();
+    let Some(_lock) = take_lock(paths, options.trigger)? else {
+        return Ok(empty_report(paths, options, started, "another cleaner is running"));
+    };
+    let mut db = NxDb::open(&paths.db_file)?;
+    let plan = plan(paths, &db, options)?;
+    carry_out(paths, &mut db, plan, options, started, progress)
+}
+
+/// Evicts the given rows now (`verify --fix`), with the same lock, trash and guards.
+pub fn evict_rows(paths: &CachePaths, evict: Vec<(Row, Reason)>, options: CleanOptions) -> Result<CleanReport, CacheError> {
+    let started = Instant::now();
+    let _lock = take_lock(paths, Trigger::Manual)?;
+    let mut db = NxDb::open(&paths.db_file)?;
+    let (entries, bytes) = db.totals()?;
+    let before = Totals { entries, bytes };
+    let plan = Plan { evict, orphans: Vec::new(), skipped: Vec::new(), before, after: before };
+    carry_out(paths, &mut db, plan, options, started, &|_, _| {})
+}
+
+fn take_lock(paths: &CachePaths, trigger: Trigger) -> Result<Option<CleanerLock>, CacheError> {
+    let io = |e| CacheError::io(format!("failed to take the cleaner lock in {}", paths.cache_dir.display()), e);
+    match trigger {
+        Trigger::Manual => CleanerLock::wait(&paths.cache_dir).map(Some).map_err(io),
+        Trigger::Automatic => CleanerLock::try_take(&paths.cache_dir).map_err(io),
+    }
+}
+
+fn carry_out(
+    paths: &CachePaths,
+    db: &mut NxDb,
+    plan: Plan,
+    options: CleanOptions,
+    started: Instant,
+    progress: &dyn Fn(u64, u64),
+) -> Result<CleanReport, CacheError> {
+    let mut report = report_of(paths, options, &plan);
+    if !options.dry_run {
+        let io = |what: &str, e| CacheError::io(format!("{what} in {}", paths.cache_dir.display()), e);
+        let trash = Trash::open(&paths.cache_dir).map_err(|e| io("failed to open the trash", e))?;
+        execute(paths, db, &trash, plan, &mut report, progress)?;
+        let freed = trash.empty(scan::default_threads()).map_err(|e| io("failed to empty the trash", e))?;
+        report.files = freed.files;
+        report.bytes_freed = freed.apparent_bytes;
+        let (entries, bytes) = db.totals()?;
+        report.after = Totals { entries, bytes };
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Age first, then least recently used down to 90% of the limit, then orphans.
+pub fn plan(paths: &CachePaths, db: &NxDb, options: CleanOptions) -> Result<Plan, CacheError> {
+    let now = now_secs();
+    let rows = db.rows()?;
+    let running: HashSet<String> = if options.force { HashSet::new() } else { paths.running_tasks(db).into_iter().collect() };
+    let (mut evict, mut skipped, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+    let cutoff = now - options.max_age.as_secs() as i64;
+    let before = Totals {
+        entries: rows.iter().filter(|r| r.is_cache_entry).count() as u64,
+        bytes: rows.iter().filter(|r| r.is_cache_entry).map(|r| r.size).sum(),
+    };
+    for row in rows.iter().filter(|r| r.is_cache_entry) {
+        let protection = protected(row, now, &running, options.force);
+        match (row.accessed < cutoff, protection) {
+            (true, Some(why)) => skipped.push(Skipped { hash: row.hash.clone(), why }),
+            (true, None) => evict.push((row.clone(), Reason::Age)),
+            (false, _) => kept.push(row),
+        }
+    }
+    let mut remaining: u64 = kept.iter().map(|r| r.size).sum();
+    if remaining > options.max_size {
+        let goal = options.max_size / 10 * 9;
+        for row in &kept {
+            if remaining <= goal {
+                break;
+            }
+            match protected(row, now, &running, options.force) {
+                Some(why) => skipped.push(Skipped { hash: row.hash.clone(), why }),
+                None => {
+                    remaining -= row.size;
+                    evict.push(((*row).clone(), Reason::Size));
+                }
+            }
+        }
+    }
+    let evicted: HashSet<String> = evict.iter().map(|(r, _)| r.hash.clone()).collect();
+    let mut orphans = orphan_files(paths, &rows, now, options.force);
+    for row in rows.iter().filter(|r| r.is_cache_entry && !evicted.contains(&r.hash)) {
+        if !paths.entry(&row.hash).exists() && (options.force || now - row.created >= RECENT_SECS) {
+            evict.push((row.clone(), Reason::RowWithoutFolder));
+        }
+    }
+    orphans.sort_by(|a, b| a.0.cmp(&b.0));
+    let removed_bytes: u64 = evict.iter().filter(|(r, _)| r.is_cache_entry).map(|(r, _)| r.size).sum();
+    let after = Totals { entries: before.entries - evict.len() as u64, bytes: before.bytes.saturating_sub(removed_bytes) };
+    Ok(Plan { evict, orphans, skipped, before, after })
+}
+
+/// Why an entry must be kept, if it must.
+fn protected(row: &Row, now: i64, running: &HashSet<String>, force: bool) -> Option<String> {
+    if force {
+        return None;
+    }
+    if now - row.accessed < RECENT_SECS {
+        return Some("used in the last hour".into());
+    }
+    let task = format!("{}:{}", row.project.as_deref().unwrap_or(""), row.target.as_deref().unwrap_or(""));
+    running.contains(&task).then(|| format!("task {task} is running"))
+}
+
+/// Entry folders and terminal outputs no row knows about, and leftover trash.
+fn orphan_files(paths: &CachePaths, rows: &[Row], now: i64, force: bool) -> Vec<(PathBuf, Reason, u64)> {
+    let known: HashSet<&str> = rows.iter().map(|r| r.hash.as_str()).collect();
+    let old_enough = |path: &std::path::Path| force || age_of(path, now) >= RECENT_SECS;
+    let mut out = Vec::new();
+    for (dir, reason) in [(paths.cache_dir.clone(), Reason::OrphanFolder), (paths.cache_dir.join("terminalOutputs"), Reason::OrphanTerminalOutput)] {
+        let Ok(listing) = std::fs::read_dir(&dir) else { continue };
+        for item in listing.flatten() {
+            let name = item.file_name().to_string_lossy().into_owned();
+            let is_entry = item.file_type().is_ok_and(|t| t.is_dir()) || reason == Reason::OrphanTerminalOutput;
+            if is_hash(&name) && is_entry && !known.contains(name.as_str()) && old_enough(&item.path()) {
+                let bytes = match reason {
+                    Reason::OrphanFolder => scan::measure(&item.path()).map_or(0, |u| u.apparent_bytes),
+                    _ => item.metadata().map_or(0, |m| m.len()),
+                };
+                out.push((item.path(), reason, bytes));
+            }
+        }
+    }
+    if let Ok(listing) = std::fs::read_dir(paths.cache_dir.join(TRASH_DIR)) {
+        out.extend(listing.flatten().map(|item| (item.path(), Reason::Trash, 0)));
+    }
+    out
+}
+
+fn execute(
+    paths: &CachePaths,
+    db: &mut NxDb,
+    trash: &Trash,
+    plan: Plan,
+    report: &mut CleanReport,
+    progress: &dyn Fn(u64, u64),
+) -> Result<(), CacheError> {
+    let total = (plan.evict.len() + plan.orphans.len()) as u64;
+    let mut done = 0u64;
+    let mut removed = Vec::with_capacity(plan.evict.len());
+    let now = now_secs();
+    for batch in plan.evict.chunks(BATCH) {
+        let outcome = db.batch(|tx| {
+            let mut taken_here: Vec<(PathBuf, PathBuf)> = Vec::new();
+            let mut results = Vec::new();
+            for (row, reason) in batch {
+                match take_entry(paths, trash, tx, row, *reason, now, report.force, &mut taken_here) {
+                    Ok(true) => results.push(Ok((row, *reason))),
+                    Ok(false) => results.push(Err(Skipped { hash: row.hash.clone(), why: "used while cleaning".into() })),
+                    Err(e) => results.push(Err(Skipped { hash: row.hash.clone(), why: e })),
+                }
+            }
+            (results, taken_here)
+        });
+        match outcome {
+            Ok(((results, _), Ok(()))) => {
+                for result in results {
+                    match result {
+                        Ok((row, reason)) => removed.push(removed_of(row, reason)),
+                        Err(skip) => report.skipped.push(skip),
+                    }
+                }
+            }
+            Ok(((_, taken), Err(err))) => {
+                tracing::warn!(target: "nxops::cache", "a batch was rolled back: {err}");
+                put_back(trash, &taken);
+                report.skipped.extend(batch.iter().map(|(r, _)| Skipped { hash: r.hash.clone(), why: err.to_string() }));
+            }
+            Err(err) => return Err(err.into()),
+        }
+        done += batch.len() as u64;
+        progress(done, total);
+    }
+    for (path, reason, bytes) in plan.orphans {
+        if let Ok(Some(_)) = trash.take(&path) {
+            let hash = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            removed.push(Removed { hash, project: None, target: None, bytes, reason });
+        }
+        done += 1;
+        progress(done, total);
+    }
+    report.entries = removed.iter().filter(|r| matches!(r.reason, Reason::Age | Reason::Size | Reason::Corrupt | Reason::RowWithoutFolder)).count() as u64;
+    report.removed = removed;
+    Ok(())
+}
+
+/// Inside a batch: re-check the row, move its files to the trash, delete it.
+/// Ok(false) when Nx used the entry since the plan was made.
+#[allow(clippy::too_many_arguments)]
+fn take_entry(
+    paths: &CachePaths,
+    trash: &Trash,
+    tx: &super::db::Batch<'_>,
+    row: &Row,
+    reason: Reason,
+    now: i64,
+    force: bool,
+    taken: &mut Vec<(PathBuf, PathBuf)>,
+) -> Result<bool, String> {
+    let current = tx.accessed_at(&row.hash).map_err(|e| e.to_string())?;
+    if current.as_deref() != Some(row.accessed_at.as_str()) {
+        return Ok(false);
+    }
+    if !force && reason != Reason::Corrupt && now - row.accessed < RECENT_SECS {
+        return Ok(false);
+    }
+    let mut moved = Vec::new();
+    for original in [paths.entry(&row.hash), paths.terminal_output(&row.hash)] {
+        match trash.take(&original) {
+            Ok(Some(in_trash)) => moved.push((in_trash, original)),
+            Ok(None) => {}
+            Err(e) => {
+                put_back(trash, &moved);
+                return Err(format!("cannot move {} to the trash: {e}", original.display()));
+            }
+        }
+    }
+    match tx.delete_if_unused(&row.hash, &row.accessed_at) {
+        Ok(true) => {
+            taken.extend(moved);
+            Ok(true)
+        }
+        Ok(false) => {
+            put_back(trash, &moved);
+            Ok(false)
+        }
+        Err(e) => {
+            put_back(trash, &moved);
+            Err(e.to_string())
+        }
+    }
+}
+
+fn put_back(trash: &Trash, moved: &[(PathBuf, PathBuf)]) {
+    for (in_trash, original) in moved {
+        if let Err(e) = trash.restore(in_trash, original) {
+            tracing::error!(target: "nxops::cache", "cannot put {} back: {e}", original.display());
+        }
+    }
+}
+
+fn removed_of(row: &Row, reason: Reason) -> Removed {
+    Removed { hash: row.hash.clone(), project: row.project.clone(), target: row.target.clone(), bytes: row.size, reason }
+}
+
+fn report_of(paths: &CachePaths, options: CleanOptions, plan: &Plan) -> CleanReport {
+    let removed: Vec<Removed> = plan
+        .evict
+        .iter()
+        .map(|(row, reason)| removed_of(row, *reason))
+        .chain(plan.orphans.iter().map(|(path, reason, bytes)| Removed {
+            hash: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            project: None,
+            target: None,
+            bytes: *bytes,
+            reason: *reason,
+        }))
+        .collect();
+    CleanReport {
+        cache_dir: paths.cache_dir.clone(),
+        dry_run: options.dry_run,
+        force: options.force,
+        trigger: options.trigger,
+        max_size: options.max_size,
+        max_age_ms: options.max_age.as_millis() as u64,
+        before: plan.before,
+        after: plan.after,
+        entries: plan.evict.len() as u64,
+        files: 0,
+        bytes_freed: removed.iter().map(|r| r.bytes).sum(),
+        removed,
+        skipped: plan.skipped.clone(),
+        duration_ms: 0,
+        skipped_run: None,
+    }
+}
+
+fn empty_report(paths: &CachePaths, options: CleanOptions, started: Instant, why: &str) -> CleanReport {
+    CleanReport {
+        cache_dir: paths.cache_dir.clone(),
+        dry_run: options.dry_run,
+        force: options.force,
+        trigger: options.trigger,
+        max_size: options.max_size,
+        max_age_ms: options.max_age.as_millis() as u64,
+        before: Totals::default(),
+        after: Totals::default(),
+        removed: Vec::new(),
+        skipped: Vec::new(),
+        entries: 0,
+        files: 0,
+        bytes_freed: 0,
+        duration_ms: started.elapsed().as_millis() as u64,
+        skipped_run: Some(why.to_string()),
+    }
+}
+
+/// Names in the cache folder that belong to nxops, never to Nx.
+pub const OURS: [&str; 2] = [TRASH_DIR, LOCK_FILE];
+
+impl Report for CleanReport {
+    fn human(&self) -> String {
+        let mut out = String::new();
+        if let Some(why) = &self.skipped_run {
+            return format!("Nothing done: {why}.\n");
+        }
+        let verb = if self.dry_run { "Would remove" } else { "Removed" };
+        let mut section = Section::new(&format!(
+            "{verb} {} entries, {} (limits: {}, {})",
+            self.entries,
+            format_size(self.bytes_freed),
+            format_size(self.max_size),
+            format_duration(Duration::from_millis(self.max_age_ms))
+        ));
+        for r in self.removed.iter().take(20) {
+            let task = match (&r.project, &r.target) {
+                (Some(p), Some(t)) => format!("{p}:{t}"),
+                _ => "-".into(),
+            };
+            section.push(&r.hash, format!("{:<24} {:>10}  {:?}", task, format_size(r.bytes), r.reason));
+        }
+        if self.removed.len() > 20 {
+            section.push("...", format!("and {} more (--json lists them all)", self.removed.len() - 20));
+        }
+        section.render(&mut out);
+        let mut totals = Section::new("Cache")
+            .row("before", format!("{} entries, {}", self.before.entries, format_size(self.before.bytes)))
+            .row("after", format!("{} entries, {}", self.after.entries, format_size(self.after.bytes)));
+        if !self.dry_run {
+            totals.push("files deleted", self.files.to_string());
+            totals.push("took", format!("{} ms", self.duration_ms));
+        }
+        if !self.skipped.is_empty() {
+            totals.push("kept", format!("{} entries that qualified but were protected (--force removes them)", self.skipped.len()));
+        }
+        totals.render(&mut out);
+        out
+    }
+}

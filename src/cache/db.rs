@@ -1,0 +1,240 @@
+//! Nx's own sqlite database, read and written the way Nx expects.
+//!
+//! Locking: Nx blocks while another process holds the write lock, so writes
+//! here are tiny transactions (a batch of row deletes), a busy timeout makes us
+//! wait politely for Nx instead of failing, and every delete is guarded by the
+//! row's `accessed_at` as planned, so an entry Nx used since is never removed.
+//!
+//! Compatibility: the file name's `-vN` suffix changes with Nx's schema; we
+//! check the columns we use (not the version number) and refuse with a clear
+//! message when they are missing.
+//!
+//! Performance: statistics are aggregate queries (one table scan each); the
+//! eviction plan loads one compact row per entry.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+/// One cache entry as Nx's database records it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub hash: String,
+    /// Output bytes plus terminal output bytes, as Nx counts them.
+    pub size: u64,
+    /// `accessed_at` exactly as stored (the guard for deletes).
+    pub accessed_at: String,
+    /// `accessed_at` and `created_at` as Unix seconds.
+    pub accessed: i64,
+    pub created: i64,
+    pub is_cache_entry: bool,
+    pub project: Option<String>,
+    pub target: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{}: {source}", .path.display())]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "{}: not the Nx 24 cache schema: table {table} lacks column(s) {missing} (nxops supports the layout of Nx 20 to 24)",
+        .path.display()
+    )]
+    Schema { path: PathBuf, table: &'static str, missing: String },
+}
+
+pub struct NxDb {
+    conn: Connection,
+    path: PathBuf,
+    has_history: bool,
+}
+
+const REQUIRED: &[(&str, &[&str])] = &[
+    ("cache_outputs", &["hash", "code", "size", "is_cache_entry", "created_at", "accessed_at"]),
+    ("task_details", &["hash", "project", "target"]),
+];
+
+impl NxDb {
+    /// Opens an existing database (never creates one) and checks its schema.
+    pub fn open(path: &Path) -> Result<NxDb, DbError> {
+        let sqlite = |source| DbError::Sqlite { path: path.to_path_buf(), source };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite)?;
+        // Our own commits need no fsync in WAL mode; this affects this connection only.
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
+        for (table, columns) in REQUIRED {
+            let have = columns_of(&conn, table).map_err(sqlite)?;
+            let missing: Vec<&str> = columns.iter().copied().filter(|c| !have.iter().any(|h| h == c)).collect();
+            if !missing.is_empty() {
+                return Err(DbError::Schema { path: path.to_path_buf(), table, missing: missing.join(", ") });
+            }
+        }
+        let history = columns_of(&conn, "task_history").map_err(sqlite)?;
+        let has_history = ["hash", "status", "start"].iter().all(|c| history.iter().any(|h| h == c));
+        Ok(NxDb { conn, path: path.to_path_buf(), has_history })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> DbError {
+        DbError::Sqlite { path: self.path.clone(), source }
+    }
+
+    /// Every row of `cache_outputs` with its task, oldest access first.
+    pub fn rows(&self) -> Result<Vec<Row>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT c.hash, c.size, c.accessed_at, CAST(strftime('%s', c.accessed_at) AS INTEGER), \
+                 CAST(strftime('%s', c.created_at) AS INTEGER), c.is_cache_entry, d.project, d.target \
+                 FROM cache_outputs c LEFT JOIN task_details d ON d.hash = c.hash ORDER BY c.accessed_at, c.hash",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Row {
+                    hash: r.get(0)?,
+                    size: r.get::<_, i64>(1)?.max(0) as u64,
+                    accessed_at: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    accessed: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                    created: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                    is_cache_entry: r.get::<_, Option<bool>>(5)?.unwrap_or(true),
+                    project: r.get(6)?,
+                    target: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// (entries, bytes) of rows Nx treats as cache entries.
+    pub fn totals(&self) -> Result<(u64, u64), DbError> {
+        self.conn
+            .query_row("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM cache_outputs WHERE is_cache_entry", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?.max(0) as u64))
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Entries and bytes per age bucket (by `accessed_at`), for the given bucket
+    /// upper bounds in seconds (the last bucket is open-ended).
+    pub fn age_histogram(&self, now: i64, bounds: &[i64]) -> Result<Vec<(u64, u64)>, DbError> {
+        let mut out = vec![(0u64, 0u64); bounds.len() + 1];
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT ?1 - CAST(strftime('%s', accessed_at) AS INTEGER) AS age, size FROM cache_outputs WHERE is_cache_entry",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(params![now]).map_err(|e| self.err(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let age: i64 = row.get::<_, Option<i64>>(0).map_err(|e| self.err(e))?.unwrap_or(0);
+            let size: i64 = row.get(1).map_err(|e| self.err(e))?;
+            let bucket = bounds.iter().position(|b| age < *b).unwrap_or(bounds.len());
+            out[bucket].0 += 1;
+            out[bucket].1 += size.max(0) as u64;
+        }
+        Ok(out)
+    }
+
+    /// (hits, executed) in task history since `since_ms` (epoch milliseconds);
+    /// `None` when this database keeps no task history.
+    pub fn hit_counts(&self, since_ms: i64) -> Result<Option<(u64, u64)>, DbError> {
+        if !self.has_history {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT COALESCE(SUM(status IN ('local-cache', 'local-cache-kept-existing', 'remote-cache')), 0), \
+                 COALESCE(SUM(status IN ('success', 'failure')), 0) FROM task_history WHERE start >= ?1",
+                params![since_ms],
+                |r| Ok(Some((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// The biggest consumers: (project, target, entries, bytes), largest first.
+    pub fn consumers(&self, limit: usize) -> Result<Vec<(String, String, u64, u64)>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE(d.project, '?'), COALESCE(d.target, '?'), COUNT(*), SUM(c.size) AS bytes \
+                 FROM cache_outputs c LEFT JOIN task_details d ON d.hash = c.hash WHERE c.is_cache_entry \
+                 GROUP BY 1, 2 ORDER BY bytes DESC LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)?.max(0) as u64))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// `project:target` of tasks Nx records as running right now (pid alive).
+    pub fn running_tasks(&self) -> Result<Vec<String>, DbError> {
+        let have = columns_of(&self.conn, "running_tasks").map_err(|e| self.err(e))?;
+        if !have.iter().any(|c| c == "task_id") || !have.iter().any(|c| c == "pid") {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare_cached("SELECT task_id, pid FROM running_tasks").map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.err(e))?;
+        let mut running = Vec::new();
+        for row in rows {
+            let (task, pid) = row.map_err(|e| self.err(e))?;
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                running.push(task);
+            }
+        }
+        Ok(running)
+    }
+
+    /// Runs `work` inside one short write transaction (`BEGIN IMMEDIATE`), so Nx
+    /// never sees half of it. Returns `work`'s output together with the outcome of
+    /// the commit, so the caller can undo its file moves when the commit fails.
+    pub fn batch<T>(&mut self, work: impl FnOnce(&Batch<'_>) -> T) -> Result<(T, Result<(), DbError>), DbError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|source| DbError::Sqlite { path: path.clone(), source })?;
+        let out = work(&Batch { tx: &tx });
+        let committed = tx.commit().map_err(|source| DbError::Sqlite { path, source });
+        Ok((out, committed))
+    }
+}
+
+/// Row operations inside one write transaction.
+pub struct Batch<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+}
+
+impl Batch<'_> {
+    /// The row's current `accessed_at`, `None` when the row is gone.
+    pub fn accessed_at(&self, hash: &str) -> rusqlite::Result<Option<String>> {
+        self.tx
+            .prepare_cached("SELECT accessed_at FROM cache_outputs WHERE hash = ?1")?
+            .query_row(params![hash], |r| r.get::<_, Option<String>>(0))
+            .optional()
+            .map(Option::flatten)
+    }
+
+    /// Deletes the row only if it was not used since `accessed_at`. True when deleted.
+    pub fn delete_if_unused(&self, hash: &str, accessed_at: &str) -> rusqlite::Result<bool> {
+        let n = self
+            .tx
+            .prepare_cached("DELETE FROM cache_outputs WHERE hash = ?1 AND accessed_at = ?2")?
+            .execute(params![hash, accessed_at])?;
+        Ok(n == 1)
+    }
+}
+
+fn columns_of(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
+    names.collect()
+}

@@ -1,0 +1,255 @@
+//! `nxops cache stats`: the cache as Nx's database sees it (milliseconds), and
+//! with `--deep`, as the disk sees it, checked against the database.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::db::NxDb;
+use super::scan::{self, Kind};
+use super::trash::TRASH_DIR;
+use super::{CacheError, CachePaths, is_hash, now_secs};
+use crate::config::units::{format_duration, format_size};
+use crate::output::{Report, Section};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheStats {
+    pub workspace_root: PathBuf,
+    pub cache_dir: PathBuf,
+    pub db_file: PathBuf,
+    pub max_size: u64,
+    pub max_age_ms: u64,
+    /// Rows Nx treats as cache entries, and their bytes (outputs + terminal output).
+    pub entries: u64,
+    pub bytes: u64,
+    /// `bytes / max_size`.
+    pub utilization: f64,
+    pub volume: Option<Volume>,
+    /// By time since last use: < 1 h, < 1 d, < 7 d, < 30 d, older.
+    pub ages: Vec<AgeBucket>,
+    /// Cache hits against executed tasks in Nx's task history over the last 7 days.
+    pub hit_rate: Option<HitRate>,
+    /// The ten (project, target) pairs holding the most bytes.
+    pub consumers: Vec<Consumer>,
+    /// With `--deep`: the disk walked and checked against the database.
+    pub deep: Option<DeepStats>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgeBucket {
+    pub label: String,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HitRate {
+    pub days: u32,
+    pub hits: u64,
+    pub executed: u64,
+    /// `hits / (hits + executed)`, `None` when nothing ran.
+    pub rate: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Consumer {
+    pub project: String,
+    pub target: String,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeepStats {
+    /// Everything under the cache folder, hard links counted once.
+    pub apparent_bytes: u64,
+    pub allocated_bytes: u64,
+    pub files: u64,
+    pub entry_folders: u64,
+    pub orphans: Orphans,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Orphans {
+    /// `<hash>/` folders with no database row: Nx never evicts them.
+    pub folders_without_row: u64,
+    /// Rows marked as cache entries whose folder is missing (Nx treats them as misses).
+    pub rows_without_folder: u64,
+    pub terminal_outputs_without_row: u64,
+    /// Items left in `.nxops-trash` by an interrupted clean.
+    pub trash_items: u64,
+    /// Apparent bytes of orphan folders, orphan terminal outputs and trash.
+    pub bytes: u64,
+}
+
+const AGE_BOUNDS: [(i64, &str); 4] = [(3600, "< 1h"), (86_400, "1h - 1d"), (7 * 86_400, "1d - 7d"), (30 * 86_400, "7d - 30d")];
+
+pub fn collect(paths: &CachePaths, max_size: u64, max_age_ms: u64, deep: bool) -> Result<CacheStats, CacheError> {
+    let started = Instant::now();
+    let db = NxDb::open(&paths.db_file)?;
+    let (entries, bytes) = db.totals()?;
+    let now = now_secs();
+    let bounds: Vec<i64> = AGE_BOUNDS.iter().map(|(b, _)| *b).collect();
+    let labels = AGE_BOUNDS.iter().map(|(_, l)| *l).chain(["> 30d"]);
+    let ages = db
+        .age_histogram(now, &bounds)?
+        .into_iter()
+        .zip(labels)
+        .map(|((entries, bytes), label)| AgeBucket { label: label.into(), entries, bytes })
+        .collect();
+    let hit_rate = db.hit_counts((now - 7 * 86_400) * 1000)?.map(|(hits, executed)| HitRate {
+        days: 7,
+        hits,
+        executed,
+        rate: (hits + executed > 0).then(|| hits as f64 / (hits + executed) as f64),
+    });
+    let consumers = db
+        .consumers(10)?
+        .into_iter()
+        .map(|(project, target, entries, bytes)| Consumer { project, target, entries, bytes })
+        .collect();
+    let deep = if deep { Some(deep_stats(paths, &db)?) } else { None };
+    Ok(CacheStats {
+        workspace_root: paths.root.clone(),
+        cache_dir: paths.cache_dir.clone(),
+        db_file: paths.db_file.clone(),
+        max_size,
+        max_age_ms,
+        entries,
+        bytes,
+        utilization: if max_size == 0 { 0.0 } else { bytes as f64 / max_size as f64 },
+        volume: volume(&paths.cache_dir),
+        ages,
+        hit_rate,
+        consumers,
+        deep,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+fn volume(dir: &std::path::Path) -> Option<Volume> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(Volume { total_bytes: stat.f_blocks * stat.f_frsize, free_bytes: stat.f_bavail * stat.f_frsize })
+}
+
+fn deep_stats(paths: &CachePaths, db: &NxDb) -> Result<DeepStats, CacheError> {
+    let children = scan::scan_children(&paths.cache_dir, scan::default_threads())
+        .map_err(|e| CacheError::io(format!("failed to scan {}", paths.cache_dir.display()), e))?;
+    let rows = db.rows()?;
+    let known: HashSet<&str> = rows.iter().map(|r| r.hash.as_str()).collect();
+    let mut total = scan::Usage::default();
+    let mut orphans = Orphans::default();
+    let mut on_disk: HashSet<String> = HashSet::new();
+    for child in &children {
+        add(&mut total, &child.usage);
+        let name = child.name.to_string_lossy();
+        if child.kind == Kind::Dir && is_hash(&name) {
+            on_disk.insert(name.to_string());
+            if !known.contains(name.as_ref()) {
+                orphans.folders_without_row += 1;
+                orphans.bytes += child.usage.apparent_bytes;
+            }
+        } else if name == TRASH_DIR {
+            orphans.trash_items += std::fs::read_dir(paths.cache_dir.join(TRASH_DIR)).map_or(0, |d| d.count() as u64);
+            orphans.bytes += child.usage.apparent_bytes;
+        }
+    }
+    let terminal = paths.cache_dir.join("terminalOutputs");
+    if let Ok(listing) = std::fs::read_dir(&terminal) {
+        for item in listing.flatten() {
+            let name = item.file_name();
+            if !known.contains(name.to_string_lossy().as_ref()) {
+                orphans.terminal_outputs_without_row += 1;
+                orphans.bytes += item.metadata().map_or(0, |m| m.len());
+            }
+        }
+    }
+    orphans.rows_without_folder =
+        rows.iter().filter(|r| r.is_cache_entry && !on_disk.contains(&r.hash)).count() as u64;
+    Ok(DeepStats {
+        apparent_bytes: total.apparent_bytes,
+        allocated_bytes: total.allocated_bytes,
+        files: total.files,
+        entry_folders: on_disk.len() as u64,
+        orphans,
+    })
+}
+
+fn add(total: &mut scan::Usage, usage: &scan::Usage) {
+    total.apparent_bytes += usage.apparent_bytes;
+    total.allocated_bytes += usage.allocated_bytes;
+    total.files += usage.files;
+    total.dirs += usage.dirs;
+    total.symlinks += usage.symlinks;
+}
+
+impl Report for CacheStats {
+    fn human(&self) -> String {
+        let mut out = String::new();
+        let mut summary = Section::new("Nx cache")
+            .row("folder", self.cache_dir.display().to_string())
+            .row("database", self.db_file.display().to_string())
+            .row("entries", self.entries.to_string())
+            .row(
+                "size",
+                format!(
+                    "{} of {} ({:.0}%), max age {}",
+                    format_size(self.bytes),
+                    format_size(self.max_size),
+                    self.utilization * 100.0,
+                    format_duration(std::time::Duration::from_millis(self.max_age_ms))
+                ),
+            );
+        if let Some(v) = &self.volume {
+            summary.push("volume", format!("{} free of {}", format_size(v.free_bytes), format_size(v.total_bytes)));
+        }
+        if let Some(h) = &self.hit_rate {
+            let rate = h.rate.map_or("-".into(), |r| format!("{:.0}%", r * 100.0));
+            summary.push("hit rate", format!("{rate} over {} days ({} hits, {} executed)", h.days, h.hits, h.executed));
+        }
+        summary.render(&mut out);
+        let mut ages = Section::new("Last used");
+        for bucket in &self.ages {
+            ages.push(&bucket.label, format!("{:>6} entries  {}", bucket.entries, format_size(bucket.bytes)));
+        }
+        ages.render(&mut out);
+        let mut consumers = Section::new("Biggest consumers");
+        for c in &self.consumers {
+            consumers.push(&format!("{}:{}", c.project, c.target), format!("{:>6} entries  {}", c.entries, format_size(c.bytes)));
+        }
+        consumers.render(&mut out);
+        if let Some(deep) = &self.deep {
+            let o = &deep.orphans;
+            Section::new("On disk")
+                .row("apparent", format_size(deep.apparent_bytes))
+                .row("allocated", format_size(deep.allocated_bytes))
+                .row("files", deep.files.to_string())
+                .row("entry folders", deep.entry_folders.to_string())
+                .row("orphan folders", format!("{} (no database row; Nx never evicts them)", o.folders_without_row))
+                .row("rows without folder", o.rows_without_folder.to_string())
+                .row("orphan terminal outputs", o.terminal_outputs_without_row.to_string())
+                .row("leftover trash", o.trash_items.to_string())
+                .row("orphan bytes", format_size(o.bytes))
+                .render(&mut out);
+        } else {
+            out.push_str("\n(--deep walks the disk and checks it against the database)\n");
+        }
+        out
+    }
+}

@@ -1,0 +1,136 @@
+//! `nxops cache verify`: find entries Nx would serve wrong.
+//!
+//! - empty: the folder has no files but the row claims outputs (Nx replays a
+//!   hit and restores nothing);
+//! - partial: the folder holds fewer bytes than the row claims;
+//! - changed: the content differs from the digest recorded when nxops first saw
+//!   the entry (a first sight records the digest).
+//!
+//! `--fix` evicts them the safe way (see `clean`), so the next run is a clean miss.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::clean::{self, CleanOptions, Reason, Trigger};
+use super::db::NxDb;
+use super::digests::{Digests, digest_entry};
+use super::{CacheError, CachePaths, now_secs};
+use crate::output::{Report, Section};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    pub cache_dir: PathBuf,
+    pub checked: u64,
+    /// Entries seen for the first time, whose digest was recorded now.
+    pub recorded: u64,
+    /// Rows whose folder is missing: harmless (Nx treats them as misses), listed for completeness.
+    pub missing_folders: u64,
+    pub problems: Vec<Problem>,
+    pub fixed: u64,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    pub hash: String,
+    pub project: Option<String>,
+    pub target: Option<String>,
+    pub kind: ProblemKind,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    Empty,
+    Partial,
+    Changed,
+}
+
+pub fn run(paths: &CachePaths, fix: bool) -> Result<VerifyReport, CacheError> {
+    let started = Instant::now();
+    let mut db = NxDb::open(&paths.db_file)?;
+    let digests = match &paths.state_dir {
+        Some(dir) => Some(Digests::open(dir).map_err(|e| CacheError::io(format!("failed to open digests in {}", dir.display()), std::io::Error::other(e)))?),
+        None => None,
+    };
+    let now = now_secs();
+    let mut report = VerifyReport { cache_dir: paths.cache_dir.clone(), checked: 0, recorded: 0, missing_folders: 0, problems: Vec::new(), fixed: 0, duration_ms: 0 };
+    let rows = db.rows()?;
+    for row in rows.iter().filter(|r| r.is_cache_entry) {
+        let folder = paths.entry(&row.hash);
+        if !folder.is_dir() {
+            report.missing_folders += 1;
+            continue;
+        }
+        report.checked += 1;
+        let terminal = paths.terminal_output(&row.hash);
+        let terminal_bytes = std::fs::metadata(&terminal).map_or(0, |m| m.len());
+        let Ok((digest, output_bytes)) = digest_entry(&folder, &terminal) else { continue };
+        let problem = |kind, detail: String| Problem { hash: row.hash.clone(), project: row.project.clone(), target: row.target.clone(), kind, detail };
+        let claimed_outputs = row.size.saturating_sub(terminal_bytes);
+        if output_bytes == 0 && claimed_outputs > 0 {
+            report.problems.push(problem(ProblemKind::Empty, format!("the folder is empty but the database records {} bytes of outputs; Nx would report a cache hit and restore nothing", claimed_outputs)));
+            continue;
+        }
+        if output_bytes < claimed_outputs {
+            report.problems.push(problem(ProblemKind::Partial, format!("{output_bytes} of the {claimed_outputs} output bytes the database records are there")));
+            continue;
+        }
+        if let Some(store) = &digests {
+            match store.get(&row.hash) {
+                Ok(Some(seen)) if seen != digest => report.problems.push(problem(ProblemKind::Changed, format!("content differs from when nxops first saw it (blake3 {seen:.16}..., now {digest:.16}...)"))),
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    if store.record(&row.hash, &digest, now).is_ok() {
+                        report.recorded += 1;
+                    }
+                }
+                Err(e) => tracing::warn!(target: "nxops::cache", "cannot read digests: {e}"),
+            }
+        }
+    }
+    if fix && !report.problems.is_empty() {
+        report.fixed = fix_problems(paths, &mut db, &report.problems, digests.as_ref())?;
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Evicts the problem entries through the cleaner (lock, trash, guarded rows).
+fn fix_problems(paths: &CachePaths, db: &mut NxDb, problems: &[Problem], digests: Option<&Digests>) -> Result<u64, CacheError> {
+    let hashes: std::collections::HashSet<&str> = problems.iter().map(|p| p.hash.as_str()).collect();
+    let rows: Vec<_> = db.rows()?.into_iter().filter(|r| hashes.contains(r.hash.as_str())).collect();
+    let evict = rows.into_iter().map(|r| (r, Reason::Corrupt)).collect();
+    let options = CleanOptions { max_size: u64::MAX, max_age: std::time::Duration::MAX, dry_run: false, force: true, trigger: Trigger::Manual };
+    let report = clean::evict_rows(paths, evict, options)?;
+    if let Some(store) = digests {
+        for removed in &report.removed {
+            let _ = store.forget(&removed.hash);
+        }
+    }
+    Ok(report.entries)
+}
+
+impl Report for VerifyReport {
+    fn human(&self) -> String {
+        let mut out = String::new();
+        let mut section = Section::new(&format!(
+            "Checked {} entries: {} problem(s){}",
+            self.checked,
+            self.problems.len(),
+            if self.fixed > 0 { format!(", {} fixed (evicted)", self.fixed) } else { String::new() }
+        ));
+        for p in &self.problems {
+            section.push(&p.hash, format!("{:?}: {}", p.kind, p.detail));
+        }
+        section.push("first seen", format!("{} entries (digests recorded for later checks)", self.recorded));
+        section.push("missing folders", format!("{} rows (harmless: Nx treats them as misses)", self.missing_folders));
+        section.render(&mut out);
+        out
+    }
+}
