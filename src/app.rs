@@ -116,7 +116,9 @@ impl ProgressBar {
 
     fn draw(&self, value: &Value) {
         use std::io::Write;
-        let (Some(percentage), Some(message)) = (value.get("percentage").and_then(Value::as_u64), value.get("message").and_then(Value::as_str)) else {
+        let (Some(percentage), Some(message)) =
+            (value.get("percentage").and_then(Value::as_u64), value.get("message").and_then(Value::as_str))
+        else {
             return;
         };
         let filled = (percentage.min(100) / 5) as usize;
@@ -230,7 +232,13 @@ fn remote(client: &RpcClient, method: &str, params: Value) -> anyhow::Result<Val
     }
 }
 
-fn in_process(env: &Environment, root: Option<&Path>, method: &str, params: Value, progress: Progress) -> anyhow::Result<Value> {
+fn in_process(
+    env: &Environment,
+    root: Option<&Path>,
+    method: &str,
+    params: Value,
+    progress: Progress,
+) -> anyhow::Result<Value> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let core = Core::in_process(env.clone(), runtime.handle().clone());
     if let Some(root) = root {

@@ -8,7 +8,8 @@
 //! unchanged. The trash is emptied in parallel after the batch commits.
 //!
 //! `--force` removes the two protections a normal run keeps: entries used or
-//! written in the last hour, and entries of tasks Nx records as running. It never
+//! written in the last hour, and entries of tasks Nx records as running. It
+//! keeps a 10-second grace (Nx stamps `accessed_at` in whole seconds), never
 //! removes the guard on `accessed_at`, never follows symlinks and never touches
 //! anything outside the cache folder.
 
@@ -28,6 +29,11 @@ use crate::output::{Report, Section};
 
 /// Entries taken out per database transaction.
 const BATCH: usize = 64;
+
+/// Entries used this recently are kept even with `--force`: Nx stamps
+/// `accessed_at` in whole seconds, so a hit in the same second as the planned
+/// stamp would pass the guard while Nx restores from the folder.
+const GRACE_SECS: i64 = 10;
 
 #[derive(Debug, Clone, Copy)]
 pub struct CleanOptions {
@@ -133,7 +139,11 @@ pub fn run(paths: &CachePaths, options: CleanOptions, progress: &dyn Fn(u64, u64
 }
 
 /// Evicts the given rows now (`verify --fix`), with the same lock, trash and guards.
-pub fn evict_rows(paths: &CachePaths, evict: Vec<(Row, Reason)>, options: CleanOptions) -> Result<CleanReport, CacheError> {
+pub fn evict_rows(
+    paths: &CachePaths,
+    evict: Vec<(Row, Reason)>,
+    options: CleanOptions,
+) -> Result<CleanReport, CacheError> {
     let started = Instant::now();
     let _lock = take_lock(paths, Trigger::Manual)?;
     let mut db = NxDb::open(&paths.db_file)?;
@@ -178,7 +188,8 @@ fn carry_out(
 pub fn plan(paths: &CachePaths, db: &NxDb, options: CleanOptions) -> Result<Plan, CacheError> {
     let now = now_secs();
     let rows = db.rows()?;
-    let running: HashSet<String> = if options.force { HashSet::new() } else { paths.running_tasks(db).into_iter().collect() };
+    let running: HashSet<String> =
+        if options.force { HashSet::new() } else { paths.running_tasks(db).into_iter().collect() };
     let (mut evict, mut skipped, mut kept) = (Vec::new(), Vec::new(), Vec::new());
     let cutoff = now - options.max_age.as_secs() as i64;
     let before = Totals {
@@ -218,7 +229,8 @@ pub fn plan(paths: &CachePaths, db: &NxDb, options: CleanOptions) -> Result<Plan
     }
     orphans.sort_by(|a, b| a.0.cmp(&b.0));
     let removed_bytes: u64 = evict.iter().filter(|(r, _)| r.is_cache_entry).map(|(r, _)| r.size).sum();
-    let after = Totals { entries: before.entries - evict.len() as u64, bytes: before.bytes.saturating_sub(removed_bytes) };
+    let after =
+        Totals { entries: before.entries - evict.len() as u64, bytes: before.bytes.saturating_sub(removed_bytes) };
     Ok(Plan { evict, orphans, skipped, before, after })
 }
 
@@ -239,7 +251,10 @@ fn orphan_files(paths: &CachePaths, rows: &[Row], now: i64, force: bool) -> Vec<
     let known: HashSet<&str> = rows.iter().map(|r| r.hash.as_str()).collect();
     let old_enough = |path: &std::path::Path| force || age_of(path, now) >= RECENT_SECS;
     let mut out = Vec::new();
-    for (dir, reason) in [(paths.cache_dir.clone(), Reason::OrphanFolder), (paths.cache_dir.join("terminalOutputs"), Reason::OrphanTerminalOutput)] {
+    for (dir, reason) in [
+        (paths.cache_dir.clone(), Reason::OrphanFolder),
+        (paths.cache_dir.join("terminalOutputs"), Reason::OrphanTerminalOutput),
+    ] {
         let Ok(listing) = std::fs::read_dir(&dir) else { continue };
         for item in listing.flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
@@ -270,15 +285,16 @@ fn execute(
     let total = (plan.evict.len() + plan.orphans.len()) as u64;
     let mut done = 0u64;
     let mut removed = Vec::with_capacity(plan.evict.len());
-    let now = now_secs();
     for batch in plan.evict.chunks(BATCH) {
         let outcome = db.batch(|tx| {
             let mut taken_here: Vec<(PathBuf, PathBuf)> = Vec::new();
             let mut results = Vec::new();
             for (row, reason) in batch {
-                match take_entry(paths, trash, tx, row, *reason, now, report.force, &mut taken_here) {
+                match take_entry(paths, trash, tx, row, *reason, now_secs(), report.force, &mut taken_here) {
                     Ok(true) => results.push(Ok((row, *reason))),
-                    Ok(false) => results.push(Err(Skipped { hash: row.hash.clone(), why: "used while cleaning".into() })),
+                    Ok(false) => {
+                        results.push(Err(Skipped { hash: row.hash.clone(), why: "used while cleaning".into() }))
+                    }
                     Err(e) => results.push(Err(Skipped { hash: row.hash.clone(), why: e })),
                 }
             }
@@ -296,7 +312,9 @@ fn execute(
             Ok(((_, taken), Err(err))) => {
                 tracing::warn!(target: "nxops::cache", "a batch was rolled back: {err}");
                 put_back(trash, &taken);
-                report.skipped.extend(batch.iter().map(|(r, _)| Skipped { hash: r.hash.clone(), why: err.to_string() }));
+                report
+                    .skipped
+                    .extend(batch.iter().map(|(r, _)| Skipped { hash: r.hash.clone(), why: err.to_string() }));
             }
             Err(err) => return Err(err.into()),
         }
@@ -311,7 +329,10 @@ fn execute(
         done += 1;
         progress(done, total);
     }
-    report.entries = removed.iter().filter(|r| matches!(r.reason, Reason::Age | Reason::Size | Reason::Corrupt | Reason::RowWithoutFolder)).count() as u64;
+    report.entries = removed
+        .iter()
+        .filter(|r| matches!(r.reason, Reason::Age | Reason::Size | Reason::Corrupt | Reason::RowWithoutFolder))
+        .count() as u64;
     report.removed = removed;
     Ok(())
 }
@@ -333,7 +354,13 @@ fn take_entry(
     if current.as_deref() != Some(row.accessed_at.as_str()) {
         return Ok(false);
     }
-    if !force && reason != Reason::Corrupt && now - row.accessed < RECENT_SECS {
+    // A corrupt entry restores nothing useful, and a missing folder restores nothing at all.
+    let recent = match reason {
+        Reason::Corrupt | Reason::RowWithoutFolder => 0,
+        _ if force => GRACE_SECS,
+        _ => RECENT_SECS,
+    };
+    if now - row.accessed < recent {
         return Ok(false);
     }
     let mut moved = Vec::new();
@@ -372,7 +399,13 @@ fn put_back(trash: &Trash, moved: &[(PathBuf, PathBuf)]) {
 }
 
 fn removed_of(row: &Row, reason: Reason) -> Removed {
-    Removed { hash: row.hash.clone(), project: row.project.clone(), target: row.target.clone(), bytes: row.size, reason }
+    Removed {
+        hash: row.hash.clone(),
+        project: row.project.clone(),
+        target: row.target.clone(),
+        bytes: row.size,
+        reason,
+    }
 }
 
 fn report_of(paths: &CachePaths, options: CleanOptions, plan: &Plan) -> CleanReport {
@@ -463,7 +496,10 @@ impl Report for CleanReport {
             totals.push("took", format!("{} ms", self.duration_ms));
         }
         if !self.skipped.is_empty() {
-            totals.push("kept", format!("{} entries that qualified but were protected (--force removes them)", self.skipped.len()));
+            totals.push(
+                "kept",
+                format!("{} entries that qualified but were protected (--force removes them)", self.skipped.len()),
+            );
         }
         totals.render(&mut out);
         out

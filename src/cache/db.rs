@@ -182,7 +182,8 @@ impl NxDb {
             return Ok(Vec::new());
         }
         let mut stmt = self.conn.prepare_cached("SELECT task_id, pid FROM running_tasks").map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.err(e))?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.err(e))?;
         let mut running = Vec::new();
         for row in rows {
             let (task, pid) = row.map_err(|e| self.err(e))?;

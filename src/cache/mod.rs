@@ -84,10 +84,12 @@ impl CachePaths {
         if !cache_dir.is_dir() {
             return Err(CacheError::NoCache(cache_dir));
         }
-        let db_file = ws.nx.db_files.first().cloned().ok_or_else(|| CacheError::NoDatabase {
-            db_dir: ws.nx.db_dir.clone(),
-            cache_dir: cache_dir.clone(),
-        })?;
+        let db_file = ws
+            .nx
+            .db_files
+            .first()
+            .cloned()
+            .ok_or_else(|| CacheError::NoDatabase { db_dir: ws.nx.db_dir.clone(), cache_dir: cache_dir.clone() })?;
         let local_db_file = crate::workspace::nx_paths::find_db_files(&ws.nx.workspace_data_dir).into_iter().next();
         Ok(CachePaths {
             root: ws.root.clone(),

@@ -227,7 +227,9 @@ fn db_files(db_dir: &Path) -> Vec<PathBuf> {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let base = name.trim_end_matches("-wal").trim_end_matches("-shm");
             crate::workspace::nx_paths::schema_version(base).is_some()
-                || base.strip_suffix(".lock").is_some_and(|b| crate::workspace::nx_paths::schema_version(&format!("{b}.db")).is_some())
+                || base
+                    .strip_suffix(".lock")
+                    .is_some_and(|b| crate::workspace::nx_paths::schema_version(&format!("{b}.db")).is_some())
         })
         .collect()
 }
@@ -249,7 +251,9 @@ impl Report for ResetReport {
         let mut out = String::new();
         let how = match self.path {
             ResetPath::NxReset => "by the workspace's nx reset".to_string(),
-            ResetPath::Manual => format!("by hand ({})", self.fallback_reason.as_deref().unwrap_or("nx reset was not usable")),
+            ResetPath::Manual => {
+                format!("by hand ({})", self.fallback_reason.as_deref().unwrap_or("nx reset was not usable"))
+            }
         };
         let mut section = Section::new(&format!("Reset {} {how}", if self.all { "everything" } else { "the cache" }));
         if let Some(command) = &self.command {

@@ -98,7 +98,8 @@ pub struct Orphans {
     pub bytes: u64,
 }
 
-const AGE_BOUNDS: [(i64, &str); 4] = [(3600, "< 1h"), (86_400, "1h - 1d"), (7 * 86_400, "1d - 7d"), (30 * 86_400, "7d - 30d")];
+const AGE_BOUNDS: [(i64, &str); 4] =
+    [(3600, "< 1h"), (86_400, "1h - 1d"), (7 * 86_400, "1d - 7d"), (30 * 86_400, "7d - 30d")];
 
 pub fn collect(paths: &CachePaths, max_size: u64, max_age_ms: u64, deep: bool) -> Result<CacheStats, CacheError> {
     let started = Instant::now();
@@ -180,8 +181,7 @@ fn deep_stats(paths: &CachePaths, db: &NxDb) -> Result<DeepStats, CacheError> {
             }
         }
     }
-    orphans.rows_without_folder =
-        rows.iter().filter(|r| r.is_cache_entry && !on_disk.contains(&r.hash)).count() as u64;
+    orphans.rows_without_folder = rows.iter().filter(|r| r.is_cache_entry && !on_disk.contains(&r.hash)).count() as u64;
     Ok(DeepStats {
         apparent_bytes: total.apparent_bytes,
         allocated_bytes: total.allocated_bytes,
@@ -231,7 +231,10 @@ impl Report for CacheStats {
         ages.render(&mut out);
         let mut consumers = Section::new("Biggest consumers");
         for c in &self.consumers {
-            consumers.push(&format!("{}:{}", c.project, c.target), format!("{:>6} entries  {}", c.entries, format_size(c.bytes)));
+            consumers.push(
+                &format!("{}:{}", c.project, c.target),
+                format!("{:>6} entries  {}", c.entries, format_size(c.bytes)),
+            );
         }
         consumers.render(&mut out);
         if let Some(deep) = &self.deep {

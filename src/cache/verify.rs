@@ -55,11 +55,21 @@ pub fn run(paths: &CachePaths, fix: bool) -> Result<VerifyReport, CacheError> {
     let started = Instant::now();
     let mut db = NxDb::open(&paths.db_file)?;
     let digests = match &paths.state_dir {
-        Some(dir) => Some(Digests::open(dir).map_err(|e| CacheError::io(format!("failed to open digests in {}", dir.display()), std::io::Error::other(e)))?),
+        Some(dir) => Some(Digests::open(dir).map_err(|e| {
+            CacheError::io(format!("failed to open digests in {}", dir.display()), std::io::Error::other(e))
+        })?),
         None => None,
     };
     let now = now_secs();
-    let mut report = VerifyReport { cache_dir: paths.cache_dir.clone(), checked: 0, recorded: 0, missing_folders: 0, problems: Vec::new(), fixed: 0, duration_ms: 0 };
+    let mut report = VerifyReport {
+        cache_dir: paths.cache_dir.clone(),
+        checked: 0,
+        recorded: 0,
+        missing_folders: 0,
+        problems: Vec::new(),
+        fixed: 0,
+        duration_ms: 0,
+    };
     let rows = db.rows()?;
     for row in rows.iter().filter(|r| r.is_cache_entry) {
         let folder = paths.entry(&row.hash);
@@ -71,19 +81,31 @@ pub fn run(paths: &CachePaths, fix: bool) -> Result<VerifyReport, CacheError> {
         let terminal = paths.terminal_output(&row.hash);
         let terminal_bytes = std::fs::metadata(&terminal).map_or(0, |m| m.len());
         let Ok((digest, output_bytes)) = digest_entry(&folder, &terminal) else { continue };
-        let problem = |kind, detail: String| Problem { hash: row.hash.clone(), project: row.project.clone(), target: row.target.clone(), kind, detail };
+        let problem = |kind, detail: String| Problem {
+            hash: row.hash.clone(),
+            project: row.project.clone(),
+            target: row.target.clone(),
+            kind,
+            detail,
+        };
         let claimed_outputs = row.size.saturating_sub(terminal_bytes);
         if output_bytes == 0 && claimed_outputs > 0 {
             report.problems.push(problem(ProblemKind::Empty, format!("the folder is empty but the database records {} bytes of outputs; Nx would report a cache hit and restore nothing", claimed_outputs)));
             continue;
         }
         if output_bytes < claimed_outputs {
-            report.problems.push(problem(ProblemKind::Partial, format!("{output_bytes} of the {claimed_outputs} output bytes the database records are there")));
+            report.problems.push(problem(
+                ProblemKind::Partial,
+                format!("{output_bytes} of the {claimed_outputs} output bytes the database records are there"),
+            ));
             continue;
         }
         if let Some(store) = &digests {
             match store.get(&row.hash) {
-                Ok(Some(seen)) if seen != digest => report.problems.push(problem(ProblemKind::Changed, format!("content differs from when nxops first saw it (blake3 {seen:.16}..., now {digest:.16}...)"))),
+                Ok(Some(seen)) if seen != digest => report.problems.push(problem(
+                    ProblemKind::Changed,
+                    format!("content differs from when nxops first saw it (blake3 {seen:.16}..., now {digest:.16}...)"),
+                )),
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     if store.record(&row.hash, &digest, now).is_ok() {
@@ -102,11 +124,22 @@ pub fn run(paths: &CachePaths, fix: bool) -> Result<VerifyReport, CacheError> {
 }
 
 /// Evicts the problem entries through the cleaner (lock, trash, guarded rows).
-fn fix_problems(paths: &CachePaths, db: &mut NxDb, problems: &[Problem], digests: Option<&Digests>) -> Result<u64, CacheError> {
+fn fix_problems(
+    paths: &CachePaths,
+    db: &mut NxDb,
+    problems: &[Problem],
+    digests: Option<&Digests>,
+) -> Result<u64, CacheError> {
     let hashes: std::collections::HashSet<&str> = problems.iter().map(|p| p.hash.as_str()).collect();
     let rows: Vec<_> = db.rows()?.into_iter().filter(|r| hashes.contains(r.hash.as_str())).collect();
     let evict = rows.into_iter().map(|r| (r, Reason::Corrupt)).collect();
-    let options = CleanOptions { max_size: u64::MAX, max_age: std::time::Duration::MAX, dry_run: false, force: true, trigger: Trigger::Manual };
+    let options = CleanOptions {
+        max_size: u64::MAX,
+        max_age: std::time::Duration::MAX,
+        dry_run: false,
+        force: true,
+        trigger: Trigger::Manual,
+    };
     let report = clean::evict_rows(paths, evict, options)?;
     if let Some(store) = digests {
         for removed in &report.removed {

@@ -82,7 +82,8 @@ pub async fn run(ctx: &CallCtx, ws: &Arc<Workspace>, method: &str, raw: Value) -
                 None => ws.settings.cache_max_age(),
                 Some(s) => parse_duration(s).map_err(|e| bad(format!("maxAge: {s:?}: {e}")))?,
             };
-            let options = CleanOptions { max_size, max_age, dry_run: p.dry_run, force: p.force, trigger: Trigger::Manual };
+            let options =
+                CleanOptions { max_size, max_age, dry_run: p.dry_run, force: p.force, trigger: Trigger::Manual };
             clean(ctx, ws, options).await
         }
         "nxops/cache/reset" => {

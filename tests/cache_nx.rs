@@ -1,0 +1,283 @@
+//! The cache manager against real Nx 24: eviction keeps Nx's database and the
+//! folders in step, kept entries restore byte for byte, evicted ones re-run,
+//! a clean racing `nx run-many` breaks nothing, and verify finds what Nx would
+//! serve wrong.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Scratch, json_of, run_ok};
+use serde_json::{Value, json};
+
+/// A filled fixture workspace and where its cache is.
+struct Filled {
+    scratch: Scratch,
+    ws: PathBuf,
+    cache: PathBuf,
+    db: PathBuf,
+}
+
+fn filled(git: &str) -> Filled {
+    let scratch = Scratch::new();
+    let ws = scratch.workspace("ws", git);
+    run_ok(Command::new(common::repo_root().join("fixtures/fill-cache.sh")).arg(&ws).env("HOME", scratch.home()));
+    let info = json_of(&run_ok(scratch.nxops(&ws).args(["env", "info", "--json"])));
+    let cache = PathBuf::from(info["nx"]["cacheDir"].as_str().unwrap());
+    let db = PathBuf::from(info["nx"]["dbFiles"][0].as_str().unwrap());
+    Filled { scratch, ws, cache, db }
+}
+
+impl Filled {
+    fn nxops(&self, args: &[&str]) -> Value {
+        json_of(&run_ok(self.scratch.nxops(&self.ws).args(args).arg("--json")))
+    }
+
+    /// `nx run-many -t build test`; returns hash -> cacheStatus from Nx's run.json.
+    fn run_many(&self) -> BTreeMap<String, String> {
+        let mut cmd = Command::new(self.ws.join("node_modules/.bin/nx"));
+        cmd.args(["run-many", "-t", "build", "test", "--outputStyle=static"]).current_dir(&self.ws);
+        cmd.env("HOME", self.scratch.home())
+            .env("NX_DAEMON", "false")
+            .env("NX_NO_CLOUD", "true")
+            .env("NX_TUI", "false");
+        run_ok(&mut cmd);
+        let run: Value = serde_json::from_slice(&std::fs::read(self.cache.join("run.json")).unwrap()).unwrap();
+        run["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["hash"].as_str().unwrap().to_string(), t["cacheStatus"].as_str().unwrap_or("").to_string()))
+            .collect()
+    }
+
+    /// Makes every entry look last used `hours` ago, as if time had passed.
+    fn age_entries(&self, hours: u32) {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+        conn.execute(&format!("UPDATE cache_outputs SET accessed_at = datetime('now', '-{hours} hours'), created_at = datetime('now', '-{hours} hours')"), []).unwrap();
+    }
+
+    fn rows(&self) -> Vec<String> {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        let mut stmt = conn.prepare("SELECT hash FROM cache_outputs WHERE is_cache_entry ORDER BY hash").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    fn entry_folders(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.cache)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for item in std::fs::read_dir(&d).unwrap().flatten() {
+            if item.file_type().unwrap().is_dir() {
+                stack.push(item.path());
+            } else {
+                out.insert(item.path().strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(item.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn kept_entries_restore_byte_for_byte_and_evicted_ones_rerun() {
+    let f = filled("remote");
+    let outputs = snapshot(&f.ws.join("dist"));
+    assert_eq!(f.rows().len(), 8);
+    f.age_entries(2);
+    let stats = f.nxops(&["cache", "stats"]);
+    // 80% of the bytes: the clean goes down to 72%, evicting some entries and keeping others.
+    let limit = stats["bytes"].as_u64().unwrap() * 8 / 10;
+    let report = f.nxops(&["cache", "clean", "--max-size", &limit.to_string()]);
+    assert!(report["entries"].as_u64().unwrap() >= 1, "{report:#}");
+    let evicted: Vec<String> =
+        report["removed"].as_array().unwrap().iter().map(|r| r["hash"].as_str().unwrap().to_string()).collect();
+    // Nx's database and the folders agree after the clean.
+    assert_eq!(f.rows(), f.entry_folders());
+    assert!(evicted.iter().all(|h| !f.rows().contains(h)));
+    assert!(
+        !f.cache.join(".nxops-trash").exists() || std::fs::read_dir(f.cache.join(".nxops-trash")).unwrap().count() == 0
+    );
+
+    std::fs::remove_dir_all(f.ws.join("dist")).unwrap();
+    let statuses = f.run_many();
+    for (hash, status) in &statuses {
+        if evicted.contains(hash) {
+            assert_eq!(status, "cache-miss", "evicted {hash} must re-run");
+        } else if f.rows().contains(hash) {
+            assert!(status.starts_with("local-cache"), "kept {hash} must be a hit, was {status}");
+        }
+    }
+    assert!(
+        statuses.values().any(|s| s == "cache-miss") && statuses.values().any(|s| s.starts_with("local-cache")),
+        "{statuses:?}"
+    );
+    assert_eq!(snapshot(&f.ws.join("dist")), outputs, "restored outputs equal the originals byte for byte");
+}
+
+#[test]
+fn entries_used_in_the_last_hour_are_kept_unless_forced() {
+    let f = filled("none");
+    let report = f.nxops(&["cache", "clean", "--max-size", "1"]);
+    assert_eq!(report["entries"], 0);
+    assert_eq!(report["skipped"].as_array().unwrap().len(), 8);
+    let dry = f.nxops(&["cache", "clean", "--max-size", "1", "--force", "--dry-run"]);
+    assert_eq!(dry["entries"], 8, "{dry:#}");
+    assert_eq!(f.rows().len(), 8, "a dry run removes nothing");
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let forced = f.nxops(&["cache", "clean", "--max-size", "1", "--force"]);
+    assert_eq!(forced["entries"], 8, "{forced:#}");
+    assert!(f.rows().is_empty() && f.entry_folders().is_empty());
+    assert!(std::fs::read_dir(f.cache.join("terminalOutputs")).unwrap().next().is_none());
+}
+
+#[test]
+fn clean_looping_during_run_many_breaks_no_run_and_no_hit() {
+    let f = filled("none");
+    let expected = snapshot(&f.ws.join("dist"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cleaner = {
+        let (stop, ws, home, db) = (stop.clone(), f.ws.clone(), f.scratch.home().to_path_buf(), f.db.clone());
+        std::thread::spawn(move || {
+            let mut cleans = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let conn = rusqlite::Connection::open(&db).unwrap();
+                conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+                conn.execute("UPDATE cache_outputs SET accessed_at = datetime('now', '-2 hours') WHERE accessed_at < datetime('now', '-20 seconds')", []).unwrap();
+                drop(conn);
+                let mut cmd = Command::new(common::nxops_bin());
+                cmd.args(["cache", "clean", "--max-size", "3KB", "--json"]).current_dir(&ws).env("HOME", &home);
+                run_ok(&mut cmd);
+                cleans += 1;
+            }
+            cleans
+        })
+    };
+    for round in 0..6 {
+        std::fs::remove_dir_all(f.ws.join("dist")).unwrap();
+        let statuses = f.run_many();
+        assert_eq!(statuses.len(), 6, "round {round}: every task ran or hit");
+        assert_eq!(snapshot(&f.ws.join("dist")), expected, "round {round}: no hit restored nothing");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let cleans = cleaner.join().unwrap();
+    assert!(cleans >= 2, "the cleaner ran during the runs ({cleans} times)");
+}
+
+#[test]
+fn verify_finds_an_emptied_entry_and_fix_makes_the_next_run_a_clean_miss() {
+    let f = filled("none");
+    let first = f.nxops(&["cache", "verify"]);
+    assert_eq!(first["problems"].as_array().unwrap().len(), 0, "{first:#}");
+    assert_eq!(first["recorded"], 8);
+    let build = f.rows().into_iter().find(|h| std::fs::read_dir(f.cache.join(h)).unwrap().next().is_some()).unwrap();
+    for item in std::fs::read_dir(f.cache.join(&build)).unwrap().flatten() {
+        std::fs::remove_dir_all(item.path()).unwrap();
+    }
+    let found = f.nxops(&["cache", "verify"]);
+    let problems = found["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{found:#}");
+    assert_eq!(problems[0]["hash"], json!(build));
+    assert_eq!(problems[0]["kind"], "empty");
+
+    // Without the fix, Nx would report a hit and restore nothing.
+    let fixed = f.nxops(&["cache", "verify", "--fix"]);
+    assert_eq!(fixed["fixed"], 1, "{fixed:#}");
+    assert!(!f.rows().contains(&build) && !f.cache.join(&build).exists());
+    std::fs::remove_dir_all(f.ws.join("dist")).unwrap();
+    let statuses = f.run_many();
+    assert_eq!(statuses[&build], "cache-miss");
+    assert!(f.cache.join(&build).read_dir().unwrap().next().is_some(), "the re-run stored the outputs again");
+
+    // Content changed since first seen.
+    let other = f.rows().into_iter().find(|h| *h != build && f.cache.join(h).join("dist").exists()).unwrap();
+    let file = std::fs::read_dir(f.cache.join(&other).join("dist")).unwrap().next().unwrap().unwrap().path();
+    let victim = std::fs::read_dir(&file).unwrap().flatten().find(|e| e.file_type().unwrap().is_file()).unwrap().path();
+    std::fs::write(&victim, b"tampered").unwrap();
+    let changed = f.nxops(&["cache", "verify"]);
+    assert!(
+        changed["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["hash"] == json!(other) && (p["kind"] == "changed" || p["kind"] == "partial")),
+        "{changed:#}"
+    );
+}
+
+#[test]
+fn deep_stats_and_clean_sweep_orphans_but_never_leave_the_cache() {
+    let f = filled("none");
+    let outside = f.scratch.spaces.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("precious.txt"), "keep me").unwrap();
+    // An orphan folder (no row) holding a symlink to the outside, an orphan terminal output, leftover trash.
+    let orphan = f.cache.join("1234567890123456789");
+    std::fs::create_dir(&orphan).unwrap();
+    std::fs::write(orphan.join("out.txt"), "orphan").unwrap();
+    std::os::unix::fs::symlink(&outside, orphan.join("link")).unwrap();
+    std::fs::write(f.cache.join("terminalOutputs/9876543210"), "stray").unwrap();
+    std::fs::create_dir_all(f.cache.join(".nxops-trash/left-over")).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for path in [orphan.clone(), f.cache.join("terminalOutputs/9876543210")] {
+        std::fs::File::open(&path).unwrap().set_modified(old).unwrap();
+    }
+    let deep = f.nxops(&["cache", "stats", "--deep"]);
+    let orphans = &deep["deep"]["orphans"];
+    assert_eq!(orphans["foldersWithoutRow"], 1, "{deep:#}");
+    assert_eq!(orphans["terminalOutputsWithoutRow"], 1);
+    assert_eq!(orphans["trashItems"], 1);
+    assert_eq!(deep["deep"]["entryFolders"], 9);
+    assert!(deep["deep"]["allocatedBytes"].as_u64().unwrap() >= deep["deep"]["apparentBytes"].as_u64().unwrap() / 2);
+
+    let report = f.nxops(&["cache", "clean"]);
+    let reasons: Vec<&str> =
+        report["removed"].as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap()).collect();
+    assert!(
+        reasons.contains(&"orphan-folder") && reasons.contains(&"orphan-terminal-output") && reasons.contains(&"trash"),
+        "{report:#}"
+    );
+    assert!(!orphan.exists());
+    assert_eq!(
+        std::fs::read_to_string(outside.join("precious.txt")).unwrap(),
+        "keep me",
+        "the symlink was not followed"
+    );
+    assert_eq!(f.rows().len(), 8, "entries used in the last hour stay");
+}
+
+#[test]
+fn a_cache_that_is_not_nx_24_is_refused_with_a_clear_message() {
+    let s = Scratch::new();
+    let ws = s.workspace("old", "none");
+    std::fs::create_dir_all(ws.join(".nx/cache/123")).unwrap();
+    let out = s.nxops(&ws).args(["cache", "stats"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no Nx database") && err.contains("not Nx 24's layout"), "{err}");
+
+    let f = filled("none");
+    let conn = rusqlite::Connection::open(&f.db).unwrap();
+    conn.execute_batch("ALTER TABLE cache_outputs RENAME COLUMN accessed_at TO last_used").unwrap();
+    drop(conn);
+    let out = f.scratch.nxops(&f.ws).args(["cache", "clean"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lacks column(s) accessed_at"), "{err}");
+    assert_eq!(f.entry_folders().len(), 8, "nothing was removed");
+}
