@@ -281,3 +281,19 @@ fn a_cache_that_is_not_nx_24_is_refused_with_a_clear_message() {
     assert!(err.contains("lacks column(s) accessed_at"), "{err}");
     assert_eq!(f.entry_folders().len(), 8, "nothing was removed");
 }
+
+#[test]
+fn the_owner_cleans_automatically_over_the_threshold_and_says_so() {
+    let f = filled("none");
+    f.age_entries(2);
+    let env = [("NXOPS_CACHE_MAX_SIZE", "4KB"), ("NXOPS_CACHE_CHECK_INTERVAL", "200ms")];
+    let mut sidecar = common::Sidecar::start(&f.scratch, &f.ws, &env);
+    sidecar.initialize(&f.ws);
+    sidecar.request("nxops/subscribe", json!({"events": ["cacheCleanup"]})).unwrap();
+    let event = sidecar.notification("nxops/cacheCleanup");
+    assert_eq!(event["params"]["trigger"], "automatic", "{event}");
+    assert!(event["params"]["entries"].as_u64().unwrap() >= 1, "{event}");
+    let stats = sidecar.request("nxops/cache/stats", json!({})).unwrap();
+    assert!(stats["bytes"].as_u64().unwrap() <= 4096 * 9 / 10, "{stats:#}");
+    assert_eq!(f.rows(), f.entry_folders());
+}

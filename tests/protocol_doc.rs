@@ -79,7 +79,9 @@ fn documented_examples_get_documented_answers() {
     let doc = std::fs::read_to_string(common::repo_root().join("docs/protocol.md")).unwrap();
     let s = Scratch::new();
     let ws = s.workspace("doc", "none");
-    run_ok(std::process::Command::new(common::repo_root().join("fixtures/fill-cache.sh")).arg(&ws).env("HOME", s.home()));
+    run_ok(
+        std::process::Command::new(common::repo_root().join("fixtures/fill-cache.sh")).arg(&ws).env("HOME", s.home()),
+    );
     let other = s.workspace("other", "none");
     let mut sidecar = Sidecar::started(&s, &ws);
     sidecar.request("nxops/subscribe", json!({"events": nxops::sidecar::core::EVENTS})).unwrap();

@@ -120,6 +120,17 @@ impl NxDb {
             .map_err(|e| self.err(e))
     }
 
+    /// Unix seconds of the least recent use among cache entries, `None` when empty.
+    pub fn oldest_use(&self) -> Result<Option<i64>, DbError> {
+        self.conn
+            .query_row(
+                "SELECT CAST(strftime('%s', MIN(accessed_at)) AS INTEGER) FROM cache_outputs WHERE is_cache_entry",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// Entries and bytes per age bucket (by `accessed_at`), for the given bucket
     /// upper bounds in seconds (the last bucket is open-ended).
     pub fn age_histogram(&self, now: i64, bounds: &[i64]) -> Result<Vec<(u64, u64)>, DbError> {

@@ -51,6 +51,18 @@ pub const SETTINGS: &[SettingDef] = &[
         doc: "evict entries not used for this long",
     },
     SettingDef {
+        key: "cache.autoCleanAt",
+        kind: Kind::Count,
+        default: "90",
+        doc: "the owner sidecar cleans by itself above this percentage of cache.maxSize (0 turns it off)",
+    },
+    SettingDef {
+        key: "cache.checkInterval",
+        kind: Kind::Duration,
+        default: "5m",
+        doc: "how often the owner checks whether an automatic clean is due, and the least time between two",
+    },
+    SettingDef {
         key: "health.interval",
         kind: Kind::Duration,
         default: "30s",
@@ -174,6 +186,16 @@ impl Settings {
     }
     pub fn cache_max_age(&self) -> Duration {
         self.duration("cache.maxAge")
+    }
+    /// Percentage of `cache.maxSize` above which the owner cleans by itself (0 = never).
+    pub fn auto_clean_at(&self) -> u64 {
+        match self.get("cache.autoCleanAt") {
+            SettingValue::Count(n) => n,
+            other => unreachable!("cache.autoCleanAt is a count, got {other:?}"),
+        }
+    }
+    pub fn cache_check_interval(&self) -> Duration {
+        self.duration("cache.checkInterval")
     }
     pub fn health_interval(&self) -> Duration {
         self.duration("health.interval")
@@ -409,6 +431,8 @@ mod tests {
             [
                 "NXOPS_CACHE_MAX_SIZE",
                 "NXOPS_CACHE_MAX_AGE",
+                "NXOPS_CACHE_AUTO_CLEAN_AT",
+                "NXOPS_CACHE_CHECK_INTERVAL",
                 "NXOPS_HEALTH_INTERVAL",
                 "NXOPS_PROCESSES_HEALTH_INTERVAL",
                 "NXOPS_PROCESSES_MAX_RESTARTS",

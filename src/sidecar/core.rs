@@ -263,10 +263,10 @@ impl Core {
         if self.0.takes_ownership {
             let paths = Paths::for_workspace(&self.0.env, &workspace_key(&root)).map_err(RpcError::Failed)?;
             match ownership::try_own(&paths, &root).map_err(RpcError::Failed)? {
-                Some(guard) => self.become_owner(&root, guard, &role),
+                Some(guard) => self.become_owner(&workspace, guard, &role, stop_rx),
                 None => {
                     *lock(&role) = Role::Follower { client: None, owner_pid: None };
-                    let task = follow(self.clone(), root.clone(), paths, role.clone(), stop_rx);
+                    let task = follow(self.clone(), workspace.clone(), paths, role.clone(), stop_rx);
                     self.0.runtime.spawn(task);
                 }
             }
@@ -389,7 +389,15 @@ impl Core {
         }
     }
 
-    fn become_owner(&self, root: &Path, guard: OwnerGuard, role: &Arc<Mutex<Role>>) {
+    fn become_owner(
+        &self,
+        workspace: &Arc<Workspace>,
+        guard: OwnerGuard,
+        role: &Arc<Mutex<Role>>,
+        stop: watch::Receiver<bool>,
+    ) {
+        let root = workspace.root.as_path();
+        self.0.runtime.spawn(super::maintenance::maintain(self.clone(), workspace.clone(), stop));
         let listener = guard.listener();
         let socket = guard.socket().to_path_buf();
         *lock(role) = Role::Owner(guard);
@@ -413,7 +421,14 @@ impl Core {
 
 /// A follower's life: connect to the owner, and when that connection ends, try
 /// to take over; whoever wins the lock becomes owner, the rest reconnect.
-async fn follow(core: Core, root: PathBuf, paths: Paths, role: Arc<Mutex<Role>>, mut stop: watch::Receiver<bool>) {
+async fn follow(
+    core: Core,
+    workspace: Arc<Workspace>,
+    paths: Paths,
+    role: Arc<Mutex<Role>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let root = workspace.root.clone();
     let mut backoff = Backoff::default();
     loop {
         if *stop.borrow() {
@@ -424,7 +439,7 @@ async fn follow(core: Core, root: PathBuf, paths: Paths, role: Arc<Mutex<Role>>,
                 if *stop.borrow() {
                     return;
                 }
-                core.become_owner(&root, guard, &role);
+                core.become_owner(&workspace, guard, &role, stop.clone());
                 return;
             }
             Ok(None) => {}

@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod cache_methods;
 pub mod core;
+pub mod maintenance;
 pub mod methods;
 pub mod ownership;
 pub mod progress;
