@@ -482,7 +482,9 @@ impl Report for CleanReport {
                 (Some(p), Some(t)) => format!("{p}:{t}"),
                 _ => "-".into(),
             };
-            section.push(&r.hash, format!("{:<24} {:>10}  {:?}", task, format_size(r.bytes), r.reason));
+            let reason =
+                serde_json::to_value(r.reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            section.push(&r.hash, format!("{:<24} {:>10}  {reason}", task, format_size(r.bytes)));
         }
         if self.removed.len() > 20 {
             section.push("...", format!("and {} more (--json lists them all)", self.removed.len() - 20));

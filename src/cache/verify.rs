@@ -159,7 +159,9 @@ impl Report for VerifyReport {
             if self.fixed > 0 { format!(", {} fixed (evicted)", self.fixed) } else { String::new() }
         ));
         for p in &self.problems {
-            section.push(&p.hash, format!("{:?}: {}", p.kind, p.detail));
+            let kind =
+                serde_json::to_value(p.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            section.push(&p.hash, format!("{kind}: {}", p.detail));
         }
         section.push("first seen", format!("{} entries (digests recorded for later checks)", self.recorded));
         section.push("missing folders", format!("{} rows (harmless: Nx treats them as misses)", self.missing_folders));
