@@ -67,8 +67,8 @@ impl Filled {
     }
 
     fn entry_folders(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.cache)
-            .unwrap()
+        let Ok(listing) = std::fs::read_dir(&self.cache) else { return Vec::new() };
+        let mut names: Vec<String> = listing
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
@@ -296,4 +296,42 @@ fn the_owner_cleans_automatically_over_the_threshold_and_says_so() {
     let stats = sidecar.request("nxops/cache/stats", json!({})).unwrap();
     assert!(stats["bytes"].as_u64().unwrap() <= 4096 * 9 / 10, "{stats:#}");
     assert_eq!(f.rows(), f.entry_folders());
+}
+
+#[test]
+fn reset_runs_nx_reset_and_falls_back_to_manual_cleanup_when_it_hangs() {
+    let f = filled("none");
+    let report = f.nxops(&["cache", "reset"]);
+    assert_eq!(report["path"], "nx-reset", "{report:#}");
+    assert_eq!(report["exitCode"], 0);
+    assert!(f.entry_folders().is_empty(), "nx reset --only-cache emptied the cache");
+
+    // Refill, then start a real Nx daemon, and give nx reset no time at all: the manual path.
+    let mut nx = Command::new(f.ws.join("node_modules/.bin/nx"));
+    nx.args(["show", "projects"])
+        .current_dir(&f.ws)
+        .env("HOME", f.scratch.home())
+        .env("NX_DAEMON", "true")
+        .env_remove("CI");
+    run_ok(&mut nx);
+    f.run_many();
+    assert!(!f.entry_folders().is_empty());
+    let record = f.ws.join(".nx/workspace-data/d/server-process.json");
+    let daemon = std::fs::read(&record)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["processId"].as_u64());
+    let report = f.nxops(&["cache", "reset", "--all", "--timeout", "1ms"]);
+    assert_eq!(report["path"], "manual", "{report:#}");
+    assert!(report["fallbackReason"].as_str().unwrap().contains("did not finish"), "{report:#}");
+    assert!(f.entry_folders().is_empty());
+    assert!(!f.db.exists(), "--all removes the database");
+    assert!(!f.ws.join(".nx/workspace-data").exists(), "--all removes the workspace data");
+    let pid = daemon.expect("the Nx daemon started (NX_DAEMON=true) and recorded its pid");
+    {
+        assert_eq!(report["daemonStopped"], pid, "{report:#}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!common::alive(pid as u32), "the daemon {pid} was stopped");
+    }
+    assert!(f.ws.join("packages/alpha/project.json").exists(), "nothing outside Nx's folders was touched");
 }

@@ -18,7 +18,8 @@ fn version_and_help_describe_every_command() {
     let out = run_ok(s.nxops(s.home()).arg("--version"));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("nxops {}", env!("CARGO_PKG_VERSION")));
     let help = String::from_utf8(run_ok(s.nxops(s.home()).arg("--help")).stdout).unwrap();
-    for needle in ["system", "env", "cache", "serve", "call", "--workspace", "--json", "--verbose", "--quiet", "--set"] {
+    for needle in ["system", "env", "cache", "serve", "call", "--workspace", "--json", "--verbose", "--quiet", "--set"]
+    {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
 }
