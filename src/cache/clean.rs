@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::db::{NxDb, Row};
-use super::lock::{CleanerLock, LOCK_FILE};
+use super::lock::CleanerLock;
 use super::scan;
 use super::trash::{TRASH_DIR, Trash};
 use super::{CacheError, CachePaths, RECENT_SECS, age_of, is_hash, now_secs};
@@ -459,9 +459,6 @@ fn empty_report(paths: &CachePaths, options: CleanOptions, started: Instant, why
         skipped_run: Some(why.to_string()),
     }
 }
-
-/// Names in the cache folder that belong to nxops, never to Nx.
-pub const OURS: [&str; 2] = [TRASH_DIR, LOCK_FILE];
 
 impl Report for CleanReport {
     fn human(&self) -> String {

@@ -8,7 +8,6 @@
 //! blocking thread at nice 10, in short batches, so Nx is never kept waiting;
 //! the interval is also the least time between two automatic cleans.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,15 +51,11 @@ pub async fn maintain(core: Core, workspace: Arc<Workspace>, mut stop: watch::Re
             }
             Ok(Ok(None)) => {}
             Ok(Err(err)) => {
-                tracing::debug!(target: "nxops::maintenance", "{}: no automatic clean: {err}", root(&workspace).display())
+                tracing::debug!(target: "nxops::maintenance", "{}: no automatic clean: {err}", workspace.root.display())
             }
             Err(err) => tracing::warn!(target: "nxops::maintenance", "the automatic clean stopped: {err}"),
         }
     }
-}
-
-fn root(ws: &Workspace) -> PathBuf {
-    ws.root.clone()
 }
 
 /// Cleans when a threshold is passed; `None` when nothing was due or another cleaner ran.

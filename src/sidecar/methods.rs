@@ -165,7 +165,7 @@ fn absolute(path: &Path) -> Result<PathBuf, RpcError> {
 
 async fn system_info(ctx: &CallCtx, params: SystemInfoParams) -> Result<Value, RpcError> {
     let workspace = match ctx.core.resolve(params.workspace.as_deref()) {
-        Ok(root) => workspace_of(ctx, &root),
+        Ok(root) => ctx.core.workspace(&root),
         Err(_) if params.workspace.is_none() => None,
         Err(err) => return Err(err),
     };
@@ -234,10 +234,6 @@ async fn forward(
             root.display()
         )),
     })
-}
-
-fn workspace_of(ctx: &CallCtx, root: &Path) -> Option<std::sync::Arc<Workspace>> {
-    ctx.core.workspace(root)
 }
 
 fn subscribe(ctx: &CallCtx, method: &str, params: EventsParams) -> Result<Value, RpcError> {
