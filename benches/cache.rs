@@ -221,23 +221,23 @@ fn cli_stats(generated: &Generated, scratch: &Path, runs: usize) {
     );
 }
 
-/// `cache clean --max-size <half> --force --json` against `rm -rf` of a copy of the entries it removes (as
-/// its dry run lists them). `--max-age` is set far out so that only the size limit evicts.
+/// `cache clean --max-size <half> --force --json` against `rm -rf` of a copy of the entries it removes.
+/// `--max-age` is set far out so that only the size limit evicts. The doomed set is computed here from
+/// the database the way the cleaner plans (least recently used first, down to 90% of the limit), because
+/// a report lists at most 1,000 entries; the run's own count is printed beside it.
 fn cli_clean(generated: &Generated, scratch: &Path) {
     let ws = generated.workspace.to_str().expect("a UTF-8 path");
-    let half = (generated.total_bytes() / 2).to_string();
-    let mut args =
-        vec!["--workspace", ws, "cache", "clean", "--max-size", &half, "--max-age", "3650d", "--force", "--json"];
-    args.push("--dry-run");
-    let (_, plan) = time_nxops(scratch, &args);
-    args.pop();
-    let planned: std::collections::HashSet<&str> =
-        plan["removed"].as_array().expect("a clean report").iter().filter_map(|r| r["hash"].as_str()).collect();
+    let half = generated.total_bytes() / 2;
+    let half_text = half.to_string();
+    let args =
+        vec!["--workspace", ws, "cache", "clean", "--max-size", &half_text, "--max-age", "3650d", "--force", "--json"];
+    let planned = least_recently_used(&generated.db_file, half);
     let doomed: Vec<Entry> = generated.entries.iter().filter(|e| planned.contains(e.hash.as_str())).cloned().collect();
     let copy = scratch.join("rm-copy-cli");
     support::write_entries(&copy, &doomed, 4);
     rustix::fs::sync();
     let (ours, report) = time_nxops(scratch, &args);
+    assert_eq!(report["entries"].as_u64(), Some(doomed.len() as u64), "the cleaner evicted what the plan says");
     rustix::fs::sync();
     let base = time_rm(&copy);
     println!(
@@ -250,6 +250,25 @@ fn cli_clean(generated: &Generated, scratch: &Path) {
         report["files"],
         mb(report["bytesFreed"].as_u64().unwrap_or(0))
     );
+}
+
+/// The hashes a size-only clean to `limit` evicts: oldest `accessed_at` first (ties by hash) until at 90%.
+fn least_recently_used(db_file: &Path, limit: u64) -> std::collections::HashSet<String> {
+    let conn = rusqlite::Connection::open(db_file).expect("open the generated database");
+    let mut stmt = conn.prepare("SELECT hash, size FROM cache_outputs ORDER BY accessed_at, hash").expect("a query");
+    let rows: Vec<(String, i64)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("rows").map(|r| r.expect("a row")).collect();
+    let mut remaining: u64 = rows.iter().map(|(_, size)| *size as u64).sum();
+    let goal = limit / 10 * 9;
+    let mut doomed = std::collections::HashSet::new();
+    for (hash, size) in rows {
+        if remaining <= goal {
+            break;
+        }
+        remaining -= size as u64;
+        doomed.insert(hash);
+    }
+    doomed
 }
 
 /// Peak RSS of `cache clean` over a generated cache of `entries` entries of one file each.

@@ -30,6 +30,10 @@ use crate::output::{Report, Section};
 /// Entries taken out per database transaction.
 const BATCH: usize = 64;
 
+/// At most this many removed entries are listed one by one; `byReason` and the
+/// totals always count them all (a report of 100,000 lines helps nobody).
+pub const LISTED: usize = 1000;
+
 /// Entries used this recently are kept even with `--force`: Nx stamps
 /// `accessed_at` in whole seconds, so a hit in the same second as the planned
 /// stamp would pass the guard while Nx restores from the folder.
@@ -100,7 +104,13 @@ pub struct CleanReport {
     /// Entries and bytes by the database before and after.
     pub before: Totals,
     pub after: Totals,
+    /// The first `LISTED` removed items (all of them when fewer).
     pub removed: Vec<Removed>,
+    /// How many removed items `removed` leaves out.
+    pub unlisted: u64,
+    /// Items and bytes removed per reason.
+    pub by_reason: std::collections::BTreeMap<String, Totals>,
+    /// The first `LISTED` entries kept although they qualified.
     pub skipped: Vec<Skipped>,
     /// Entries (rows) removed, files deleted, and bytes freed on disk (apparent).
     pub entries: u64,
@@ -120,7 +130,9 @@ pub struct Totals {
 
 /// What a clean would do, from one read of the database and the folder.
 pub struct Plan {
-    pub evict: Vec<(Row, Reason)>,
+    /// Every row, once; `evict` refers to them by index (no copies: 100,000 entries stay small).
+    pub rows: Vec<Row>,
+    pub evict: Vec<(usize, Reason)>,
     pub orphans: Vec<(PathBuf, Reason, u64)>,
     pub skipped: Vec<Skipped>,
     pub before: Totals,
@@ -141,7 +153,8 @@ pub fn run(paths: &CachePaths, options: CleanOptions, progress: &dyn Fn(u64, u64
 /// Evicts the given rows now (`verify --fix`), with the same lock, trash and guards.
 pub fn evict_rows(
     paths: &CachePaths,
-    evict: Vec<(Row, Reason)>,
+    rows: Vec<Row>,
+    reason: Reason,
     options: CleanOptions,
 ) -> Result<CleanReport, CacheError> {
     let started = Instant::now();
@@ -149,7 +162,8 @@ pub fn evict_rows(
     let mut db = NxDb::open(&paths.db_file)?;
     let (entries, bytes) = db.totals()?;
     let before = Totals { entries, bytes };
-    let plan = Plan { evict, orphans: Vec::new(), skipped: Vec::new(), before, after: before };
+    let evict = (0..rows.len()).map(|i| (i, reason)).collect();
+    let plan = Plan { rows, evict, orphans: Vec::new(), skipped: Vec::new(), before, after: before };
     carry_out(paths, &mut db, plan, options, started, &|_, _| {})
 }
 
@@ -169,11 +183,24 @@ fn carry_out(
     started: Instant,
     progress: &dyn Fn(u64, u64),
 ) -> Result<CleanReport, CacheError> {
-    let mut report = report_of(paths, options, &plan);
-    if !options.dry_run {
+    let mut report = empty_report(paths, options, started, "");
+    report.skipped_run = None;
+    report.before = plan.before;
+    report.after = plan.after;
+    report.skipped = plan.skipped.iter().take(LISTED).cloned().collect();
+    if options.dry_run {
+        for &(i, reason) in &plan.evict {
+            note(&mut report, removed_of(&plan.rows[i], reason));
+        }
+        for (path, reason, bytes) in &plan.orphans {
+            note(&mut report, removed_orphan(path, *reason, *bytes));
+        }
+        report.entries = plan.evict.len() as u64;
+        report.bytes_freed = report.by_reason.values().map(|t| t.bytes).sum();
+    } else {
         let io = |what: &str, e| CacheError::io(format!("{what} in {}", paths.cache_dir.display()), e);
         let trash = Trash::open(&paths.cache_dir).map_err(|e| io("failed to open the trash", e))?;
-        execute(paths, db, &trash, plan, &mut report, progress)?;
+        execute(paths, db, &trash, &plan, &mut report, progress)?;
         let freed = trash.empty(scan::default_threads()).map_err(|e| io("failed to empty the trash", e))?;
         report.files = freed.files;
         report.bytes_freed = freed.apparent_bytes;
@@ -184,6 +211,20 @@ fn carry_out(
     Ok(report)
 }
 
+/// Records one removed item: listed while under `LISTED`, always counted by reason.
+fn note(report: &mut CleanReport, removed: Removed) {
+    let label =
+        serde_json::to_value(removed.reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let totals = report.by_reason.entry(label).or_default();
+    totals.entries += 1;
+    totals.bytes += removed.bytes;
+    if report.removed.len() < LISTED {
+        report.removed.push(removed);
+    } else {
+        report.unlisted += 1;
+    }
+}
+
 /// Age first, then least recently used down to 90% of the limit, then orphans.
 pub fn plan(paths: &CachePaths, db: &NxDb, options: CleanOptions) -> Result<Plan, CacheError> {
     let now = now_secs();
@@ -192,46 +233,47 @@ pub fn plan(paths: &CachePaths, db: &NxDb, options: CleanOptions) -> Result<Plan
         if options.force { HashSet::new() } else { paths.running_tasks(db).into_iter().collect() };
     let (mut evict, mut skipped, mut kept) = (Vec::new(), Vec::new(), Vec::new());
     let cutoff = now - options.max_age.as_secs() as i64;
-    let before = Totals {
-        entries: rows.iter().filter(|r| r.is_cache_entry).count() as u64,
-        bytes: rows.iter().filter(|r| r.is_cache_entry).map(|r| r.size).sum(),
-    };
-    for row in rows.iter().filter(|r| r.is_cache_entry) {
+    let entries = || rows.iter().enumerate().filter(|(_, r)| r.is_cache_entry);
+    let before = Totals { entries: entries().count() as u64, bytes: entries().map(|(_, r)| r.size).sum() };
+    for (i, row) in entries() {
         let protection = protected(row, now, &running, options.force);
         match (row.accessed < cutoff, protection) {
-            (true, Some(why)) => skipped.push(Skipped { hash: row.hash.clone(), why }),
-            (true, None) => evict.push((row.clone(), Reason::Age)),
-            (false, _) => kept.push(row),
+            (true, Some(why)) => skipped.push(Skipped { hash: row.hash.to_string(), why }),
+            (true, None) => evict.push((i, Reason::Age)),
+            (false, _) => kept.push(i),
         }
     }
-    let mut remaining: u64 = kept.iter().map(|r| r.size).sum();
+    let mut remaining: u64 = kept.iter().map(|&i| rows[i].size).sum();
     if remaining > options.max_size {
         let goal = options.max_size / 10 * 9;
-        for row in &kept {
+        for &i in &kept {
             if remaining <= goal {
                 break;
             }
-            match protected(row, now, &running, options.force) {
-                Some(why) => skipped.push(Skipped { hash: row.hash.clone(), why }),
+            match protected(&rows[i], now, &running, options.force) {
+                Some(why) => skipped.push(Skipped { hash: rows[i].hash.to_string(), why }),
                 None => {
-                    remaining -= row.size;
-                    evict.push(((*row).clone(), Reason::Size));
+                    remaining -= rows[i].size;
+                    evict.push((i, Reason::Size));
                 }
             }
         }
     }
-    let evicted: HashSet<String> = evict.iter().map(|(r, _)| r.hash.clone()).collect();
-    let mut orphans = orphan_files(paths, &rows, now, options.force);
-    for row in rows.iter().filter(|r| r.is_cache_entry && !evicted.contains(&r.hash)) {
-        if !paths.entry(&row.hash).exists() && (options.force || now - row.created >= RECENT_SECS) {
-            evict.push((row.clone(), Reason::RowWithoutFolder));
+    let mut marked = vec![false; rows.len()];
+    for &(i, _) in &evict {
+        marked[i] = true;
+    }
+    for (i, row) in entries() {
+        if !marked[i] && !paths.entry(&row.hash).exists() && (options.force || now - row.created >= RECENT_SECS) {
+            evict.push((i, Reason::RowWithoutFolder));
         }
     }
+    let mut orphans = orphan_files(paths, &rows, now, options.force);
     orphans.sort_by(|a, b| a.0.cmp(&b.0));
-    let removed_bytes: u64 = evict.iter().filter(|(r, _)| r.is_cache_entry).map(|(r, _)| r.size).sum();
+    let removed_bytes: u64 = evict.iter().map(|&(i, _)| rows[i].size).sum();
     let after =
         Totals { entries: before.entries - evict.len() as u64, bytes: before.bytes.saturating_sub(removed_bytes) };
-    Ok(Plan { evict, orphans, skipped, before, after })
+    Ok(Plan { rows, evict, orphans, skipped, before, after })
 }
 
 /// Why an entry must be kept, if it must.
@@ -242,13 +284,13 @@ fn protected(row: &Row, now: i64, running: &HashSet<String>, force: bool) -> Opt
     if now - row.accessed < RECENT_SECS {
         return Some("used in the last hour".into());
     }
-    let task = format!("{}:{}", row.project.as_deref().unwrap_or(""), row.target.as_deref().unwrap_or(""));
+    let task = format!("{}:{}", row.project().unwrap_or(""), row.target().unwrap_or(""));
     running.contains(&task).then(|| format!("task {task} is running"))
 }
 
 /// Entry folders and terminal outputs no row knows about, and leftover trash.
 fn orphan_files(paths: &CachePaths, rows: &[Row], now: i64, force: bool) -> Vec<(PathBuf, Reason, u64)> {
-    let known: HashSet<&str> = rows.iter().map(|r| r.hash.as_str()).collect();
+    let known: HashSet<&str> = rows.iter().map(|r| &*r.hash).collect();
     let old_enough = |path: &std::path::Path| force || age_of(path, now) >= RECENT_SECS;
     let mut out = Vec::new();
     for (dir, reason) in [
@@ -278,24 +320,24 @@ fn execute(
     paths: &CachePaths,
     db: &mut NxDb,
     trash: &Trash,
-    plan: Plan,
+    plan: &Plan,
     report: &mut CleanReport,
     progress: &dyn Fn(u64, u64),
 ) -> Result<(), CacheError> {
     let total = (plan.evict.len() + plan.orphans.len()) as u64;
     let mut done = 0u64;
-    let mut removed = Vec::with_capacity(plan.evict.len());
     for batch in plan.evict.chunks(BATCH) {
         let outcome = db.batch(|tx| {
             let mut taken_here: Vec<(PathBuf, PathBuf)> = Vec::new();
             let mut results = Vec::new();
-            for (row, reason) in batch {
-                match take_entry(paths, trash, tx, row, *reason, now_secs(), report.force, &mut taken_here) {
-                    Ok(true) => results.push(Ok((row, *reason))),
+            for &(i, reason) in batch {
+                let row = &plan.rows[i];
+                match take_entry(paths, trash, tx, row, reason, now_secs(), report.force, &mut taken_here) {
+                    Ok(true) => results.push(Ok((row, reason))),
                     Ok(false) => {
-                        results.push(Err(Skipped { hash: row.hash.clone(), why: "used while cleaning".into() }))
+                        results.push(Err(Skipped { hash: row.hash.to_string(), why: "used while cleaning".into() }))
                     }
-                    Err(e) => results.push(Err(Skipped { hash: row.hash.clone(), why: e })),
+                    Err(e) => results.push(Err(Skipped { hash: row.hash.to_string(), why: e })),
                 }
             }
             (results, taken_here)
@@ -304,36 +346,31 @@ fn execute(
             Ok(((results, _), Ok(()))) => {
                 for result in results {
                     match result {
-                        Ok((row, reason)) => removed.push(removed_of(row, reason)),
-                        Err(skip) => report.skipped.push(skip),
+                        Ok((row, reason)) => {
+                            report.entries += 1;
+                            note(report, removed_of(row, reason));
+                        }
+                        Err(skip) if report.skipped.len() < LISTED => report.skipped.push(skip),
+                        Err(_) => {}
                     }
                 }
             }
             Ok(((_, taken), Err(err))) => {
                 tracing::warn!(target: "nxops::cache", "a batch was rolled back: {err}");
                 put_back(trash, &taken);
-                report
-                    .skipped
-                    .extend(batch.iter().map(|(r, _)| Skipped { hash: r.hash.clone(), why: err.to_string() }));
             }
             Err(err) => return Err(err.into()),
         }
         done += batch.len() as u64;
         progress(done, total);
     }
-    for (path, reason, bytes) in plan.orphans {
-        if let Ok(Some(_)) = trash.take(&path) {
-            let hash = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            removed.push(Removed { hash, project: None, target: None, bytes, reason });
+    for (path, reason, bytes) in &plan.orphans {
+        if let Ok(Some(_)) = trash.take(path) {
+            note(report, removed_orphan(path, *reason, *bytes));
         }
         done += 1;
         progress(done, total);
     }
-    report.entries = removed
-        .iter()
-        .filter(|r| matches!(r.reason, Reason::Age | Reason::Size | Reason::Corrupt | Reason::RowWithoutFolder))
-        .count() as u64;
-    report.removed = removed;
     Ok(())
 }
 
@@ -350,8 +387,8 @@ fn take_entry(
     force: bool,
     taken: &mut Vec<(PathBuf, PathBuf)>,
 ) -> Result<bool, String> {
-    let current = tx.accessed_at(&row.hash).map_err(|e| e.to_string())?;
-    if current.as_deref() != Some(row.accessed_at.as_str()) {
+    let current = tx.accessed(&row.hash).map_err(|e| e.to_string())?;
+    if current != Some(row.accessed) {
         return Ok(false);
     }
     // A corrupt entry restores nothing useful, and a missing folder restores nothing at all.
@@ -374,7 +411,7 @@ fn take_entry(
             }
         }
     }
-    match tx.delete_if_unused(&row.hash, &row.accessed_at) {
+    match tx.delete_if_unused(&row.hash, row.accessed) {
         Ok(true) => {
             taken.extend(moved);
             Ok(true)
@@ -400,44 +437,17 @@ fn put_back(trash: &Trash, moved: &[(PathBuf, PathBuf)]) {
 
 fn removed_of(row: &Row, reason: Reason) -> Removed {
     Removed {
-        hash: row.hash.clone(),
-        project: row.project.clone(),
-        target: row.target.clone(),
+        hash: row.hash.to_string(),
+        project: row.project().map(str::to_string),
+        target: row.target().map(str::to_string),
         bytes: row.size,
         reason,
     }
 }
 
-fn report_of(paths: &CachePaths, options: CleanOptions, plan: &Plan) -> CleanReport {
-    let removed: Vec<Removed> = plan
-        .evict
-        .iter()
-        .map(|(row, reason)| removed_of(row, *reason))
-        .chain(plan.orphans.iter().map(|(path, reason, bytes)| Removed {
-            hash: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            project: None,
-            target: None,
-            bytes: *bytes,
-            reason: *reason,
-        }))
-        .collect();
-    CleanReport {
-        cache_dir: paths.cache_dir.clone(),
-        dry_run: options.dry_run,
-        force: options.force,
-        trigger: options.trigger,
-        max_size: options.max_size,
-        max_age_ms: options.max_age.as_millis() as u64,
-        before: plan.before,
-        after: plan.after,
-        entries: plan.evict.len() as u64,
-        files: 0,
-        bytes_freed: removed.iter().map(|r| r.bytes).sum(),
-        removed,
-        skipped: plan.skipped.clone(),
-        duration_ms: 0,
-        skipped_run: None,
-    }
+fn removed_orphan(path: &std::path::Path, reason: Reason, bytes: u64) -> Removed {
+    let hash = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Removed { hash, project: None, target: None, bytes, reason }
 }
 
 fn empty_report(paths: &CachePaths, options: CleanOptions, started: Instant, why: &str) -> CleanReport {
@@ -451,6 +461,8 @@ fn empty_report(paths: &CachePaths, options: CleanOptions, started: Instant, why
         before: Totals::default(),
         after: Totals::default(),
         removed: Vec::new(),
+        unlisted: 0,
+        by_reason: Default::default(),
         skipped: Vec::new(),
         entries: 0,
         files: 0,
@@ -483,8 +495,15 @@ impl Report for CleanReport {
                 serde_json::to_value(r.reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
             section.push(&r.hash, format!("{:<24} {:>10}  {reason}", task, format_size(r.bytes)));
         }
-        if self.removed.len() > 20 {
-            section.push("...", format!("and {} more (--json lists them all)", self.removed.len() - 20));
+        let more = self.removed.len().saturating_sub(20) as u64 + self.unlisted;
+        if more > 0 {
+            section.push(
+                "...",
+                format!(
+                    "and {more} more (--json lists up to {LISTED}; by reason: {})",
+                    self.by_reason.iter().map(|(r, t)| format!("{r} {}", t.entries)).collect::<Vec<_>>().join(", ")
+                ),
+            );
         }
         section.render(&mut out);
         let mut totals = Section::new("Cache")

@@ -12,7 +12,9 @@
 //! Performance: statistics are aggregate queries (one table scan each); the
 //! eviction plan loads one compact row per entry.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -20,17 +22,32 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 /// One cache entry as Nx's database records it.
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub hash: String,
+    pub hash: Box<str>,
     /// Output bytes plus terminal output bytes, as Nx counts them.
     pub size: u64,
-    /// `accessed_at` exactly as stored (the guard for deletes).
-    pub accessed_at: String,
-    /// `accessed_at` and `created_at` as Unix seconds.
+    /// `accessed_at` as Unix seconds: the guard for deletes (Nx stamps whole seconds).
     pub accessed: i64,
+    /// `created_at` as Unix seconds.
     pub created: i64,
     pub is_cache_entry: bool,
-    pub project: Option<String>,
-    pub target: Option<String>,
+    /// The entry's task, shared between the rows of one task (a cache holds many per task).
+    pub task: Option<Arc<Task>>,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Task {
+    pub project: String,
+    pub target: String,
+}
+
+impl Row {
+    pub fn project(&self) -> Option<&str> {
+        self.task.as_ref().map(|t| t.project.as_str())
+    }
+
+    pub fn target(&self) -> Option<&str> {
+        self.task.as_ref().map(|t| t.target.as_str())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,29 +101,52 @@ impl NxDb {
         DbError::Sqlite { path: self.path.clone(), source }
     }
 
-    /// Every row of `cache_outputs` with its task, oldest access first.
+    /// Every row of `cache_outputs` with its task, oldest access first. Compact:
+    /// one small struct per entry, task names shared (100,000 entries take ~8 MB).
     pub fn rows(&self) -> Result<Vec<Row>, DbError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT c.hash, c.size, c.accessed_at, CAST(strftime('%s', c.accessed_at) AS INTEGER), \
+                "SELECT c.hash, c.size, CAST(strftime('%s', c.accessed_at) AS INTEGER), \
                  CAST(strftime('%s', c.created_at) AS INTEGER), c.is_cache_entry, d.project, d.target \
                  FROM cache_outputs c LEFT JOIN task_details d ON d.hash = c.hash ORDER BY c.accessed_at, c.hash",
             )
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Row {
-                    hash: r.get(0)?,
+        let mut tasks: HashMap<(String, String), Arc<Task>> = HashMap::new();
+        let mut out = Vec::new();
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let read = || -> rusqlite::Result<(Row, Option<(String, String)>)> {
+                let project: Option<String> = r.get(5)?;
+                let target: Option<String> = r.get(6)?;
+                let row = Row {
+                    hash: r.get::<_, String>(0)?.into_boxed_str(),
                     size: r.get::<_, i64>(1)?.max(0) as u64,
-                    accessed_at: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                    accessed: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
-                    created: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
-                    is_cache_entry: r.get::<_, Option<bool>>(5)?.unwrap_or(true),
-                    project: r.get(6)?,
-                    target: r.get(7)?,
-                })
-            })
+                    accessed: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                    created: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                    is_cache_entry: r.get::<_, Option<bool>>(4)?.unwrap_or(true),
+                    task: None,
+                };
+                Ok((row, project.zip(target)))
+            };
+            let (mut row, names) = read().map_err(|e| self.err(e))?;
+            if let Some((project, target)) = names {
+                let shared = tasks
+                    .entry((project.clone(), target.clone()))
+                    .or_insert_with(|| Arc::new(Task { project, target }));
+                row.task = Some(shared.clone());
+            }
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    /// Every row's hash and whether Nx treats it as a cache entry (no join: for the deep scan).
+    pub fn hashes(&self) -> Result<Vec<(String, bool)>, DbError> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT hash, is_cache_entry FROM cache_outputs").map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<bool>>(1)?.unwrap_or(true))))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
@@ -226,21 +266,23 @@ pub struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    /// The row's current `accessed_at`, `None` when the row is gone.
-    pub fn accessed_at(&self, hash: &str) -> rusqlite::Result<Option<String>> {
+    /// The row's current `accessed_at` in Unix seconds, `None` when the row is gone.
+    pub fn accessed(&self, hash: &str) -> rusqlite::Result<Option<i64>> {
         self.tx
-            .prepare_cached("SELECT accessed_at FROM cache_outputs WHERE hash = ?1")?
-            .query_row(params![hash], |r| r.get::<_, Option<String>>(0))
+            .prepare_cached("SELECT CAST(strftime('%s', accessed_at) AS INTEGER) FROM cache_outputs WHERE hash = ?1")?
+            .query_row(params![hash], |r| r.get::<_, Option<i64>>(0))
             .optional()
             .map(Option::flatten)
     }
 
-    /// Deletes the row only if it was not used since `accessed_at`. True when deleted.
-    pub fn delete_if_unused(&self, hash: &str, accessed_at: &str) -> rusqlite::Result<bool> {
+    /// Deletes the row only if it was not used since `accessed` (Unix seconds). True when deleted.
+    pub fn delete_if_unused(&self, hash: &str, accessed: i64) -> rusqlite::Result<bool> {
         let n = self
             .tx
-            .prepare_cached("DELETE FROM cache_outputs WHERE hash = ?1 AND accessed_at = ?2")?
-            .execute(params![hash, accessed_at])?;
+            .prepare_cached(
+                "DELETE FROM cache_outputs WHERE hash = ?1 AND CAST(strftime('%s', accessed_at) AS INTEGER) = ?2",
+            )?
+            .execute(params![hash, accessed])?;
         Ok(n == 1)
     }
 }

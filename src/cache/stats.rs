@@ -103,7 +103,24 @@ const AGE_BOUNDS: [(i64, &str); 4] =
 
 pub fn collect(paths: &CachePaths, max_size: u64, max_age_ms: u64, deep: bool) -> Result<CacheStats, CacheError> {
     let started = Instant::now();
-    let db = NxDb::open(&paths.db_file)?;
+    // The disk walk (when asked for) runs while the database answers, on its own threads.
+    std::thread::scope(|scope| {
+        let walk = deep.then(|| scope.spawn(|| scan::scan_children(&paths.cache_dir, scan::default_threads())));
+        let db = NxDb::open(&paths.db_file)?;
+        let mut stats = from_database(paths, &db, max_size, max_age_ms)?;
+        if let Some(walk) = walk {
+            let children = walk
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the disk walk panicked")))
+                .map_err(|e| CacheError::io(format!("failed to scan {}", paths.cache_dir.display()), e))?;
+            stats.deep = Some(deep_stats(paths, &db, &children)?);
+        }
+        stats.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(stats)
+    })
+}
+
+fn from_database(paths: &CachePaths, db: &NxDb, max_size: u64, max_age_ms: u64) -> Result<CacheStats, CacheError> {
     let (entries, bytes) = db.totals()?;
     let now = now_secs();
     let bounds: Vec<i64> = AGE_BOUNDS.iter().map(|(b, _)| *b).collect();
@@ -125,7 +142,6 @@ pub fn collect(paths: &CachePaths, max_size: u64, max_age_ms: u64, deep: bool) -
         .into_iter()
         .map(|(project, target, entries, bytes)| Consumer { project, target, entries, bytes })
         .collect();
-    let deep = if deep { Some(deep_stats(paths, &db)?) } else { None };
     Ok(CacheStats {
         workspace_root: paths.root.clone(),
         cache_dir: paths.cache_dir.clone(),
@@ -139,8 +155,8 @@ pub fn collect(paths: &CachePaths, max_size: u64, max_age_ms: u64, deep: bool) -
         ages,
         hit_rate,
         consumers,
-        deep,
-        duration_ms: started.elapsed().as_millis() as u64,
+        deep: None,
+        duration_ms: 0,
     })
 }
 
@@ -149,20 +165,18 @@ fn volume(dir: &std::path::Path) -> Option<Volume> {
     Some(Volume { total_bytes: stat.f_blocks * stat.f_frsize, free_bytes: stat.f_bavail * stat.f_frsize })
 }
 
-fn deep_stats(paths: &CachePaths, db: &NxDb) -> Result<DeepStats, CacheError> {
-    let children = scan::scan_children(&paths.cache_dir, scan::default_threads())
-        .map_err(|e| CacheError::io(format!("failed to scan {}", paths.cache_dir.display()), e))?;
-    let rows = db.rows()?;
-    let known: HashSet<&str> = rows.iter().map(|r| r.hash.as_str()).collect();
+fn deep_stats(paths: &CachePaths, db: &NxDb, children: &[scan::Child]) -> Result<DeepStats, CacheError> {
+    let rows = db.hashes()?;
+    let known: HashSet<&str> = rows.iter().map(|(hash, _)| hash.as_str()).collect();
     let mut total = scan::Usage::default();
     let mut orphans = Orphans::default();
-    let mut on_disk: HashSet<String> = HashSet::new();
-    for child in &children {
+    let mut on_disk: HashSet<&str> = HashSet::with_capacity(children.len());
+    for child in children {
         add(&mut total, &child.usage);
-        let name = child.name.to_string_lossy();
-        if child.kind == Kind::Dir && is_hash(&name) {
-            on_disk.insert(name.to_string());
-            if !known.contains(name.as_ref()) {
+        let Some(name) = child.name.to_str() else { continue };
+        if child.kind == Kind::Dir && is_hash(name) {
+            on_disk.insert(name);
+            if !known.contains(name) {
                 orphans.folders_without_row += 1;
                 orphans.bytes += child.usage.apparent_bytes;
             }
@@ -171,17 +185,17 @@ fn deep_stats(paths: &CachePaths, db: &NxDb) -> Result<DeepStats, CacheError> {
             orphans.bytes += child.usage.apparent_bytes;
         }
     }
-    let terminal = paths.cache_dir.join("terminalOutputs");
-    if let Ok(listing) = std::fs::read_dir(&terminal) {
+    if let Ok(listing) = std::fs::read_dir(paths.cache_dir.join("terminalOutputs")) {
         for item in listing.flatten() {
             let name = item.file_name();
-            if !known.contains(name.to_string_lossy().as_ref()) {
+            if !name.to_str().is_some_and(|n| known.contains(n)) {
                 orphans.terminal_outputs_without_row += 1;
                 orphans.bytes += item.metadata().map_or(0, |m| m.len());
             }
         }
     }
-    orphans.rows_without_folder = rows.iter().filter(|r| r.is_cache_entry && !on_disk.contains(&r.hash)).count() as u64;
+    orphans.rows_without_folder =
+        rows.iter().filter(|(hash, entry)| *entry && !on_disk.contains(hash.as_str())).count() as u64;
     Ok(DeepStats {
         apparent_bytes: total.apparent_bytes,
         allocated_bytes: total.allocated_bytes,

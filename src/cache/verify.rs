@@ -82,9 +82,9 @@ pub fn run(paths: &CachePaths, fix: bool) -> Result<VerifyReport, CacheError> {
         let terminal_bytes = std::fs::metadata(&terminal).map_or(0, |m| m.len());
         let Ok((digest, output_bytes)) = digest_entry(&folder, &terminal) else { continue };
         let problem = |kind, detail: String| Problem {
-            hash: row.hash.clone(),
-            project: row.project.clone(),
-            target: row.target.clone(),
+            hash: row.hash.to_string(),
+            project: row.project().map(str::to_string),
+            target: row.target().map(str::to_string),
             kind,
             detail,
         };
@@ -131,8 +131,7 @@ fn fix_problems(
     digests: Option<&Digests>,
 ) -> Result<u64, CacheError> {
     let hashes: std::collections::HashSet<&str> = problems.iter().map(|p| p.hash.as_str()).collect();
-    let rows: Vec<_> = db.rows()?.into_iter().filter(|r| hashes.contains(r.hash.as_str())).collect();
-    let evict = rows.into_iter().map(|r| (r, Reason::Corrupt)).collect();
+    let rows: Vec<_> = db.rows()?.into_iter().filter(|r| hashes.contains(&*r.hash)).collect();
     let options = CleanOptions {
         max_size: u64::MAX,
         max_age: std::time::Duration::MAX,
@@ -140,10 +139,10 @@ fn fix_problems(
         force: true,
         trigger: Trigger::Manual,
     };
-    let report = clean::evict_rows(paths, evict, options)?;
+    let report = clean::evict_rows(paths, rows, Reason::Corrupt, options)?;
     if let Some(store) = digests {
-        for removed in &report.removed {
-            let _ = store.forget(&removed.hash);
+        for problem in problems {
+            let _ = store.forget(&problem.hash);
         }
     }
     Ok(report.entries)
