@@ -286,7 +286,7 @@ fn a_cache_that_is_not_nx_24_is_refused_with_a_clear_message() {
 fn the_owner_cleans_automatically_over_the_threshold_and_says_so() {
     let f = filled("none");
     f.age_entries(2);
-    let env = [("NXOPS_CACHE_MAX_SIZE", "4KB"), ("NXOPS_CACHE_CHECK_INTERVAL", "200ms")];
+    let env = [("NXOPS_CACHE_MAX_SIZE", "4KB"), ("NXOPS_CACHE_CHECK_INTERVAL", "1s")];
     let mut sidecar = common::Sidecar::start(&f.scratch, &f.ws, &env);
     sidecar.initialize(&f.ws);
     sidecar.request("nxops/subscribe", json!({"events": ["cacheCleanup"]})).unwrap();

@@ -32,6 +32,8 @@ pub const EVENTS: &[&str] = &["workspaceAttached", "workspaceDetached", "ownersh
 pub struct Event {
     pub name: &'static str,
     pub params: Value,
+    /// Publication order; a session gets only events published after it subscribed.
+    pub seq: u64,
 }
 
 /// How a client reached the sidecar.
@@ -65,6 +67,7 @@ struct State {
     sessions: BTreeMap<u64, Session>,
     next_session: u64,
     overrides: Vec<FlagValue>,
+    events_published: u64,
 }
 
 struct Attached {
@@ -91,6 +94,9 @@ pub struct Session {
     pub client_version: Option<String>,
     pub opened_at: u64,
     pub subscriptions: BTreeSet<String>,
+    /// For each subscribed event, the last `Event::seq` published before the subscription.
+    #[serde(skip)]
+    since: BTreeMap<String, u64>,
 }
 
 /// An attached workspace as clients see it.
@@ -198,6 +204,7 @@ impl Core {
             client_version: None,
             opened_at: now_ms(),
             subscriptions: BTreeSet::new(),
+            since: BTreeMap::new(),
         };
         state.sessions.insert(id, session);
         id
@@ -221,8 +228,13 @@ impl Core {
     /// Adds event names to a session's subscriptions and returns them all.
     pub fn subscribe(&self, id: u64, events: &[String]) -> BTreeSet<String> {
         let mut state = self.state();
+        let published = state.events_published;
         let Some(session) = state.sessions.get_mut(&id) else { return BTreeSet::new() };
-        session.subscriptions.extend(events.iter().cloned());
+        for event in events {
+            if session.subscriptions.insert(event.clone()) {
+                session.since.insert(event.clone(), published);
+            }
+        }
         session.subscriptions.clone()
     }
 
@@ -231,18 +243,23 @@ impl Core {
         let Some(session) = state.sessions.get_mut(&id) else { return BTreeSet::new() };
         for event in events {
             session.subscriptions.remove(event);
+            session.since.remove(event);
         }
         session.subscriptions.clone()
     }
 
-    pub fn is_subscribed(&self, id: u64, event: &str) -> bool {
-        self.state().sessions.get(&id).is_some_and(|s| s.subscriptions.contains(event))
+    /// True when the session subscribed to this event before it was published.
+    pub fn wants(&self, id: u64, event: &Event) -> bool {
+        self.state().sessions.get(&id).is_some_and(|s| s.since.get(event.name).is_some_and(|since| event.seq > *since))
     }
 
     // --- events ---
 
     pub fn publish(&self, name: &'static str, params: Value) {
-        let _ = self.0.events.send(Event { name, params });
+        // Numbered and sent under the registry lock, so `subscribe` sees a consistent count.
+        let mut state = self.state();
+        state.events_published += 1;
+        let _ = self.0.events.send(Event { name, params, seq: state.events_published });
     }
 
     pub fn events(&self) -> broadcast::Receiver<Event> {

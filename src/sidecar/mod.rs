@@ -80,7 +80,7 @@ fn deliver_events(core: &Core, session: u64, outbox: Outbox) -> tokio::task::Joi
     core.clone().runtime().spawn(async move {
         loop {
             match events.recv().await {
-                Ok(event) if core.is_subscribed(session, event.name) => {
+                Ok(event) if core.wants(session, &event) => {
                     if !outbox.notify(&format!("nxops/{}", event.name), event.params) {
                         return;
                     }

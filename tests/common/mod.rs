@@ -28,8 +28,7 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Scratch {
-        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        std::fs::create_dir_all(&base).unwrap();
+        let base = home_base();
         let home = tempfile::Builder::new().prefix("home-").tempdir_in(&base).unwrap();
         std::fs::create_dir(home.path().join("run")).unwrap();
         let spaces = tempfile::Builder::new().prefix("nxops-ws-").tempdir().unwrap();
@@ -70,6 +69,20 @@ impl Scratch {
         scrub_env(&mut cmd, self.home());
         cmd
     }
+}
+
+/// Where test HOMEs go: the target's temp folder, unless the checkout itself is
+/// under /tmp (CI may clone there), in which case /var/tmp, which Nx accepts.
+fn home_base() -> PathBuf {
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&target).unwrap();
+    let tmp = std::fs::canonicalize("/tmp").unwrap_or_else(|_| PathBuf::from("/tmp"));
+    if !std::fs::canonicalize(&target).unwrap().starts_with(&tmp) {
+        return target;
+    }
+    let fallback = PathBuf::from("/var/tmp/nxops-tests");
+    std::fs::create_dir_all(&fallback).unwrap();
+    fallback
 }
 
 impl Default for Scratch {
