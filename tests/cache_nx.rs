@@ -335,3 +335,50 @@ fn reset_runs_nx_reset_and_falls_back_to_manual_cleanup_when_it_hangs() {
     }
     assert!(f.ws.join("packages/alpha/project.json").exists(), "nothing outside Nx's folders was touched");
 }
+
+#[test]
+fn entries_of_a_running_task_are_kept() {
+    let f = filled("none");
+    // A cacheable task that takes a while; its first run leaves an entry.
+    let project = f.ws.join("packages/alpha/project.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&project).unwrap()).unwrap();
+    config["targets"]["slow"] = json!({
+        "executor": "nx:run-commands",
+        "cache": true,
+        "inputs": ["{projectRoot}/slow-input.txt"],
+        "options": {"command": "node -e \"setTimeout(() => {}, 3000)\""}
+    });
+    std::fs::write(&project, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    std::fs::write(f.ws.join("packages/alpha/slow-input.txt"), "1").unwrap();
+    let nx = |f: &Filled| {
+        let mut cmd = Command::new(f.ws.join("node_modules/.bin/nx"));
+        cmd.args(["run", "alpha:slow", "--outputStyle=static"]).current_dir(&f.ws);
+        cmd.env("HOME", f.scratch.home()).env("NX_DAEMON", "false").env("NX_NO_CLOUD", "true").env("NX_TUI", "false");
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        cmd
+    };
+    run_ok(&mut nx(&f));
+    let slow_entries = |f: &Filled| -> Vec<String> {
+        let conn = rusqlite::Connection::open(&f.db).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT c.hash FROM cache_outputs c JOIN task_details d ON d.hash = c.hash WHERE d.target = 'slow'",
+            )
+            .unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let first = slow_entries(&f);
+    assert_eq!(first.len(), 1);
+    // Run it again with a new input (a miss that takes 3 s), and clean while it runs.
+    std::fs::write(f.ws.join("packages/alpha/slow-input.txt"), "2").unwrap();
+    let mut running = nx(&f).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    f.age_entries(2);
+    let report = f.nxops(&["cache", "clean", "--max-size", "1"]);
+    let _ = running.wait();
+    let kept: Vec<&Value> =
+        report["skipped"].as_array().unwrap().iter().filter(|s| s["hash"] == json!(first[0])).collect();
+    assert_eq!(kept.len(), 1, "{report:#}");
+    assert_eq!(kept[0]["why"], "task alpha:slow is running");
+    assert!(report["entries"].as_u64().unwrap() >= 5, "other entries were evicted: {report:#}");
+}

@@ -226,20 +226,28 @@ impl NxDb {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
-    /// `project:target` of tasks Nx records as running right now (pid alive).
+    /// `project:target` of tasks Nx records as running right now: `running_tasks`
+    /// (continuous tasks) and `task_invocations` (every task a live `nx` is running),
+    /// keeping rows whose process is alive.
     pub fn running_tasks(&self) -> Result<Vec<String>, DbError> {
-        let have = columns_of(&self.conn, "running_tasks").map_err(|e| self.err(e))?;
-        if !have.iter().any(|c| c == "task_id") || !have.iter().any(|c| c == "pid") {
-            return Ok(Vec::new());
-        }
-        let mut stmt = self.conn.prepare_cached("SELECT task_id, pid FROM running_tasks").map_err(|e| self.err(e))?;
-        let rows =
-            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.err(e))?;
         let mut running = Vec::new();
-        for row in rows {
-            let (task, pid) = row.map_err(|e| self.err(e))?;
-            if Path::new(&format!("/proc/{pid}")).exists() {
-                running.push(task);
+        for (table, [task, pid, root]) in
+            [("running_tasks", ["task_id", "pid", "pid"]), ("task_invocations", ["task_id", "pid", "root_pid"])]
+        {
+            let have = columns_of(&self.conn, table).map_err(|e| self.err(e))?;
+            if ![task, pid, root].iter().all(|c| have.iter().any(|h| h == c)) {
+                continue;
+            }
+            let sql = format!("SELECT {task}, {pid}, {root} FROM {table}");
+            let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let (task, pid, root) = row.map_err(|e| self.err(e))?;
+                if alive(pid) || alive(root) {
+                    running.push(project_target(&task));
+                }
             }
         }
         Ok(running)
@@ -285,6 +293,15 @@ impl Batch<'_> {
             .execute(params![hash, accessed])?;
         Ok(n == 1)
     }
+}
+
+/// `project:target` of a task id (`project:target` or `project:target:configuration`).
+fn project_target(task_id: &str) -> String {
+    task_id.splitn(3, ':').take(2).collect::<Vec<_>>().join(":")
+}
+
+fn alive(pid: i64) -> bool {
+    pid > 0 && Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn columns_of(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
