@@ -136,3 +136,30 @@ fn socket_path_fits_whatever_the_workspace_path() {
     let status = json_of(&run_ok(s.nxops(&ws).args(["call", "nxops/status"])));
     assert_eq!(status["pid"], sidecar.pid());
 }
+
+#[test]
+fn cli_commands_run_on_the_owner_when_one_runs() {
+    let s = Scratch::new();
+    let ws = s.workspace("cli-owner", "none");
+    run_ok(
+        std::process::Command::new(common::repo_root().join("fixtures/fill-cache.sh")).arg(&ws).env("HOME", s.home()),
+    );
+    let mut sidecar = Sidecar::start(&s, &ws, &[("NXOPS_CACHE_MAX_AGE", "3d")]);
+    sidecar.initialize(&ws);
+    sidecar.request("nxops/subscribe", json!({"events": ["cacheCleanup"]})).unwrap();
+
+    // The owner's settings are in force (its environment says 3d), and --set still applies on top.
+    let info = json_of(&run_ok(s.nxops(&ws).args(["env", "info", "--json", "--set", "cache.maxSize=1GB"])));
+    let setting = |key: &str| info["settings"].as_array().unwrap().iter().find(|s| s["key"] == key).unwrap().clone();
+    assert_eq!(setting("cache.maxAge")["source"], "env", "answered by the owner");
+    assert_eq!(setting("cache.maxSize")["source"], "flag");
+
+    let stats = json_of(&run_ok(s.nxops(&ws).args(["cache", "stats", "--json"])));
+    assert_eq!(stats["entries"], 8);
+    let report = json_of(&run_ok(s.nxops(&ws).args(["cache", "clean", "--dry-run", "--json"])));
+    assert_eq!(report["dryRun"], true);
+    let report = json_of(&run_ok(s.nxops(&ws).args(["cache", "clean", "--json"])));
+    assert_eq!(report["trigger"], "manual");
+    // The clean ran in the owner: its subscribers hear about it.
+    assert_eq!(sidecar.notification("nxops/cacheCleanup")["params"]["workspace"], json!(ws));
+}
