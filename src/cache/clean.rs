@@ -398,7 +398,7 @@ fn take_entry(
         _ => RECENT_SECS,
     };
     if now - row.accessed < recent {
-        return Ok(false);
+        return Err(if recent == GRACE_SECS { "used in the last 10 seconds" } else { "used in the last hour" }.into());
     }
     let mut moved = Vec::new();
     for original in [paths.entry(&row.hash), paths.terminal_output(&row.hash)] {
@@ -514,10 +514,13 @@ impl Report for CleanReport {
             totals.push("took", format!("{} ms", self.duration_ms));
         }
         if !self.skipped.is_empty() {
-            totals.push(
-                "kept",
-                format!("{} entries that qualified but were protected (--force removes them)", self.skipped.len()),
-            );
+            let mut why: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+            for skip in &self.skipped {
+                *why.entry(skip.why.as_str()).or_default() += 1;
+            }
+            let why: Vec<String> = why.iter().map(|(w, n)| format!("{n} {w}")).collect();
+            let hint = if self.force { "" } else { "; --force removes the protected ones" };
+            totals.push("kept", format!("{} entries that qualified ({}){hint}", self.skipped.len(), why.join(", ")));
         }
         totals.render(&mut out);
         out
