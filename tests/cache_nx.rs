@@ -382,3 +382,32 @@ fn entries_of_a_running_task_are_kept() {
     assert_eq!(kept[0]["why"], "task alpha:slow is running");
     assert!(report["entries"].as_u64().unwrap() >= 5, "other entries were evicted: {report:#}");
 }
+
+#[test]
+fn a_cancelled_clean_stops_between_steps_and_reports_what_it_did() {
+    let f = filled("none");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for i in 0..3000u64 {
+        let orphan = f.cache.join(format!("{}", 5_000_000_000_000_000_000u64 + i));
+        std::fs::create_dir(&orphan).unwrap();
+        std::fs::write(orphan.join("f"), "x").unwrap();
+        std::fs::File::open(&orphan).unwrap().set_modified(old).unwrap();
+    }
+    let mut sidecar = common::Sidecar::started(&f.scratch, &f.ws);
+    sidecar.request("nxops/subscribe", json!({"events": ["cacheCleanup"]})).unwrap();
+    sidecar.send(&json!({"jsonrpc": "2.0", "id": 500, "method": "nxops/cache/clean", "params": {}}));
+    sidecar.notify("$/cancelRequest", json!({"id": 500}));
+    let answer = sidecar.response_to(&json!(500));
+    assert_eq!(answer["error"]["code"], -32800, "{answer}");
+    let event = sidecar.notification("nxops/cacheCleanup");
+    assert_eq!(event["params"]["cancelled"], true, "{event}");
+    let left = std::fs::read_dir(&f.cache)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("50000000000000"))
+        .count();
+    assert!(left > 0, "the clean stopped before taking every orphan");
+    assert_eq!(f.rows().len(), 8, "nothing half-done: the entries are intact");
+    let rest = sidecar.request("nxops/cache/clean", json!({})).unwrap();
+    assert!(!rest["cancelled"].as_bool().unwrap());
+    assert_eq!(rest["byReason"]["orphan-folder"]["entries"].as_u64().unwrap() as usize, left, "{rest:#}");
+}

@@ -23,7 +23,7 @@ use super::db::{NxDb, Row};
 use super::lock::CleanerLock;
 use super::scan;
 use super::trash::{TRASH_DIR, Trash};
-use super::{CacheError, CachePaths, RECENT_SECS, age_of, is_hash, now_secs};
+use super::{CacheError, CachePaths, Cancel, RECENT_SECS, age_of, is_hash, now_secs};
 use crate::config::units::{format_duration, format_size};
 use crate::output::{Report, Section};
 
@@ -119,6 +119,8 @@ pub struct CleanReport {
     pub duration_ms: u64,
     /// An automatic run that found another cleaner at work does nothing.
     pub skipped_run: Option<String>,
+    /// The request was cancelled: what was taken out before is reported, the rest was left.
+    pub cancelled: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -140,14 +142,19 @@ pub struct Plan {
 }
 
 /// Cleans, or with `dry_run` only plans. `progress(done, total)` is called as batches complete.
-pub fn run(paths: &CachePaths, options: CleanOptions, progress: &dyn Fn(u64, u64)) -> Result<CleanReport, CacheError> {
+pub fn run(
+    paths: &CachePaths,
+    options: CleanOptions,
+    progress: &dyn Fn(u64, u64),
+    cancel: &Cancel,
+) -> Result<CleanReport, CacheError> {
     let started = Instant::now();
     let Some(_lock) = take_lock(paths, options.trigger)? else {
         return Ok(empty_report(paths, options, started, "another cleaner is running"));
     };
     let mut db = NxDb::open(&paths.db_file)?;
     let plan = plan(paths, &db, options)?;
-    carry_out(paths, &mut db, plan, options, started, progress)
+    carry_out(paths, &mut db, plan, options, started, progress, cancel)
 }
 
 /// Evicts the given rows now (`verify --fix`), with the same lock, trash and guards.
@@ -164,7 +171,7 @@ pub fn evict_rows(
     let before = Totals { entries, bytes };
     let evict = (0..rows.len()).map(|i| (i, reason)).collect();
     let plan = Plan { rows, evict, orphans: Vec::new(), skipped: Vec::new(), before, after: before };
-    carry_out(paths, &mut db, plan, options, started, &|_, _| {})
+    carry_out(paths, &mut db, plan, options, started, &|_, _| {}, &Cancel::default())
 }
 
 fn take_lock(paths: &CachePaths, trigger: Trigger) -> Result<Option<CleanerLock>, CacheError> {
@@ -182,6 +189,7 @@ fn carry_out(
     options: CleanOptions,
     started: Instant,
     progress: &dyn Fn(u64, u64),
+    cancel: &Cancel,
 ) -> Result<CleanReport, CacheError> {
     let mut report = empty_report(paths, options, started, "");
     report.skipped_run = None;
@@ -200,7 +208,7 @@ fn carry_out(
     } else {
         let io = |what: &str, e| CacheError::io(format!("{what} in {}", paths.cache_dir.display()), e);
         let trash = Trash::open(&paths.cache_dir).map_err(|e| io("failed to open the trash", e))?;
-        execute(paths, db, &trash, &plan, &mut report, progress)?;
+        execute(paths, db, &trash, &plan, &mut report, progress, cancel)?;
         let freed = trash.empty(scan::default_threads()).map_err(|e| io("failed to empty the trash", e))?;
         report.files = freed.files;
         report.bytes_freed = freed.apparent_bytes;
@@ -323,10 +331,15 @@ fn execute(
     plan: &Plan,
     report: &mut CleanReport,
     progress: &dyn Fn(u64, u64),
+    cancel: &Cancel,
 ) -> Result<(), CacheError> {
     let total = (plan.evict.len() + plan.orphans.len()) as u64;
     let mut done = 0u64;
     for batch in plan.evict.chunks(BATCH) {
+        if cancel.is_cancelled() {
+            report.cancelled = true;
+            return Ok(());
+        }
         let outcome = db.batch(|tx| {
             let mut taken_here: Vec<(PathBuf, PathBuf)> = Vec::new();
             let mut results = Vec::new();
@@ -365,6 +378,10 @@ fn execute(
         progress(done, total);
     }
     for (path, reason, bytes) in &plan.orphans {
+        if cancel.is_cancelled() {
+            report.cancelled = true;
+            return Ok(());
+        }
         if let Ok(Some(_)) = trash.take(path) {
             note(report, removed_orphan(path, *reason, *bytes));
         }
@@ -469,6 +486,7 @@ fn empty_report(paths: &CachePaths, options: CleanOptions, started: Instant, why
         bytes_freed: 0,
         duration_ms: started.elapsed().as_millis() as u64,
         skipped_run: Some(why.to_string()),
+        cancelled: false,
     }
 }
 

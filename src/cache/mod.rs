@@ -122,6 +122,35 @@ impl CachePaths {
     }
 }
 
+/// A request to stop a long cache operation between two steps (a batch of a
+/// clean, an entry of a verify). Set when the `$/cancelRequest`ed request's future
+/// is dropped: the work itself runs on a blocking thread and cannot be aborted.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A guard that cancels when dropped (put it in the request's future).
+    pub fn on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop(self.clone())
+    }
+}
+
+pub struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 /// True for Nx's entry names: all digits.
 pub fn is_hash(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::clean::{self, CleanOptions, Reason, Trigger};
 use super::db::NxDb;
 use super::digests::{Digests, digest_entry};
-use super::{CacheError, CachePaths, now_secs};
+use super::{CacheError, CachePaths, Cancel, now_secs};
 use crate::output::{Report, Section};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,6 +30,8 @@ pub struct VerifyReport {
     pub missing_folders: u64,
     pub problems: Vec<Problem>,
     pub fixed: u64,
+    /// The request was cancelled before every entry was checked.
+    pub cancelled: bool,
     pub duration_ms: u64,
 }
 
@@ -51,7 +53,7 @@ pub enum ProblemKind {
     Changed,
 }
 
-pub fn run(paths: &CachePaths, fix: bool) -> Result<VerifyReport, CacheError> {
+pub fn run(paths: &CachePaths, fix: bool, cancel: &Cancel) -> Result<VerifyReport, CacheError> {
     let started = Instant::now();
     let mut db = NxDb::open(&paths.db_file)?;
     let digests = match &paths.state_dir {
@@ -68,10 +70,15 @@ pub fn run(paths: &CachePaths, fix: bool) -> Result<VerifyReport, CacheError> {
         missing_folders: 0,
         problems: Vec::new(),
         fixed: 0,
+        cancelled: false,
         duration_ms: 0,
     };
     let rows = db.rows()?;
     for row in rows.iter().filter(|r| r.is_cache_entry) {
+        if cancel.is_cancelled() {
+            report.cancelled = true;
+            break;
+        }
         let folder = paths.entry(&row.hash);
         if !folder.is_dir() {
             report.missing_folders += 1;

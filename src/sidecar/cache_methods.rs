@@ -98,41 +98,59 @@ pub async fn run(ctx: &CallCtx, ws: &Arc<Workspace>, method: &str, raw: Value) -
         "nxops/cache/verify" => {
             let p: VerifyParams = super::methods::parse_params(method, raw)?;
             let paths = CachePaths::of(ws).map_err(failed)?;
-            blocking(move || cache::verify::run(&paths, p.fix)).await
+            let cancel = crate::cache::Cancel::default();
+            let _cancel_when_dropped = cancel.on_drop();
+            blocking(move || cache::verify::run(&paths, p.fix, &cancel)).await
         }
         other => Err(RpcError::UnknownMethod(other.to_string())),
     }
 }
 
 /// Cleans (reporting progress) and publishes `cacheCleanup` when something was done.
+/// The event is published by the blocking task itself, so a cancelled request
+/// (whose answer is the cancellation error) still tells subscribers what was removed.
 pub async fn clean(ctx: &CallCtx, ws: &Workspace, options: CleanOptions) -> Result<Value, RpcError> {
     let paths = CachePaths::of(ws).map_err(failed)?;
     let progress = ctx.progress.clone();
+    let cancel = crate::cache::Cancel::default();
+    let _cancel_when_dropped = cancel.on_drop();
+    let (core, root) = (ctx.core.clone(), ws.root.clone());
     progress.begin("nxops: cleaning the Nx cache", &format!("{}", paths.cache_dir.display()));
     let report = tokio::task::spawn_blocking(move || {
-        cache::clean::run(&paths, options, &|done, total| {
+        let report = |done: u64, total: u64| {
             let percentage = (done * 100).checked_div(total).unwrap_or(100) as u32;
             progress.report(&format!("{done} of {total}"), Some(percentage));
-        })
+        };
+        let cleaned = cache::clean::run(&paths, options, &report, &cancel);
+        if let Ok(report) = &cleaned {
+            publish_cleanup(&core, &root, report);
+        }
+        cleaned
     })
     .await
     .map_err(|e| RpcError::Failed(anyhow::anyhow!("the cleaner stopped: {e}")))?
     .map_err(failed)?;
     ctx.progress.end(&format!("{} entries removed", report.entries));
-    if !report.dry_run && report.skipped_run.is_none() {
-        ctx.core.publish(
-            "cacheCleanup",
-            json!({
-                "workspace": ws.root,
-                "trigger": report.trigger,
-                "entries": report.entries,
-                "files": report.files,
-                "bytesFreed": report.bytes_freed,
-                "durationMs": report.duration_ms,
-            }),
-        );
-    }
     Ok(serde_json::to_value(report).expect("reports serialize"))
+}
+
+/// `nxops/cacheCleanup` for a clean that did something (not a dry run, not a skipped automatic run).
+pub fn publish_cleanup(core: &super::core::Core, root: &std::path::Path, report: &cache::clean::CleanReport) {
+    if report.dry_run || report.skipped_run.is_some() {
+        return;
+    }
+    core.publish(
+        "cacheCleanup",
+        json!({
+            "workspace": root,
+            "trigger": report.trigger,
+            "entries": report.entries,
+            "files": report.files,
+            "bytesFreed": report.bytes_freed,
+            "durationMs": report.duration_ms,
+            "cancelled": report.cancelled,
+        }),
+    );
 }
 
 async fn blocking<T: serde::Serialize + Send + 'static>(

@@ -36,19 +36,7 @@ pub async fn maintain(core: Core, workspace: Arc<Workspace>, mut stop: watch::Re
         let ws = workspace.clone();
         let due = tokio::task::spawn_blocking(move || clean_if_due(&ws)).await;
         match due {
-            Ok(Ok(Some(report))) => {
-                core.publish(
-                    "cacheCleanup",
-                    serde_json::json!({
-                        "workspace": workspace.root,
-                        "trigger": report.trigger,
-                        "entries": report.entries,
-                        "files": report.files,
-                        "bytesFreed": report.bytes_freed,
-                        "durationMs": report.duration_ms,
-                    }),
-                );
-            }
+            Ok(Ok(Some(report))) => super::cache_methods::publish_cleanup(&core, &workspace.root, &report),
             Ok(Ok(None)) => {}
             Ok(Err(err)) => {
                 tracing::debug!(target: "nxops::maintenance", "{}: no automatic clean: {err}", workspace.root.display())
@@ -74,7 +62,7 @@ fn clean_if_due(ws: &Workspace) -> Result<Option<crate::cache::clean::CleanRepor
     }
     lower_priority();
     let options = CleanOptions { max_size, max_age, dry_run: false, force: false, trigger: Trigger::Automatic };
-    let report = crate::cache::clean::run(&paths, options, &|_, _| {})?;
+    let report = crate::cache::clean::run(&paths, options, &|_, _| {}, &crate::cache::Cancel::default())?;
     Ok(report.skipped_run.is_none().then_some(report))
 }
 
