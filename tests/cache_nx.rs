@@ -346,7 +346,7 @@ fn entries_of_a_running_task_are_kept() {
         "executor": "nx:run-commands",
         "cache": true,
         "inputs": ["{projectRoot}/slow-input.txt"],
-        "options": {"command": "node -e \"setTimeout(() => {}, 3000)\""}
+        "options": {"command": "node -e \"setTimeout(() => {}, 6000)\""}
     });
     std::fs::write(&project, serde_json::to_string_pretty(&config).unwrap()).unwrap();
     std::fs::write(f.ws.join("packages/alpha/slow-input.txt"), "1").unwrap();
@@ -369,10 +369,22 @@ fn entries_of_a_running_task_are_kept() {
     };
     let first = slow_entries(&f);
     assert_eq!(first.len(), 1);
-    // Run it again with a new input (a miss that takes 3 s), and clean while it runs.
+    // Run it again with a new input (a miss that takes 6 s), and clean while it runs.
     std::fs::write(f.ws.join("packages/alpha/slow-input.txt"), "2").unwrap();
     let mut running = nx(&f).spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Wait until Nx records the task as running (it first builds the project graph).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let conn = rusqlite::Connection::open(&f.db).unwrap();
+        let found: i64 = conn
+            .query_row("SELECT COUNT(*) FROM task_invocations WHERE task_id LIKE 'alpha:slow%'", [], |r| r.get(0))
+            .unwrap_or(0);
+        if found > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "Nx never recorded alpha:slow as running");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     f.age_entries(2);
     let report = f.nxops(&["cache", "clean", "--max-size", "1"]);
     let _ = running.wait();
