@@ -65,13 +65,13 @@ pub async fn run(ctx: &CallCtx, ws: &Arc<Workspace>, method: &str, raw: Value) -
     let bad = |m: String| RpcError::invalid_params(method, m);
     match method {
         "nxops/cache/stats" => {
-            let p: StatsParams = super::methods::parse_params(method, raw)?;
+            let p: StatsParams = super::methods::parse(method, raw)?;
             let (max_size, max_age) = (ws.settings.cache_max_size(), ws.settings.cache_max_age().as_millis() as u64);
             let paths = CachePaths::of(ws).map_err(failed)?;
             blocking(move || cache::stats::collect(&paths, max_size, max_age, p.deep)).await
         }
         "nxops/cache/clean" => {
-            let p: CleanParams = super::methods::parse_params(method, raw)?;
+            let p: CleanParams = super::methods::parse(method, raw)?;
             let max_size = match &p.max_size {
                 None => ws.settings.cache_max_size(),
                 Some(Value::Number(n)) => n.as_u64().ok_or_else(|| bad(format!("maxSize: {n} is not a byte count")))?,
@@ -87,7 +87,7 @@ pub async fn run(ctx: &CallCtx, ws: &Arc<Workspace>, method: &str, raw: Value) -
             clean(ctx, ws, options).await
         }
         "nxops/cache/reset" => {
-            let p: ResetParams = super::methods::parse_params(method, raw)?;
+            let p: ResetParams = super::methods::parse(method, raw)?;
             let timeout = match &p.timeout {
                 None => Duration::from_secs(60),
                 Some(s) => parse_duration(s).map_err(|e| bad(format!("timeout: {s:?}: {e}")))?,
@@ -96,7 +96,7 @@ pub async fn run(ctx: &CallCtx, ws: &Arc<Workspace>, method: &str, raw: Value) -
             blocking(move || cache::reset::run(&ws, ResetOptions { all: p.all, timeout })).await
         }
         "nxops/cache/verify" => {
-            let p: VerifyParams = super::methods::parse_params(method, raw)?;
+            let p: VerifyParams = super::methods::parse(method, raw)?;
             let paths = CachePaths::of(ws).map_err(failed)?;
             let cancel = crate::cache::Cancel::default();
             let _cancel_when_dropped = cancel.on_drop();

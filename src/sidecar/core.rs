@@ -93,10 +93,10 @@ pub struct Session {
     pub client_name: Option<String>,
     pub client_version: Option<String>,
     pub opened_at: u64,
-    pub subscriptions: BTreeSet<String>,
-    /// For each subscribed event, the last `Event::seq` published before the subscription.
-    #[serde(skip)]
-    since: BTreeMap<String, u64>,
+    /// Subscribed event names, each with the last `Event::seq` published before the
+    /// subscription (only later events are delivered). Serialized as the list of names.
+    #[serde(serialize_with = "event_names")]
+    pub subscriptions: BTreeMap<String, u64>,
 }
 
 /// An attached workspace as clients see it.
@@ -203,8 +203,7 @@ impl Core {
             client_name: None,
             client_version: None,
             opened_at: now_ms(),
-            subscriptions: BTreeSet::new(),
-            since: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
         };
         state.sessions.insert(id, session);
         id
@@ -231,11 +230,9 @@ impl Core {
         let published = state.events_published;
         let Some(session) = state.sessions.get_mut(&id) else { return BTreeSet::new() };
         for event in events {
-            if session.subscriptions.insert(event.clone()) {
-                session.since.insert(event.clone(), published);
-            }
+            session.subscriptions.entry(event.clone()).or_insert(published);
         }
-        session.subscriptions.clone()
+        session.subscriptions.keys().cloned().collect()
     }
 
     pub fn unsubscribe(&self, id: u64, events: &[String]) -> BTreeSet<String> {
@@ -243,14 +240,16 @@ impl Core {
         let Some(session) = state.sessions.get_mut(&id) else { return BTreeSet::new() };
         for event in events {
             session.subscriptions.remove(event);
-            session.since.remove(event);
         }
-        session.subscriptions.clone()
+        session.subscriptions.keys().cloned().collect()
     }
 
     /// True when the session subscribed to this event before it was published.
     pub fn wants(&self, id: u64, event: &Event) -> bool {
-        self.state().sessions.get(&id).is_some_and(|s| s.since.get(event.name).is_some_and(|since| event.seq > *since))
+        self.state()
+            .sessions
+            .get(&id)
+            .is_some_and(|s| s.subscriptions.get(event.name).is_some_and(|since| event.seq > *since))
     }
 
     // --- events ---
@@ -510,6 +509,10 @@ async fn connect_to_owner(core: &Core, root: &Path, paths: &Paths) -> Option<Rpc
 
 fn lock(role: &Mutex<Role>) -> MutexGuard<'_, Role> {
     role.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn event_names<S: serde::Serializer>(subscriptions: &BTreeMap<String, u64>, out: S) -> Result<S::Ok, S::Error> {
+    out.collect_seq(subscriptions.keys())
 }
 
 pub fn now_ms() -> u64 {

@@ -106,11 +106,7 @@ struct EventsParams {
 }
 
 /// Deserializes params; the error names the field (`missing field `path``).
-pub fn parse_params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
-    parse(method, params)
-}
-
-fn parse<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
+pub fn parse<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
     let params = match params {
         Value::Object(mut map) => {
             // LSP's work-done token may accompany any request; it is read by `Progress`.
@@ -147,19 +143,20 @@ fn status(ctx: &CallCtx, _: NoParams) -> Result<Value, RpcError> {
 }
 
 fn attach(ctx: &CallCtx, params: PathParams) -> Result<Value, RpcError> {
-    Ok(serde_json::to_value(ctx.core.attach(&absolute(&params.path)?)?).expect("views serialize"))
+    let path = absolute("nxops/workspace/attach", &params.path)?;
+    Ok(serde_json::to_value(ctx.core.attach(&path)?).expect("views serialize"))
 }
 
 fn detach(ctx: &CallCtx, params: PathParams) -> Result<Value, RpcError> {
-    let root = ctx.core.detach(&absolute(&params.path)?)?;
+    let root = ctx.core.detach(&absolute("nxops/workspace/detach", &params.path)?)?;
     Ok(json!({"root": root, "detached": true}))
 }
 
-fn absolute(path: &Path) -> Result<PathBuf, RpcError> {
+fn absolute(method: &str, path: &Path) -> Result<PathBuf, RpcError> {
     if path.is_absolute() {
         Ok(path.to_path_buf())
     } else {
-        Err(RpcError::invalid_params("path", format!("{} is not an absolute path", path.display())))
+        Err(RpcError::invalid_params(method, format!("path: {} is not an absolute path", path.display())))
     }
 }
 
