@@ -9,6 +9,7 @@ pub mod config;
 pub mod environment;
 pub mod info;
 pub mod output;
+pub mod reaper;
 pub mod rpc;
 pub mod sidecar;
 pub mod workspace;

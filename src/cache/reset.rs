@@ -91,14 +91,15 @@ fn run_nx_reset(ws: &Workspace, nx: &Path, options: ResetOptions, report: &mut R
         args.push("--only-cache");
     }
     report.command = Some(format!("{} {}", nx.display(), args.join(" ")));
-    let child = Command::new(nx)
-        .args(&args)
-        .current_dir(&ws.root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn();
+    let child = crate::reaper::spawn(
+        Command::new(nx)
+            .args(&args)
+            .current_dir(&ws.root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0),
+    );
     let mut child = match child {
         Ok(child) => child,
         Err(e) => {
@@ -107,29 +108,17 @@ fn run_nx_reset(ws: &Workspace, nx: &Path, options: ResetOptions, report: &mut R
         }
     };
     let output = collect_output(&mut child);
-    let deadline = Instant::now() + options.timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => break None,
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(_) => break None,
-        }
-    };
-    match status {
-        Some(status) => {
-            report.exit_code = status.code();
+    match child.exit.wait_timeout(options.timeout) {
+        Some(exit) => {
+            report.exit_code = exit.code;
             report.nx_output = tail(&output.join().unwrap_or_default(), 20);
-            if !status.success() {
-                report.fallback_reason = Some(format!("nx reset exited with {status}"));
+            if !exit.success() {
+                report.fallback_reason = Some(format!("nx reset exited with {exit}"));
             }
         }
         None => {
-            let pgid = rustix::process::Pid::from_raw(child.id() as i32);
-            if let Some(pgid) = pgid {
-                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-            }
-            let _ = child.wait();
+            crate::reaper::signal_group(child.pid, rustix::process::Signal::KILL);
+            child.exit.wait();
             report.timed_out = true;
             report.nx_output = tail(&output.join().unwrap_or_default(), 20);
             report.fallback_reason = Some(format!("nx reset did not finish within {:?}", options.timeout));
@@ -138,7 +127,7 @@ fn run_nx_reset(ws: &Workspace, nx: &Path, options: ResetOptions, report: &mut R
 }
 
 /// Reads the child's stdout and stderr on threads so a chatty child never blocks.
-fn collect_output(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+fn collect_output(child: &mut crate::reaper::Child) -> std::thread::JoinHandle<String> {
     use std::io::Read;
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();

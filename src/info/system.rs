@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -172,31 +172,26 @@ pub fn which(env: &Environment, name: &str) -> Option<PathBuf> {
 }
 
 fn run_with_timeout(program: &Path, args: &[&str], timeout: Duration) -> Result<String, String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => break,
-            Ok(Some(status)) => return Err(format!("exited with {status}")),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("did not answer within {}s", timeout.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(format!("wait failed: {e}")),
+    let mut child = crate::reaper::spawn(
+        Command::new(program).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()),
+    )
+    .map_err(|e| format!("cannot run: {e}"))?;
+    let stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut text = String::new();
+        stdout.map(|mut s| s.read_to_string(&mut text));
+        text
+    });
+    match child.exit.wait_timeout(timeout) {
+        Some(exit) if exit.success() => Ok(reader.join().unwrap_or_default()),
+        Some(exit) => Err(format!("exited with {exit}")),
+        None => {
+            crate::reaper::signal_process(child.pid, rustix::process::Signal::KILL);
+            child.exit.wait();
+            Err(format!("did not answer within {}s", timeout.as_secs()))
         }
     }
-    let mut text = String::new();
-    use std::io::Read;
-    child.stdout.take().map(|mut s| s.read_to_string(&mut text));
-    Ok(text)
 }
 
 /// `require.resolve('nx/package.json')` from the workspace root: the nearest

@@ -326,8 +326,7 @@ fn first_commit(root: &Path) -> Option<String> {
 
 /// Runs git in `dir`; `None` when git fails or is missing.
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out =
-        Command::new("git").args(args).current_dir(dir).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+    let out = crate::reaper::output(Command::new("git").args(args).current_dir(dir).stdin(Stdio::null())).ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
