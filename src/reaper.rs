@@ -374,7 +374,7 @@ mod tests {
 
     #[test]
     fn wait_timeout_returns_none_while_running() {
-        let child = spawn(&mut Command::new("sleep").arg("30")).unwrap();
+        let child = spawn(Command::new("sleep").arg("30")).unwrap();
         assert_eq!(child.exit.wait_timeout(Duration::from_millis(50)), None);
         signal_process(child.pid, rustix::process::Signal::TERM);
         assert_eq!(child.exit.wait_timeout(Duration::from_secs(10)).unwrap().signal, Some(15));
