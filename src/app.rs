@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tower_lsp_server::jsonrpc::{Error, ErrorCode};
 
-use crate::cli::{CacheCommand, CallArgs, Cli, Command, EnvCommand, GlobalArgs, SystemCommand};
+use crate::cli::{CacheCommand, CallArgs, Cli, Command, EnvCommand, GlobalArgs, ProcCommand, SystemCommand, TrustArgs};
 use crate::config::{self, ConfigError, FlagValue, workspace_key};
 use crate::environment::Environment;
 use crate::info;
@@ -49,6 +49,8 @@ pub fn run(cli: Cli, env: Environment) -> anyhow::Result<()> {
             show::<info::env::EnvInfo>(invoke(&env, Some(&root), "nxops/env/info", params)?, format)
         }
         Command::Cache { command } => cache(&cli.global, &env, command, format),
+        Command::Proc { command } => proc(&cli.global, &env, command, format),
+        Command::Trust(args) => trust(&cli.global, &env, args, format),
         Command::Serve(_) => std::process::exit(crate::sidecar::serve_stdio(env)?),
         Command::Call(args) => call(&cli.global, &env, args),
     }
@@ -93,6 +95,88 @@ fn cache(global: &GlobalArgs, env: &Environment, command: CacheCommand, format: 
         CacheCommand::Clean { .. } => show::<CleanReport>(answer, format),
         CacheCommand::Reset { .. } => show::<ResetReport>(answer, format),
         CacheCommand::Verify { .. } => show::<VerifyReport>(answer, format),
+    }
+}
+
+/// `nxops proc ...`: each subcommand is its `nxops/process/*` method.
+fn proc(global: &GlobalArgs, env: &Environment, command: ProcCommand, format: Format) -> anyhow::Result<()> {
+    use crate::supervisor::render;
+    let root = find_root(&start_dir(global)?)?;
+    let (method, mut params) = match &command {
+        ProcCommand::List => ("nxops/process/list", json!({})),
+        ProcCommand::Start { name, restart, cwd, env: vars, command } => {
+            let mut params = json!({"name": name});
+            if command.is_empty() {
+                if restart.is_some() || cwd.is_some() || !vars.is_empty() {
+                    let problem = "--restart, --cwd and --env describe your own process: give its command after `--`";
+                    return Err(ConfigError { location: "nxops proc start".into(), problem: problem.into() }.into());
+                }
+            } else {
+                params["command"] = json!(command[0]);
+                params["args"] = json!(command[1..]);
+                if let Some(restart) = restart {
+                    params["restart"] = json!(restart);
+                }
+                if let Some(cwd) = cwd {
+                    params["cwd"] = json!(cwd);
+                }
+                let mut map = serde_json::Map::new();
+                for var in vars {
+                    let (k, v) = var.split_once('=').ok_or_else(|| ConfigError {
+                        location: "--env".into(),
+                        problem: format!("{var:?} is not NAME=VALUE"),
+                    })?;
+                    map.insert(k.to_string(), json!(v));
+                }
+                if !map.is_empty() {
+                    params["env"] = Value::Object(map);
+                }
+            }
+            ("nxops/process/start", params)
+        }
+        ProcCommand::Stop { name, force } => ("nxops/process/stop", json!({"name": name, "force": force})),
+        ProcCommand::Restart { name } => ("nxops/process/restart", json!({"name": name})),
+        ProcCommand::Logs { name, lines } => ("nxops/process/logs", json!({"name": name, "lines": lines})),
+    };
+    params["workspace"] = json!(root);
+    let answer = invoke(env, Some(&root), method, params)?;
+    let text = match &command {
+        ProcCommand::List => render::list(&answer),
+        ProcCommand::Logs { .. } => render::logs(&answer),
+        _ => render::one(&answer),
+    };
+    emit(&Rendered { value: answer, text }, format)
+}
+
+/// `nxops trust`: shows what nxops.json would run, and allows exactly that content.
+fn trust(global: &GlobalArgs, env: &Environment, args: TrustArgs, format: Format) -> anyhow::Result<()> {
+    let root = find_root(&start_dir(global)?)?;
+    let action = match (args.revoke, args.status) {
+        (true, _) => "revoke",
+        (_, true) => "status",
+        _ => "allow",
+    };
+    let mut params = json!({"workspace": root, "action": action});
+    if let Some(sha) = &args.sha256 {
+        params["sha256"] = json!(sha);
+    }
+    let answer = invoke(env, Some(&root), "nxops/trust", params)?;
+    let text = crate::supervisor::render::trust(&answer, action);
+    emit(&Rendered { value: answer, text }, format)
+}
+
+/// An answer with its human rendering made beforehand.
+#[derive(serde::Serialize)]
+struct Rendered {
+    #[serde(flatten)]
+    value: Value,
+    #[serde(skip)]
+    text: String,
+}
+
+impl Report for Rendered {
+    fn human(&self) -> String {
+        self.text.clone()
     }
 }
 

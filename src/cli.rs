@@ -51,6 +51,13 @@ pub enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Supervised processes of the workspace (run by its sidecar)
+    Proc {
+        #[command(subcommand)]
+        command: ProcCommand,
+    },
+    /// Allow the commands in the workspace's nxops.json to run (like `direnv allow`)
+    Trust(TrustArgs),
     /// Run the sidecar that editors, the Nx plugin and scripts talk to
     Serve(ServeArgs),
     /// Send one JSON-RPC request to the workspace's sidecar (or answer it in-process) and print the result
@@ -112,6 +119,58 @@ pub enum CacheCommand {
         #[arg(long)]
         fix: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProcCommand {
+    /// State, pid, uptime, restarts, memory and CPU of every process (and what nxops.json declares)
+    List,
+    /// Start a declared process, or with `-- COMMAND ARGS...` a process of your own
+    Start {
+        name: String,
+        /// Restart mode for your own process: always, on-failure or never
+        #[arg(long)]
+        restart: Option<String>,
+        /// Working folder for your own process (relative to the workspace root)
+        #[arg(long)]
+        cwd: Option<String>,
+        /// An environment variable for your own process, NAME=VALUE (repeatable)
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// The command and its arguments, after `--`
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Stop a process and everything it started: SIGTERM, then SIGKILL after its stop timeout
+    Stop {
+        name: String,
+        /// SIGKILL at once
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stop a process, then start it again
+    Restart { name: String },
+    /// The last lines of a process's stdout and stderr
+    Logs {
+        name: String,
+        /// How many lines of each stream (at most 200)
+        #[arg(long, default_value_t = 50)]
+        lines: usize,
+    },
+}
+
+/// `nxops trust`.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Withdraw the allowance
+    #[arg(long, conflicts_with = "status")]
+    pub revoke: bool,
+    /// Only show whether the file is allowed and what it would run
+    #[arg(long)]
+    pub status: bool,
+    /// Allow only if the file still has this sha256 (as shown by --status)
+    #[arg(long)]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,4 +14,5 @@ pub mod reaper;
 pub mod rpc;
 pub mod sidecar;
 pub mod supervisor;
+pub mod trust;
 pub mod workspace;

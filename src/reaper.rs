@@ -242,6 +242,11 @@ pub fn on_orphan(listener: Arc<dyn Fn(u32, Exit) + Send + Sync>) {
     table().listeners.push(listener);
 }
 
+/// True while `pid` is a child started by `spawn` and not yet reaped.
+pub fn is_watched(pid: u32) -> bool {
+    table().watched.contains_key(&pid)
+}
+
 /// How many adopted orphans (not started by us) this process has reaped.
 pub fn orphans_reaped() -> u64 {
     ORPHANS_REAPED.load(Ordering::Relaxed)
@@ -286,7 +291,9 @@ fn reap_forever() {
         let mut table = table();
         let mut orphans = Vec::new();
         loop {
-            match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            // `wait`, not `waitpid(None)`: rustix turns `None` into pid 0, which only
+            // waits for children in our own process group, and ours each have their own.
+            match rustix::process::wait(WaitOptions::NOHANG) {
                 Ok(Some((pid, status))) => {
                     let (pid, exit) = (pid.as_raw_nonzero().get() as u32, Exit::from_wait(status));
                     match table.watched.remove(&pid) {
@@ -349,6 +356,13 @@ mod tests {
         assert_eq!(bad.exit.wait(), Exit { code: Some(7), signal: None });
         assert_eq!(killed.exit.wait(), Exit { code: None, signal: Some(9) });
         assert_eq!(killed.exit.wait().to_string(), "signal SIGKILL (9)");
+    }
+
+    #[test]
+    fn children_in_their_own_process_groups_are_reaped() {
+        use std::os::unix::process::CommandExt;
+        let child = spawn(Command::new("sh").args(["-c", "exit 5"]).process_group(0)).unwrap();
+        assert_eq!(child.exit.wait_timeout(Duration::from_secs(10)).map(|e| e.code), Some(Some(5)));
     }
 
     #[test]

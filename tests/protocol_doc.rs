@@ -101,6 +101,13 @@ fn documented_examples_get_documented_answers() {
             panic!("docs/protocol.md disagrees with the code: {diff}\nreal answer: {real:#}");
         }
     }
+    // The failure and leak events need processes that fail and leak.
+    let crash = json!({"name": "crash", "command": "sh", "args": ["-c", "exit 1"], "restart": "never"});
+    sidecar.request("nxops/process/start", crash).unwrap();
+    let grow = common::repo_root().join("fixtures/procs/grow.py");
+    let leaky = json!({"name": "leaky", "command": "python3", "args": [grow], "env": {"STEP_MB": "4"},
+        "health": {"command": ["true"], "interval": "100ms"}, "leak": {"window": "1s", "minGrowth": "8MB"}});
+    sidecar.request("nxops/process/start", leaky).unwrap();
     for section in sections(&doc, "Notifications").iter().filter(|s| s.name.starts_with("nxops/")) {
         let documented: Value = serde_json::from_str(block(section, "notification")).unwrap();
         let real = sidecar.notification(&section.name);

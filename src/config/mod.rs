@@ -89,7 +89,8 @@ pub const SETTINGS: &[SettingDef] = &[
 ];
 
 /// `NXOPS_*` variables that are not settings but are still ours.
-pub const OTHER_ENV_VARS: &[&str] = &["NXOPS_BIN", "NXOPS_LOG", "NXOPS_STATE_DIR", "NXOPS_FAULTS"];
+/// `NXOPS_SUPERVISED` marks the processes the supervisor starts (see `supervisor::tree`).
+pub const OTHER_ENV_VARS: &[&str] = &["NXOPS_BIN", "NXOPS_LOG", "NXOPS_STATE_DIR", "NXOPS_FAULTS", "NXOPS_SUPERVISED"];
 
 /// A parsed setting value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,16 +393,20 @@ fn dedup_sections() -> Vec<&'static str> {
     sections
 }
 
-/// The nxops state folder for a workspace: `$NXOPS_STATE_DIR`, else
-/// `$XDG_STATE_HOME/nxops`, else `~/.local/state/nxops`; then `workspaces/<id>`
-/// where `<id>` is the first 16 hex digits of sha256 of the canonical root.
+/// The nxops state folder: `$NXOPS_STATE_DIR`, else `$XDG_STATE_HOME/nxops`,
+/// else `~/.local/state/nxops`.
+pub fn state_base(env: &Environment) -> Option<PathBuf> {
+    match (env.get_non_empty("NXOPS_STATE_DIR"), env.get_non_empty("XDG_STATE_HOME")) {
+        (Some(dir), _) => Some(PathBuf::from(dir)),
+        (None, Some(xdg)) => Some(Path::new(xdg).join("nxops")),
+        (None, None) => Some(env.home()?.join(".local/state/nxops")),
+    }
+}
+
+/// The state folder of one workspace: `<state base>/workspaces/<id>`, where
+/// `<id>` is the first 16 hex digits of sha256 of the canonical root.
 pub fn state_dir(env: &Environment, workspace_root: &Path) -> Option<PathBuf> {
-    let base = match (env.get_non_empty("NXOPS_STATE_DIR"), env.get_non_empty("XDG_STATE_HOME")) {
-        (Some(dir), _) => PathBuf::from(dir),
-        (None, Some(xdg)) => Path::new(xdg).join("nxops"),
-        (None, None) => env.home()?.join(".local/state/nxops"),
-    };
-    Some(base.join("workspaces").join(workspace_key(workspace_root)))
+    Some(state_base(env)?.join("workspaces").join(workspace_key(workspace_root)))
 }
 
 /// A short stable name for a workspace root, used for per-workspace folders.

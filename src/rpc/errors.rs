@@ -22,6 +22,8 @@ pub enum Code {
     OwnerUnavailable = -32004,
     /// An operation failed for a reason outside the request (I/O, permissions).
     Failed = -32005,
+    /// Commands from a workspace file that the user has not allowed (`nxops trust`).
+    NotAllowed = -32006,
 }
 
 /// A failed nxops method call, before it is put on the wire.
@@ -39,6 +41,8 @@ pub enum RpcError {
     OwnerUnavailable(String),
     #[error("{0:#}")]
     Failed(#[from] anyhow::Error),
+    #[error("{0}")]
+    NotAllowed(String),
     /// An error answered by another nxops (the owner) that is passed on unchanged.
     #[error("{}", .0.message)]
     Remote(Error),
@@ -70,6 +74,7 @@ pub fn to_jsonrpc(err: RpcError) -> Error {
         RpcError::Workspace(_) => (ErrorCode::ServerError(Code::BadWorkspace as i64), None),
         RpcError::OwnerUnavailable(_) => (ErrorCode::ServerError(Code::OwnerUnavailable as i64), None),
         RpcError::Failed(_) => (ErrorCode::ServerError(Code::Failed as i64), None),
+        RpcError::NotAllowed(_) => (ErrorCode::ServerError(Code::NotAllowed as i64), None),
         RpcError::Remote(remote) => return remote.clone(),
     };
     Error { code, message: message.into(), data }

@@ -22,10 +22,21 @@ use crate::config::{FlagValue, workspace_key};
 use crate::environment::Environment;
 use crate::rpc::client::RpcClient;
 use crate::rpc::errors::RpcError;
+use crate::supervisor::Supervisor;
 use crate::workspace::{Workspace, find_root};
 
 /// Events a client can subscribe to with `nxops/subscribe` (names without the `nxops/` prefix).
-pub const EVENTS: &[&str] = &["workspaceAttached", "workspaceDetached", "ownershipChanged", "cacheCleanup"];
+pub const EVENTS: &[&str] = &[
+    "workspaceAttached",
+    "workspaceDetached",
+    "ownershipChanged",
+    "cacheCleanup",
+    "processStarted",
+    "processExited",
+    "processFailure",
+    "processRestarted",
+    "processMemoryLeak",
+];
 
 /// Something that happened, for subscribers.
 #[derive(Debug, Clone)]
@@ -59,6 +70,8 @@ struct Inner {
     faults: Vec<String>,
     /// Followers and owners exist only in a sidecar; the CLI's in-process core never locks.
     takes_ownership: bool,
+    /// Supervisors of detached workspaces still stopping their processes.
+    shutdowns: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -79,7 +92,7 @@ struct Attached {
 
 enum Role {
     InProcess,
-    Owner(OwnerGuard),
+    Owner(OwnerGuard, Supervisor),
     Follower { client: Option<RpcClient>, owner_pid: Option<u32> },
     Detached,
 }
@@ -154,6 +167,7 @@ impl Core {
             events: broadcast::channel(256).0,
             faults,
             takes_ownership,
+            shutdowns: Mutex::default(),
         }))
     }
 
@@ -299,19 +313,59 @@ impl Core {
         let root = self.resolve(Some(path))?;
         let attached = self.state().workspaces.remove(&root);
         if let Some(attached) = attached {
-            let _ = attached.stop.send(true);
-            *lock(&attached.role) = Role::Detached;
+            attached.stop.send_replace(true);
+            let previous = std::mem::replace(&mut *lock(&attached.role), Role::Detached);
+            if let Role::Owner(guard, supervisor) = previous {
+                // The processes stop first; only then is ownership released, so the
+                // next owner never meets them as leftovers.
+                let stopping = self.0.runtime.spawn(async move {
+                    supervisor.shutdown().await;
+                    drop(guard);
+                });
+                self.shutdowns().push(stopping);
+            }
             self.publish("workspaceDetached", json!({"workspace": root}));
         }
         Ok(root)
     }
 
-    /// Detaches everything (the sidecar is exiting).
+    fn shutdowns(&self) -> MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
+        self.0.shutdowns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Detaches everything (the sidecar is exiting) and waits, from a thread
+    /// outside the runtime, until every supervisor has stopped its processes.
     pub fn detach_all(&self) {
         let roots: Vec<PathBuf> = self.state().workspaces.keys().cloned().collect();
         for root in roots {
             let _ = self.detach(&root);
         }
+        let pending: Vec<_> = self.shutdowns().drain(..).collect();
+        for handle in pending {
+            let _ = self.0.runtime.block_on(handle);
+        }
+    }
+
+    /// The supervisor of an owned workspace.
+    pub fn supervisor(&self, root: &Path) -> Option<Supervisor> {
+        let role = self.state().workspaces.get(root)?.role.clone();
+        match &*lock(&role) {
+            Role::Owner(_, supervisor) => Some(supervisor.clone()),
+            _ => None,
+        }
+    }
+
+    /// How long the sidecar may take to stop every supervised process.
+    pub fn longest_stop(&self) -> Duration {
+        let roles: Vec<_> = self.state().workspaces.values().map(|a| a.role.clone()).collect();
+        roles
+            .iter()
+            .filter_map(|role| match &*lock(role) {
+                Role::Owner(_, supervisor) => Some(supervisor.longest_stop()),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default()
     }
 
     pub fn workspace(&self, root: &Path) -> Option<Arc<Workspace>> {
@@ -327,7 +381,7 @@ impl Core {
         let state = self.state();
         let attached = state.workspaces.get(root)?;
         let role = match &*lock(&attached.role) {
-            Role::Owner(guard) => RoleView::Owner { socket: guard.socket().to_path_buf() },
+            Role::Owner(guard, _) => RoleView::Owner { socket: guard.socket().to_path_buf() },
             Role::Follower { client, owner_pid } => {
                 RoleView::Follower { owner_pid: *owner_pid, connected: client.is_some() }
             }
@@ -388,7 +442,7 @@ impl Core {
                 (attached.workspace.clone(), attached.role.clone())
             };
             match &*lock(&role) {
-                Role::Owner(_) | Role::InProcess => return Ok(Route::Local(workspace)),
+                Role::Owner(..) | Role::InProcess => return Ok(Route::Local(workspace)),
                 Role::Follower { client: Some(client), .. } => {
                     return Ok(Route::Forward { client: client.clone(), root });
                 }
@@ -416,7 +470,23 @@ impl Core {
         self.0.runtime.spawn(super::maintenance::maintain(self.clone(), workspace.clone(), stop));
         let listener = guard.listener();
         let socket = guard.socket().to_path_buf();
-        *lock(role) = Role::Owner(guard);
+        let events = Arc::downgrade(&self.0);
+        let about = root.to_path_buf();
+        let publish: crate::supervisor::Publish = Arc::new(move |name, mut params| {
+            if let Some(inner) = events.upgrade() {
+                params["workspace"] = json!(about);
+                Core(inner).publish(name, params);
+            }
+        });
+        let supervisor = Supervisor::launch(
+            root.to_path_buf(),
+            workspace.state_dir.clone(),
+            workspace.settings.clone(),
+            self.0.env.clone(),
+            self.0.runtime.clone(),
+            publish,
+        );
+        *lock(role) = Role::Owner(guard, supervisor);
         let core = self.clone();
         let spawned = std::thread::Builder::new().name("nxops-accept".into()).spawn(move || {
             for stream in listener.incoming() {

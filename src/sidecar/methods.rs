@@ -39,6 +39,15 @@ pub const METHODS: &[MethodDef] = &[
     MethodDef { name: "nxops/cache/clean", summary: "evict by age, then least recently used, then orphans" },
     MethodDef { name: "nxops/cache/reset", summary: "nx reset with a manual fallback" },
     MethodDef { name: "nxops/cache/verify", summary: "find entries Nx would serve wrong; fix evicts them" },
+    MethodDef {
+        name: "nxops/process/list",
+        summary: "supervised processes: state, pid, uptime, restarts, memory, CPU",
+    },
+    MethodDef { name: "nxops/process/start", summary: "start a declared process, or a client's process from a spec" },
+    MethodDef { name: "nxops/process/stop", summary: "stop a process and its whole tree (SIGTERM, then SIGKILL)" },
+    MethodDef { name: "nxops/process/restart", summary: "stop a process, then start it again" },
+    MethodDef { name: "nxops/process/logs", summary: "the last lines of a process's stdout and stderr" },
+    MethodDef { name: "nxops/trust", summary: "allow, revoke or show the allowance of the workspace's nxops.json" },
     MethodDef { name: "nxops/subscribe", summary: "receive the named events as notifications" },
     MethodDef { name: "nxops/unsubscribe", summary: "stop receiving the named events" },
 ];
@@ -68,6 +77,12 @@ pub async fn call(ctx: &CallCtx, method: &str, params: Value) -> Result<Value, R
         "nxops/cache/stats" | "nxops/cache/clean" | "nxops/cache/reset" | "nxops/cache/verify" => {
             cache_method(ctx, method, params).await
         }
+        "nxops/process/list"
+        | "nxops/process/start"
+        | "nxops/process/stop"
+        | "nxops/process/restart"
+        | "nxops/process/logs"
+        | "nxops/trust" => process_method(ctx, method, params).await,
         "nxops/subscribe" => subscribe(ctx, method, parse(method, params)?),
         "nxops/unsubscribe" => unsubscribe(ctx, method, parse(method, params)?),
         other => Err(RpcError::UnknownMethod(other.to_string())),
@@ -203,6 +218,15 @@ async fn cache_method(ctx: &CallCtx, method: &str, raw: Value) -> Result<Value, 
     match ctx.core.route(workspace.as_deref()).await? {
         Route::Forward { client, root } => forward(&client, method, raw, &root).await,
         Route::Local(ws) => super::cache_methods::run(ctx, &ws, method, raw).await,
+    }
+}
+
+/// Runs a process or trust method where the workspace's owner is.
+async fn process_method(ctx: &CallCtx, method: &str, raw: Value) -> Result<Value, RpcError> {
+    let workspace = raw.get("workspace").and_then(Value::as_str).map(PathBuf::from);
+    match ctx.core.route(workspace.as_deref()).await? {
+        Route::Forward { client, root } => forward(&client, method, raw, &root).await,
+        Route::Local(ws) => super::process_methods::run(ctx, &ws, method, raw).await,
     }
 }
 

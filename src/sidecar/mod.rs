@@ -16,6 +16,7 @@ pub mod core;
 pub mod maintenance;
 pub mod methods;
 pub mod ownership;
+pub mod process_methods;
 pub mod progress;
 
 use std::fs::File;
@@ -34,6 +35,8 @@ use crate::rpc::transport::{self, Ended};
 /// releases everything it owns and exits the process.
 pub fn serve_stdio(env: Environment) -> anyhow::Result<i32> {
     let (input, output) = take_stdio().context("failed to take over stdin and stdout")?;
+    // Orphans of supervised processes come back to us, and are reaped by crate::reaper.
+    crate::reaper::become_subreaper().context("failed to become the child subreaper")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("nxops-worker")
@@ -95,11 +98,13 @@ fn deliver_events(core: &Core, session: u64, outbox: Outbox) -> tokio::task::Joi
     })
 }
 
-/// Graceful teardown, bounded by the stop timeout.
+/// Graceful teardown: every supervised process gets its stop timeout, and the
+/// whole teardown is bounded by the longest of them plus a margin.
 fn shut_down(core: &Core, stop_timeout: Duration) {
+    let limit = stop_timeout.max(core.longest_stop()) + Duration::from_secs(2);
     let core = core.clone();
     let done = std::thread::spawn(move || core.detach_all());
-    let deadline = std::time::Instant::now() + stop_timeout;
+    let deadline = std::time::Instant::now() + limit;
     while !done.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -3,6 +3,7 @@
 pub mod git_identity;
 pub mod nx_json;
 pub mod nx_paths;
+pub mod nxops_json;
 
 use std::path::{Path, PathBuf};
 

@@ -129,6 +129,8 @@ pub struct Sidecar {
     next_id: i64,
     /// Notifications received while waiting for responses.
     pub notifications: Vec<serde_json::Value>,
+    /// The scratch HOME, which every process it supervises inherits.
+    home: PathBuf,
 }
 
 pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -152,7 +154,14 @@ impl Sidecar {
                 }
             }
         });
-        Sidecar { stdin: child.stdin.take(), child, incoming, next_id: 1000, notifications: Vec::new() }
+        Sidecar {
+            stdin: child.stdin.take(),
+            child,
+            incoming,
+            next_id: 1000,
+            notifications: Vec::new(),
+            home: scratch.home().to_path_buf(),
+        }
     }
 
     /// Starts and initializes with `rootUri` = `workspace`.
@@ -261,9 +270,39 @@ impl Sidecar {
 }
 
 impl Drop for Sidecar {
+    /// A graceful end first (end of input stops every supervised process), then
+    /// SIGKILL; whatever it supervised and left behind is killed too.
     fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while std::time::Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        kill_supervised(&self.home);
+    }
+}
+
+/// Pids of live processes that an nxops supervisor started for a sidecar with this HOME.
+pub fn supervised_by(home: &Path) -> Vec<u32> {
+    let home_entry = format!("HOME={}", home.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| alive(*pid))
+        .filter(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+            vars.iter().any(|v| v.starts_with(b"NXOPS_SUPERVISED=")) && vars.contains(&home_entry.as_bytes())
+        })
+        .collect()
+}
+
+/// SIGKILLs every process `supervised_by(home)`.
+pub fn kill_supervised(home: &Path) {
+    for pid in supervised_by(home) {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
     }
 }
 

@@ -1,0 +1,258 @@
+//! The `nxops/process/*` methods and `nxops/trust`, run on the workspace's owner.
+//!
+//! Processes live in the owner sidecar's supervisor. A CLI working without a
+//! sidecar can still list what is declared, read the log files and manage trust;
+//! starting and stopping need a sidecar, and the error says so.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::methods::CallCtx;
+use crate::rpc::errors::RpcError;
+use crate::supervisor::Supervisor;
+use crate::supervisor::spec::{self, ProcessSpec};
+use crate::trust::{self, Trust};
+use crate::workspace::Workspace;
+use crate::workspace::nxops_json::{self, NxopsJson};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameParams {
+    #[serde(rename = "workspace")]
+    _workspace: Option<PathBuf>,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopParams {
+    #[serde(rename = "workspace")]
+    _workspace: Option<PathBuf>,
+    name: String,
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsParams {
+    #[serde(rename = "workspace")]
+    _workspace: Option<PathBuf>,
+    name: String,
+    lines: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    #[serde(rename = "workspace")]
+    _workspace: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum TrustAction {
+    Status,
+    Allow,
+    Revoke,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustParams {
+    #[serde(rename = "workspace")]
+    _workspace: Option<PathBuf>,
+    action: TrustAction,
+    /// With `allow`: the content hash the user reviewed; refused if the file changed since.
+    sha256: Option<String>,
+}
+
+/// Runs a process or trust method for `ws`, here on its owner (or in-process).
+pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Result<Value, RpcError> {
+    let supervisor = ctx.core.supervisor(&ws.root);
+    match method {
+        "nxops/process/list" => {
+            super::methods::parse::<ListParams>(method, raw)?;
+            match supervisor {
+                Some(sup) => Ok(serde_json::to_value(sup.list().await).expect("views serialize")),
+                None => declared_without_sidecar(ctx, ws),
+            }
+        }
+        "nxops/process/start" => {
+            let (name, spec) = start_params(method, raw, ws)?;
+            let sup = need(supervisor, ws)?;
+            Ok(serde_json::to_value(sup.start_process(&name, spec).await?).expect("views serialize"))
+        }
+        "nxops/process/stop" => {
+            let params: StopParams = super::methods::parse(method, raw)?;
+            let sup = need(supervisor, ws)?;
+            Ok(serde_json::to_value(sup.stop_process(&params.name, params.force).await?).expect("views serialize"))
+        }
+        "nxops/process/restart" => {
+            let params: NameParams = super::methods::parse(method, raw)?;
+            let sup = need(supervisor, ws)?;
+            Ok(serde_json::to_value(sup.restart_process(&params.name).await?).expect("views serialize"))
+        }
+        "nxops/process/logs" => {
+            let params: LogsParams = super::methods::parse(method, raw)?;
+            let lines = params.lines.unwrap_or(50).min(crate::supervisor::logs::RING_LINES);
+            match supervisor {
+                Some(sup) => sup.logs(&params.name, lines),
+                None => logs_from_files(ws, &params.name, lines),
+            }
+        }
+        "nxops/trust" => {
+            let params: TrustParams = super::methods::parse(method, raw)?;
+            trust_method(ctx, ws, supervisor, params).await
+        }
+        other => Err(RpcError::UnknownMethod(other.to_string())),
+    }
+}
+
+fn need(supervisor: Option<Supervisor>, ws: &Workspace) -> Result<Supervisor, RpcError> {
+    supervisor.ok_or_else(|| {
+        RpcError::OwnerUnavailable(format!(
+            "no sidecar runs for {}: supervised processes live in the workspace's sidecar \
+             (started by your editor, the Nx plugin or `nxops serve --stdio`)",
+            ws.root.display()
+        ))
+    })
+}
+
+/// `{name, command?, ...spec}`: a declared process by name, or a client's spec.
+fn start_params(method: &str, raw: Value, ws: &Workspace) -> Result<(String, Option<ProcessSpec>), RpcError> {
+    let Value::Object(mut map) = raw else {
+        return Err(RpcError::invalid_params(method, "params must be an object"));
+    };
+    map.remove("workspace");
+    map.remove("workDoneToken");
+    let name = match map.remove("name") {
+        Some(Value::String(name)) => name,
+        Some(_) => return Err(RpcError::invalid_params(method, "name: must be a string")),
+        None => return Err(RpcError::invalid_params(method, "missing field `name`")),
+    };
+    spec::check_name(&name).map_err(|p| RpcError::invalid_params(method, format!("name: {p}")))?;
+    if map.is_empty() {
+        return Ok((name, None));
+    }
+    if !map.contains_key("command") {
+        return Err(RpcError::invalid_params(
+            method,
+            "command: a process started at run time needs a command (or pass only `name` to start a declared one)",
+        ));
+    }
+    let spec = spec::parse(&name, Value::Object(map), &ws.root, &ws.settings, "params")
+        .map_err(|e| RpcError::invalid_params(method, e.to_string()))?;
+    Ok((name, Some(spec)))
+}
+
+/// What nxops.json declares, for a CLI without a sidecar.
+fn declared_without_sidecar(ctx: &CallCtx, ws: &Workspace) -> Result<Value, RpcError> {
+    let file = NxopsJson::read(&ws.root)?;
+    let path = ws.root.join(nxops_json::FILE_NAME);
+    let (trust, processes) = match &file {
+        None => (None, Vec::new()),
+        Some(file) => {
+            let mut specs = Vec::new();
+            for (name, value) in &file.processes {
+                let location = format!("{} processes.{name}", file.path.display());
+                let spec = spec::parse(name, value.clone(), &ws.root, &ws.settings, &location)
+                    .map_err(|e| crate::config::ConfigError { location: e.location, problem: e.problem })?;
+                specs
+                    .push(json!({"name": spec.name, "state": "stopped", "command": command_line(&spec), "spec": spec}));
+            }
+            (Some(trust::check(ctx.core.env(), &file.path, &file.sha256)), specs)
+        }
+    };
+    Ok(json!({
+        "workspace": ws.root,
+        "sidecar": false,
+        "config": {"path": path, "exists": file.is_some(), "sha256": file.as_ref().map(|f| &f.sha256), "trust": trust},
+        "processes": processes,
+        "unattributed": [],
+    }))
+}
+
+fn command_line(spec: &ProcessSpec) -> String {
+    std::iter::once(spec.command.clone()).chain(spec.args.iter().cloned()).collect::<Vec<_>>().join(" ")
+}
+
+/// Log files are readable without a sidecar.
+fn logs_from_files(ws: &Workspace, name: &str, lines: usize) -> Result<Value, RpcError> {
+    spec::check_name(name).map_err(|p| RpcError::invalid_params("nxops/process/logs", format!("name: {p}")))?;
+    let dir = ws.state_dir.as_ref().map(|d| d.join("logs"));
+    let read = |stream: &str| -> (Option<PathBuf>, Vec<String>) {
+        let Some(path) = dir.as_ref().map(|d| d.join(format!("{name}.{stream}.log"))) else {
+            return (None, Vec::new());
+        };
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let tail = all[all.len().saturating_sub(lines)..].iter().map(|s| s.to_string()).collect();
+        (path.exists().then_some(path), tail)
+    };
+    let (out_file, stdout) = read("stdout");
+    let (err_file, stderr) = read("stderr");
+    if out_file.is_none() && err_file.is_none() {
+        return Err(RpcError::invalid_params("nxops/process/logs", format!("no logs of a process named {name:?}")));
+    }
+    Ok(json!({"name": name, "stdout": stdout, "stderr": stderr, "files": {"stdout": out_file, "stderr": err_file}}))
+}
+
+async fn trust_method(
+    ctx: &CallCtx,
+    ws: &Workspace,
+    supervisor: Option<Supervisor>,
+    params: TrustParams,
+) -> Result<Value, RpcError> {
+    let env = ctx.core.env();
+    let path = ws.root.join(nxops_json::FILE_NAME);
+    let file = NxopsJson::read(&ws.root)?;
+    let Some(file) = file else {
+        return Ok(json!({"file": path, "exists": false, "trust": null, "processes": [], "changed": false}));
+    };
+    // Every declared spec must be valid before the file can be allowed.
+    let mut declared = Vec::new();
+    for (name, value) in &file.processes {
+        let location = format!("{} processes.{name}", file.path.display());
+        let spec = spec::parse(name, value.clone(), &ws.root, &ws.settings, &location)
+            .map_err(|e| crate::config::ConfigError { location: e.location, problem: e.problem })?;
+        declared.push(json!({"name": spec.name, "command": command_line(&spec), "cwd": spec.cwd}));
+    }
+    let failed = |e: std::io::Error| RpcError::Failed(anyhow::anyhow!("cannot update the trust store: {e}"));
+    let changed = match params.action {
+        TrustAction::Status => false,
+        TrustAction::Allow => {
+            if let Some(expected) = &params.sha256
+                && expected != &file.sha256
+            {
+                return Err(RpcError::invalid_params(
+                    "nxops/trust",
+                    format!(
+                        "sha256: {} changed after you reviewed it (now {}); review it again",
+                        file.path.display(),
+                        file.sha256
+                    ),
+                ));
+            }
+            let before = trust::check(env, &file.path, &file.sha256);
+            trust::allow(env, &file.path, &file.sha256).map_err(failed)?;
+            before != Trust::Allowed
+        }
+        TrustAction::Revoke => trust::revoke(env, &file.path).map_err(failed)?,
+    };
+    if changed && let Some(sup) = &supervisor {
+        sup.reload()?;
+    }
+    let trust = trust::check(env, &file.path, &file.sha256);
+    Ok(json!({
+        "file": file.path,
+        "exists": true,
+        "sha256": file.sha256,
+        "trust": trust,
+        "processes": declared,
+        "changed": changed,
+        "sidecar": supervisor.is_some(),
+    }))
+}
