@@ -363,3 +363,132 @@ fn without_a_sidecar_the_cli_lists_declarations_and_refuses_to_start() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no sidecar runs for"), "{out:?}");
 }
+
+/// The pids of every live descendant of `root` (by parent pid), and which of them are zombies.
+fn descendants(root: u32) -> (Vec<u32>, Vec<u32>) {
+    let mut parent = std::collections::HashMap::new();
+    let mut zombie = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        parent.insert(pid, fields[1].parse::<u32>().unwrap());
+        if fields[0] == "Z" {
+            zombie.insert(pid);
+        }
+    }
+    let mut out = Vec::new();
+    for pid in parent.keys() {
+        let mut at = *pid;
+        while let Some(up) = parent.get(&at) {
+            if *up == root {
+                out.push(*pid);
+                break;
+            }
+            at = *up;
+        }
+    }
+    let zombies = out.iter().copied().filter(|p| zombie.contains(p)).collect();
+    (out, zombies)
+}
+
+/// A tiny deterministic generator, so a failing run can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+#[test]
+fn chaos_three_hundred_random_kills_leave_no_zombie_and_no_stranger() {
+    let scratch = Scratch::new();
+    let ws = workspace(&scratch, &json!({}));
+    let mut sidecar = Sidecar::started(&scratch, &ws);
+    let mut names = Vec::new();
+    let mut start = |sidecar: &mut Sidecar, name: String, mut spec: Value| {
+        spec["name"] = json!(name);
+        sidecar.request("nxops/process/start", spec).unwrap();
+        names.push(name);
+    };
+    let resilient = json!({"restart": "always", "maxRestarts": 1000, "backoff": {"initial": "0ms", "max": "10ms"}});
+    let with = |extra: Value| {
+        let mut spec = resilient.clone();
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        spec
+    };
+    for i in 0..8 {
+        start(&mut sidecar, format!("forker{i}"), with(json!({"command": procs("forker.sh")})));
+    }
+    for i in 0..4 {
+        start(&mut sidecar, format!("plain{i}"), with(json!({"command": "sleep", "args": ["1000"]})));
+    }
+    for i in 0..3 {
+        let spec = with(json!({"command": procs("stubborn.sh"), "stopTimeout": "300ms"}));
+        start(&mut sidecar, format!("stubborn{i}"), spec);
+    }
+    for i in 0..3 {
+        start(&mut sidecar, format!("daemon{i}"), with(json!({"command": procs("daemonize.sh")})));
+    }
+    for i in 0..2 {
+        // The default budget: these are given up after three restarts.
+        let spec = json!({"command": "sleep", "args": ["1000"], "restart": "always", "backoff": {"initial": "0ms"}});
+        start(&mut sidecar, format!("fragile{i}"), spec);
+    }
+    assert_eq!(names.len(), 20);
+    eventually("every tree is complete", || supervised_by(scratch.home()).len() == 8 * 3 + 4 + 3 * 3 + 3 * 2 + 2);
+
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let mut seen = std::collections::HashSet::new();
+    let mut kills = 0;
+    while kills < 300 {
+        let targets = supervised_by(scratch.home());
+        seen.extend(targets.iter().copied());
+        if targets.is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let victim = targets[rng.below(targets.len())];
+        let _ = std::process::Command::new("kill").args(["-KILL", &victim.to_string()]).status();
+        kills += 1;
+    }
+
+    // Settled: each process runs or has been given up, and the sidecar knows every process it has.
+    let mut last = Value::Null;
+    eventually("the supervisor settles with no zombie and no stranger", || {
+        last = list(&mut sidecar);
+        let processes = last["processes"].as_array().unwrap();
+        let settled = processes.iter().all(|p| p["state"] == "running" || p["state"] == "failed");
+        let known: std::collections::HashSet<u32> = processes.iter().flat_map(pids).collect();
+        let (ours, zombies) = descendants(sidecar.pid());
+        let strangers: Vec<u32> = ours.iter().copied().filter(|p| !known.contains(p)).collect();
+        settled && zombies.is_empty() && strangers.is_empty() && last["unattributed"] == json!([])
+    });
+    for p in last["processes"].as_array().unwrap() {
+        if p["state"] == "running" {
+            assert!(alive(p["pid"].as_u64().unwrap() as u32), "{p}");
+        } else {
+            assert!(p["givenUp"].as_str().unwrap().contains("given up"), "{p}");
+        }
+    }
+    let fragile: Vec<&Value> = last["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"].as_str().unwrap().starts_with("fragile"))
+        .collect();
+    assert!(fragile.iter().all(|p| p["restarts"].as_u64().unwrap() <= 3), "{fragile:?}");
+
+    // After the sidecar stops, nothing at all is left.
+    let sidecar_pid = sidecar.pid();
+    let status = sidecar.close_stdin_and_wait();
+    assert!(status.success(), "{status}");
+    seen.extend(supervised_by(scratch.home()));
+    assert!(supervised_by(scratch.home()).is_empty(), "left: {:?}", supervised_by(scratch.home()));
+    assert!(descendants(sidecar_pid).0.is_empty());
+    assert!(seen.len() > 300, "the chaos reached many processes: {}", seen.len());
+}
