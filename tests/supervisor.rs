@@ -492,3 +492,41 @@ fn chaos_three_hundred_random_kills_leave_no_zombie_and_no_stranger() {
     assert!(descendants(sidecar_pid).0.is_empty());
     assert!(seen.len() > 300, "the chaos reached many processes: {}", seen.len());
 }
+
+#[test]
+fn followers_and_the_cli_reach_the_owners_processes_and_sigterm_stops_them() {
+    let scratch = Scratch::new();
+    let ws = workspace(&scratch, &json!({}));
+    let mut owner = Sidecar::started(&scratch, &ws);
+    let mut follower = Sidecar::started(&scratch, &ws);
+    let view = follower.request("nxops/process/start", json!({"name": "api", "command": procs("forker.sh")})).unwrap();
+    assert_eq!(view["state"], "running");
+    let pid = view["pid"].as_u64().unwrap() as u32;
+    assert_eq!(process(&list(&mut owner), "api")["pid"], json!(pid), "the process lives in the owner");
+
+    // The CLI: start your own process after `--`, read its logs, stop it.
+    let started =
+        run_ok(scratch.nxops(&ws).args(["proc", "start", "echoer", "--", "sh", "-c", "echo hello; exec sleep 1000"]));
+    assert!(String::from_utf8_lossy(&started.stdout).starts_with("echoer is running"), "{started:?}");
+    eventually("echoer printed", || {
+        let logs = json_of(&run_ok(scratch.nxops(&ws).args(["--json", "proc", "logs", "echoer"])));
+        logs["stdout"].as_array().unwrap().iter().any(|l| l == "hello")
+    });
+    let text = run_ok(scratch.nxops(&ws).args(["proc", "logs", "echoer", "--lines", "5"]));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("==> stdout (") && text.contains("\nhello\n"), "{text}");
+    let stopped = run_ok(scratch.nxops(&ws).args(["proc", "stop", "echoer"]));
+    assert!(String::from_utf8_lossy(&stopped.stdout).starts_with("echoer is stopped"), "{stopped:?}");
+    let bad = scratch.nxops(&ws).args(["proc", "start", "x", "--restart", "always"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "options without a command are refused: {bad:?}");
+
+    // SIGTERM to the owner: a graceful exit that stops its processes first.
+    let tree = pids(process(&list(&mut owner), "api"));
+    assert_eq!(tree.len(), 3);
+    let _ = std::process::Command::new("kill").args(["-TERM", &owner.pid().to_string()]).status();
+    let status = owner.wait();
+    assert!(status.success(), "{status}");
+    assert!(tree.iter().all(|p| !alive(*p)), "{tree:?}");
+    assert!(supervised_by(scratch.home()).is_empty());
+    drop(follower);
+}
