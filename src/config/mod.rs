@@ -72,7 +72,7 @@ pub const SETTINGS: &[SettingDef] = &[
         key: "processes.healthInterval",
         kind: Kind::Duration,
         default: "60s",
-        doc: "how often supervised processes are probed",
+        doc: "how often supervised processes are probed and their memory and CPU sampled (a spec's health.interval wins)",
     },
     SettingDef {
         key: "processes.maxRestarts",
