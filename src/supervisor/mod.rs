@@ -367,17 +367,12 @@ impl Supervisor {
     pub async fn restart_process(&self, name: &str) -> Result<View, RpcError> {
         self.ready().await;
         let service = self.find(name)?;
-        let before = service.view().run;
         let (reply, answer) = oneshot::channel();
         let _ = service.tx.send(Cmd::Restart { reply });
         match answer.await {
             Ok(Ok(())) => {}
             Ok(Err(problem)) => return Err(RpcError::Failed(anyhow::anyhow!("{name}: {problem}"))),
             Err(_) => return Err(RpcError::Failed(anyhow::anyhow!("{name}: the process was removed"))),
-        }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline && service.view().run == before && service.view().last_exit.is_some() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         Ok(service.view().current())
     }

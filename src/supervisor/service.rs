@@ -216,20 +216,32 @@ struct Actor {
     restarting: Option<(u32, bool)>,
 }
 
+/// Answers a client's start once the task has acted on it.
+type Reply = oneshot::Sender<Result<(), String>>;
+
 enum Next {
-    Start,
+    /// Start a run now; the reply (a client's start) is sent once it has started or failed to.
+    Start(Option<Reply>),
     Wait,
     Backoff(Instant),
 }
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, start_now: bool) {
-        let mut next = if start_now { Next::Start } else { Next::Wait };
+        let mut next = if start_now { Next::Start(None) } else { Next::Wait };
         loop {
             next = match next {
-                Next::Start => match self.start() {
-                    Ok(running) => self.supervise(running, &mut rx).await,
-                    Err(reason) => self.after_failed_start(reason),
+                Next::Start(reply) => match self.start() {
+                    Ok(running) => {
+                        reply.map(|r| r.send(Ok(())));
+                        self.supervise(running, &mut rx).await
+                    }
+                    Err(reason) => {
+                        let next = self.after_failed_start(reason);
+                        // The start was carried out; the view says how it failed.
+                        reply.map(|r| r.send(Ok(())));
+                        next
+                    }
                 },
                 Next::Wait => match rx.recv().await {
                     None => return,
@@ -237,7 +249,7 @@ impl Actor {
                 },
                 Next::Backoff(at) => {
                     tokio::select! {
-                        () = tokio::time::sleep_until(at.into()) => Next::Start,
+                        () = tokio::time::sleep_until(at.into()) => Next::Start(None),
                         cmd = rx.recv() => match cmd {
                             None => return,
                             Some(cmd) => self.backoff_command(cmd, at),
@@ -246,6 +258,9 @@ impl Actor {
                 }
             };
             if self.shared.stopped() && !matches!(next, Next::Wait) {
+                if let Next::Start(Some(reply)) = next {
+                    let _ = reply.send(Err("the workspace is being detached".into()));
+                }
                 next = Next::Wait;
             }
         }
@@ -257,10 +272,7 @@ impl Actor {
                 self.book.forgive();
                 self.view().restarts = 0;
                 match self.start_now() {
-                    Ok(()) => {
-                        let _ = reply.send(Ok(()));
-                        Next::Start
-                    }
+                    Ok(()) => Next::Start(Some(reply)),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                         Next::Wait
@@ -283,8 +295,7 @@ impl Actor {
         match cmd {
             Cmd::Start { reply } | Cmd::Restart { reply } => {
                 self.restarting = None;
-                let _ = reply.send(Ok(()));
-                Next::Start
+                Next::Start(Some(reply))
             }
             Cmd::Stop { reply, .. } => {
                 self.restarting = None;
@@ -425,8 +436,7 @@ impl Actor {
                         self.restarting = Some((running.pid, true));
                         self.book.forgive();
                         self.view().restarts = 0;
-                        let _ = reply.send(Ok(()));
-                        return Next::Start;
+                        return Next::Start(Some(reply));
                     }
                     Some(Cmd::Fail { reason }) => {
                         self.terminate(&running).await;
