@@ -334,6 +334,11 @@ fn bad_requests_name_what_is_wrong() {
     assert_eq!(view["state"], "failed", "{view}");
     assert!(view["lastExit"]["reason"].as_str().unwrap().contains("is not found in PATH"), "{view}");
 
+    let nowhere =
+        json!({"name": "nowhere", "command": "sleep", "args": ["1"], "cwd": "no/such/dir", "restart": "never"});
+    let view = sidecar.request("nxops/process/start", nowhere).unwrap();
+    assert!(view["lastExit"]["reason"].as_str().unwrap().contains("no/such/dir does not exist"), "{view}");
+
     // A process that ends at once, cleanly, is `exited` (on-failure does not restart it).
     sidecar.request("nxops/process/start", json!({"name": "quick", "command": "true"})).unwrap();
     eventually("quick has exited", || process(&list(&mut sidecar), "quick")["state"] == "exited");

@@ -62,7 +62,8 @@ pub enum State {
 #[serde(rename_all = "camelCase")]
 pub struct LastExit {
     pub pid: u32,
-    #[serde(flatten)]
+    /// `{code, signal}`, null for a start that failed (no process ran).
+    #[serde(flatten, with = "exit_or_nulls")]
     pub exit: Option<Exit>,
     /// In words: "exit code 1", "signal SIGKILL (9)", "health check failed 3 times", "stopped".
     pub reason: String,
@@ -109,6 +110,16 @@ impl View {
         view.next_restart_in_ms =
             self.next_restart_at.map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64);
         view
+    }
+}
+
+/// `Option<Exit>` flattened as `code` and `signal`, both null when there was no exit.
+mod exit_or_nulls {
+    use super::Exit;
+    use serde::Serialize;
+
+    pub fn serialize<S: serde::Serializer>(exit: &Option<Exit>, s: S) -> Result<S::Ok, S::Error> {
+        exit.unwrap_or(Exit { code: None, signal: None }).serialize(s)
     }
 }
 
@@ -660,6 +671,9 @@ fn resolve_program(spec: &ProcessSpec) -> Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     let executable =
         |p: &std::path::Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if !spec.cwd.is_dir() {
+        return Err(format!("the working folder {} does not exist", spec.cwd.display()));
+    }
     if spec.command.contains('/') {
         let path = spec.cwd.join(&spec.command);
         return if executable(&path) {
