@@ -155,9 +155,11 @@ fn rss_and_cpu(scratch: &Scratch, count: usize, window: Duration) {
         busy_rss as f64 / 1024.0,
         idle_rss as f64 / 1024.0
     );
+    // /proc counts CPU time in clock ticks: one tick over the window is the resolution.
+    let resolution = 100.0 / rustix::param::clock_ticks_per_second() as f64 / window.as_secs_f64();
     println!(
         "  sidecar CPU      {count} processes {busy_cpu:>6.2} %    idle (none) {idle_cpu:>6.2} %    \
-         over {} s, % of one core (target < 1%)",
+         % of one core over {} s, resolution {resolution:.2} % (target < 1%)",
         window.as_secs()
     );
 }
