@@ -528,7 +528,9 @@ impl Actor {
                 view.state = State::Backoff;
                 view.next_restart_at = Some(at);
                 view.restarts += 1;
-                (Next::Backoff(at), true, Some(delay), None)
+                // A zero delay starts at once: tokio's timer would round it up to a millisecond.
+                let next = if delay.is_zero() { Next::Start(None) } else { Next::Backoff(at) };
+                (next, true, Some(delay), None)
             }
             Decision::GiveUp { reason } => {
                 let mut view = self.view();
