@@ -14,8 +14,14 @@ fn text(v: &Value, key: &str) -> String {
     }
 }
 
+/// "850ms", "12.5s", then whole seconds ("2m5s").
 fn millis(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_u64).map_or("-".into(), |ms| format_duration(std::time::Duration::from_millis(ms)))
+    match v.get(key).and_then(Value::as_u64) {
+        None => "-".into(),
+        Some(ms) if ms < 1000 => format!("{ms}ms"),
+        Some(ms) if ms < 60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        Some(ms) => format_duration(std::time::Duration::from_secs(ms / 1000)),
+    }
 }
 
 /// `nxops proc list`: one table row per process, then the config's state.
