@@ -40,24 +40,39 @@ pub fn run(cli: Cli, env: Environment) -> anyhow::Result<()> {
         Command::System { command: SystemCommand::Info } => {
             let root = optional_root(&cli.global)?;
             let params = json!({"workspace": root});
-            show::<info::system::SystemInfo>(invoke(&env, root.as_deref(), "nxops/system/info", params)?, format)
+            show::<info::system::SystemInfo>(
+                invoke(&env, &flags, root.as_deref(), "nxops/system/info", params)?,
+                format,
+            )
         }
         Command::Env { command: EnvCommand::Info } => {
             let root = find_root(&start_dir(&cli.global)?)?;
             let set: serde_json::Map<String, Value> = flags.iter().map(|f| (f.key.clone(), json!(f.value))).collect();
             let params = json!({"workspace": root, "set": set});
-            show::<info::env::EnvInfo>(invoke(&env, Some(&root), "nxops/env/info", params)?, format)
+            show::<info::env::EnvInfo>(invoke(&env, &flags, Some(&root), "nxops/env/info", params)?, format)
         }
-        Command::Cache { command } => cache(&cli.global, &env, command, format),
-        Command::Proc { command } => proc(&cli.global, &env, command, format),
-        Command::Trust(args) => trust(&cli.global, &env, args, format),
+        Command::Cache { command } => cache(&cli.global, &env, &flags, command, format),
+        Command::Proc { command } => proc(&cli.global, &env, &flags, command, format),
+        Command::Trust(args) => trust(&cli.global, &env, &flags, args, format),
+        Command::Maintain { if_due } => {
+            let root = find_root(&start_dir(&cli.global)?)?;
+            let params = json!({"workspace": root, "ifDue": if_due});
+            let answer = invoke(&env, &flags, Some(&root), "nxops/maintenance/run", params)?;
+            show::<crate::sidecar::maintenance::MaintenanceReport>(answer, format)
+        }
         Command::Serve(_) => std::process::exit(crate::sidecar::serve_stdio(env)?),
-        Command::Call(args) => call(&cli.global, &env, args),
+        Command::Call(args) => call(&cli.global, &env, &flags, args),
     }
 }
 
 /// `nxops cache ...`: each subcommand is its `nxops/cache/*` method.
-fn cache(global: &GlobalArgs, env: &Environment, command: CacheCommand, format: Format) -> anyhow::Result<()> {
+fn cache(
+    global: &GlobalArgs,
+    env: &Environment,
+    flags: &[FlagValue],
+    command: CacheCommand,
+    format: Format,
+) -> anyhow::Result<()> {
     use crate::cache::{clean::CleanReport, reset::ResetReport, stats::CacheStats, verify::VerifyReport};
     let root = find_root(&start_dir(global)?)?;
     let bad = |flag: &str, problem: String| ConfigError { location: flag.to_string(), problem };
@@ -85,7 +100,7 @@ fn cache(global: &GlobalArgs, env: &Environment, command: CacheCommand, format: 
     if bar.is_some() {
         params["workDoneToken"] = json!("nxops-cli");
     }
-    let answer = invoke_with_progress(env, Some(&root), method, params, bar.clone());
+    let answer = invoke_with_progress(env, flags, Some(&root), method, params, bar.clone());
     if let Some(bar) = bar {
         bar.finish();
     }
@@ -99,7 +114,13 @@ fn cache(global: &GlobalArgs, env: &Environment, command: CacheCommand, format: 
 }
 
 /// `nxops proc ...`: each subcommand is its `nxops/process/*` method.
-fn proc(global: &GlobalArgs, env: &Environment, command: ProcCommand, format: Format) -> anyhow::Result<()> {
+fn proc(
+    global: &GlobalArgs,
+    env: &Environment,
+    flags: &[FlagValue],
+    command: ProcCommand,
+    format: Format,
+) -> anyhow::Result<()> {
     use crate::supervisor::render;
     let root = find_root(&start_dir(global)?)?;
     let (method, mut params) = match &command {
@@ -139,7 +160,7 @@ fn proc(global: &GlobalArgs, env: &Environment, command: ProcCommand, format: Fo
         ProcCommand::Logs { name, lines } => ("nxops/process/logs", json!({"name": name, "lines": lines})),
     };
     params["workspace"] = json!(root);
-    let answer = invoke(env, Some(&root), method, params)?;
+    let answer = invoke(env, flags, Some(&root), method, params)?;
     let text = match &command {
         ProcCommand::List => render::list(&answer),
         ProcCommand::Logs { .. } => render::logs(&answer),
@@ -149,7 +170,13 @@ fn proc(global: &GlobalArgs, env: &Environment, command: ProcCommand, format: Fo
 }
 
 /// `nxops trust`: shows what nxops.json would run, and allows exactly that content.
-fn trust(global: &GlobalArgs, env: &Environment, args: TrustArgs, format: Format) -> anyhow::Result<()> {
+fn trust(
+    global: &GlobalArgs,
+    env: &Environment,
+    flags: &[FlagValue],
+    args: TrustArgs,
+    format: Format,
+) -> anyhow::Result<()> {
     let root = find_root(&start_dir(global)?)?;
     let action = match (args.revoke, args.status) {
         (true, _) => "revoke",
@@ -160,7 +187,7 @@ fn trust(global: &GlobalArgs, env: &Environment, args: TrustArgs, format: Format
     if let Some(sha) = &args.sha256 {
         params["sha256"] = json!(sha);
     }
-    let answer = invoke(env, Some(&root), "nxops/trust", params)?;
+    let answer = invoke(env, flags, Some(&root), "nxops/trust", params)?;
     let text = crate::supervisor::render::trust(&answer, action);
     emit(&Rendered { value: answer, text }, format)
 }
@@ -236,14 +263,14 @@ fn is_bad_input(err: &Error) -> bool {
 
 /// `nxops call METHOD [PARAMS]`: prints the result as JSON; a JSON-RPC error goes
 /// to stderr as JSON with a non-zero exit code.
-fn call(global: &GlobalArgs, env: &Environment, args: CallArgs) -> anyhow::Result<()> {
+fn call(global: &GlobalArgs, env: &Environment, flags: &[FlagValue], args: CallArgs) -> anyhow::Result<()> {
     let params: Value = match &args.params {
         Some(text) => serde_json::from_str(text)
             .map_err(|e| ConfigError { location: "PARAMS_JSON".into(), problem: format!("is not valid JSON: {e}") })?,
         None => json!({}),
     };
     let root = optional_root(global)?;
-    match invoke(env, root.as_deref(), &args.method, params) {
+    match invoke(env, flags, root.as_deref(), &args.method, params) {
         Ok(result) => emit(&RawJson(result), Format::Json),
         Err(err) => {
             if let Some(CallFailed(rpc)) = err.downcast_ref::<CallFailed>() {
@@ -255,12 +282,21 @@ fn call(global: &GlobalArgs, env: &Environment, args: CallArgs) -> anyhow::Resul
 }
 
 /// Sends `method` to the owner of `root`'s workspace, or runs it here when none runs.
-pub fn invoke(env: &Environment, root: Option<&Path>, method: &str, params: Value) -> anyhow::Result<Value> {
-    invoke_with_progress(env, root, method, params, None)
+/// `flags` (`--set`) apply when the work is done in-process; a running sidecar
+/// answers with the settings in force there.
+pub fn invoke(
+    env: &Environment,
+    flags: &[FlagValue],
+    root: Option<&Path>,
+    method: &str,
+    params: Value,
+) -> anyhow::Result<Value> {
+    invoke_with_progress(env, flags, root, method, params, None)
 }
 
 fn invoke_with_progress(
     env: &Environment,
+    flags: &[FlagValue],
     root: Option<&Path>,
     method: &str,
     params: Value,
@@ -275,7 +311,7 @@ fn invoke_with_progress(
         Some(bar) => Progress::local(std::sync::Arc::new(move |value: &Value| bar.draw(value))),
         None => Progress::none(),
     };
-    in_process(env, root, method, params, progress)
+    in_process(env, flags, root, method, params, progress)
 }
 
 fn connect_owner(env: &Environment, root: &Path, bar: Option<ProgressBar>) -> anyhow::Result<Option<RpcClient>> {
@@ -318,6 +354,7 @@ fn remote(client: &RpcClient, method: &str, params: Value) -> anyhow::Result<Val
 
 fn in_process(
     env: &Environment,
+    flags: &[FlagValue],
     root: Option<&Path>,
     method: &str,
     params: Value,
@@ -325,6 +362,7 @@ fn in_process(
 ) -> anyhow::Result<Value> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let core = Core::in_process(env.clone(), runtime.handle().clone());
+    core.set_overrides(flags.to_vec());
     if let Some(root) = root {
         core.attach(root).map_err(|e| CallFailed(to_jsonrpc(e)))?;
     }

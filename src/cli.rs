@@ -58,6 +58,12 @@ pub enum Command {
     },
     /// Allow the commands in the workspace's nxops.json to run (like `direnv allow`)
     Trust(TrustArgs),
+    /// Check the maintenance thresholds now and clean the cache when one is passed
+    Maintain {
+        /// Do nothing when the last check is younger than cache.checkInterval (what the Nx plugin runs after a run)
+        #[arg(long)]
+        if_due: bool,
+    },
     /// Run the sidecar that editors, the Nx plugin and scripts talk to
     Serve(ServeArgs),
     /// Send one JSON-RPC request to the workspace's sidecar (or answer it in-process) and print the result

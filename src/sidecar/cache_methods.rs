@@ -67,7 +67,7 @@ pub async fn run(ctx: &CallCtx, ws: &Arc<Workspace>, method: &str, raw: Value) -
         "nxops/cache/stats" => {
             let p: StatsParams = super::methods::parse(method, raw)?;
             let (max_size, max_age) = (ws.settings.cache_max_size(), ws.settings.cache_max_age().as_millis() as u64);
-            let paths = CachePaths::of(ws).map_err(failed)?;
+            let paths = CachePaths::of(ws).map_err(cache_error)?;
             blocking(move || cache::stats::collect(&paths, max_size, max_age, p.deep)).await
         }
         "nxops/cache/clean" => {
@@ -97,7 +97,7 @@ pub async fn run(ctx: &CallCtx, ws: &Arc<Workspace>, method: &str, raw: Value) -
         }
         "nxops/cache/verify" => {
             let p: VerifyParams = super::methods::parse(method, raw)?;
-            let paths = CachePaths::of(ws).map_err(failed)?;
+            let paths = CachePaths::of(ws).map_err(cache_error)?;
             let cancel = crate::cache::Cancel::default();
             let _cancel_when_dropped = cancel.on_drop();
             blocking(move || cache::verify::run(&paths, p.fix, &cancel)).await
@@ -110,7 +110,7 @@ pub async fn run(ctx: &CallCtx, ws: &Arc<Workspace>, method: &str, raw: Value) -
 /// The event is published by the blocking task itself, so a cancelled request
 /// (whose answer is the cancellation error) still tells subscribers what was removed.
 pub async fn clean(ctx: &CallCtx, ws: &Workspace, options: CleanOptions) -> Result<Value, RpcError> {
-    let paths = CachePaths::of(ws).map_err(failed)?;
+    let paths = CachePaths::of(ws).map_err(cache_error)?;
     let progress = ctx.progress.clone();
     let cancel = crate::cache::Cancel::default();
     let _cancel_when_dropped = cancel.on_drop();
@@ -129,7 +129,7 @@ pub async fn clean(ctx: &CallCtx, ws: &Workspace, options: CleanOptions) -> Resu
     })
     .await
     .map_err(|e| RpcError::Failed(anyhow::anyhow!("the cleaner stopped: {e}")))?
-    .map_err(failed)?;
+    .map_err(cache_error)?;
     ctx.progress.end(&format!("{} entries removed", report.entries));
     Ok(serde_json::to_value(report).expect("reports serialize"))
 }
@@ -159,10 +159,10 @@ async fn blocking<T: serde::Serialize + Send + 'static>(
     let report = tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| RpcError::Failed(anyhow::anyhow!("the cache task stopped: {e}")))?
-        .map_err(failed)?;
+        .map_err(cache_error)?;
     Ok(serde_json::to_value(report).expect("reports serialize"))
 }
 
-fn failed(err: cache::CacheError) -> RpcError {
+pub fn cache_error(err: cache::CacheError) -> RpcError {
     RpcError::Failed(anyhow::Error::new(err))
 }

@@ -36,6 +36,7 @@ pub const EVENTS: &[&str] = &[
     "processFailure",
     "processRestarted",
     "processMemoryLeak",
+    "tasksReported",
 ];
 
 /// Something that happened, for subscribers.
@@ -92,9 +93,18 @@ struct Attached {
 
 enum Role {
     InProcess,
-    Owner(OwnerGuard, Supervisor),
+    Owner(OwnerGuard, Owned),
     Follower { client: Option<RpcClient>, owner_pid: Option<u32> },
     Detached,
+}
+
+/// What the owner of a workspace keeps for it.
+#[derive(Clone)]
+pub struct Owned {
+    pub supervisor: Supervisor,
+    pub runs: Arc<super::task_runs::RunLog>,
+    /// Wakes the maintenance check (a run was just reported).
+    pub maintenance: Arc<tokio::sync::Notify>,
 }
 
 /// A client connection, for `nxops/status` and event delivery.
@@ -315,7 +325,7 @@ impl Core {
         if let Some(attached) = attached {
             attached.stop.send_replace(true);
             let previous = std::mem::replace(&mut *lock(&attached.role), Role::Detached);
-            if let Role::Owner(guard, supervisor) = previous {
+            if let Role::Owner(guard, Owned { supervisor, .. }) = previous {
                 // The processes stop first; only then is ownership released, so the
                 // next owner never meets them as leftovers.
                 let stopping = self.0.runtime.spawn(async move {
@@ -346,13 +356,18 @@ impl Core {
         }
     }
 
-    /// The supervisor of an owned workspace.
-    pub fn supervisor(&self, root: &Path) -> Option<Supervisor> {
+    /// What this process keeps for a workspace it owns.
+    pub fn owned(&self, root: &Path) -> Option<Owned> {
         let role = self.state().workspaces.get(root)?.role.clone();
         match &*lock(&role) {
-            Role::Owner(_, supervisor) => Some(supervisor.clone()),
+            Role::Owner(_, owned) => Some(owned.clone()),
             _ => None,
         }
+    }
+
+    /// The supervisor of an owned workspace.
+    pub fn supervisor(&self, root: &Path) -> Option<Supervisor> {
+        self.owned(root).map(|o| o.supervisor)
     }
 
     /// How long the sidecar may take to stop every supervised process.
@@ -361,7 +376,7 @@ impl Core {
         roles
             .iter()
             .filter_map(|role| match &*lock(role) {
-                Role::Owner(_, supervisor) => Some(supervisor.longest_stop()),
+                Role::Owner(_, owned) => Some(owned.supervisor.longest_stop()),
                 _ => None,
             })
             .max()
@@ -467,7 +482,8 @@ impl Core {
         stop: watch::Receiver<bool>,
     ) {
         let root = workspace.root.as_path();
-        self.0.runtime.spawn(super::maintenance::maintain(self.clone(), workspace.clone(), stop));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        self.0.runtime.spawn(super::maintenance::maintain(self.clone(), workspace.clone(), stop, wake.clone()));
         let listener = guard.listener();
         let socket = guard.socket().to_path_buf();
         let events = Arc::downgrade(&self.0);
@@ -486,7 +502,8 @@ impl Core {
             self.0.runtime.clone(),
             publish,
         );
-        *lock(role) = Role::Owner(guard, supervisor);
+        let owned = Owned { supervisor, runs: Arc::default(), maintenance: wake };
+        *lock(role) = Role::Owner(guard, owned);
         let core = self.clone();
         let spawned = std::thread::Builder::new().name("nxops-accept".into()).spawn(move || {
             for stream in listener.incoming() {

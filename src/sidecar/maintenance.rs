@@ -1,43 +1,62 @@
-//! Automatic cache maintenance by a workspace's owner.
+//! Automatic maintenance: the owner's periodic check, and the one-shot
+//! `nxops maintain` that the Nx plugin starts after a run when no sidecar runs.
 //!
-//! Every `cache.checkInterval` (default 5 min) the owner reads two figures from
-//! Nx's database (total bytes, oldest last use). When the cache is above
-//! `cache.autoCleanAt` percent of `cache.maxSize` (default 90) or holds entries
-//! older than `cache.maxAge`, it cleans, the way a manual clean does, except
-//! that it skips when another cleaner holds the lock. The clean runs on a
-//! blocking thread at nice 10, in short batches, so Nx is never kept waiting;
-//! the interval is also the least time between two automatic cleans.
+//! Every `cache.checkInterval` (default 5 min), and right after a run reported
+//! by the Nx plugin, the owner reads two figures from Nx's database (total
+//! bytes, oldest last use). When the cache is above `cache.autoCleanAt` percent
+//! of `cache.maxSize` (default 90) or holds entries older than `cache.maxAge`,
+//! it cleans, the way a manual clean does, except that it skips when another
+//! cleaner holds the lock. The clean runs on a blocking thread at nice 10, in
+//! short batches, so Nx is never kept waiting; the interval is also the least
+//! time between two automatic cleans.
+//!
+//! Without a sidecar, `nxops maintain --if-due` does the same check once; it
+//! records when it last checked in `<state>/maintenance.json` and does nothing
+//! when that was less than `cache.checkInterval` ago, so a plugin that starts
+//! it after every run costs one short-lived process, not a database read.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
 
 use super::core::Core;
-use crate::cache::clean::{CleanOptions, Trigger};
+use crate::cache::clean::{CleanOptions, CleanReport, Trigger};
 use crate::cache::{CachePaths, db::NxDb, now_secs};
+use crate::config::units::{format_duration, format_size};
+use crate::output::{Report, Section};
 use crate::workspace::Workspace;
 
-/// Runs until `stop` turns true.
-pub async fn maintain(core: Core, workspace: Arc<Workspace>, mut stop: watch::Receiver<bool>) {
+/// Runs until `stop` turns true; `wake` asks for a check now (a run just ended).
+pub async fn maintain(core: Core, workspace: Arc<Workspace>, mut stop: watch::Receiver<bool>, wake: Arc<Notify>) {
     let settings = &workspace.settings;
     if settings.auto_clean_at() == 0 {
         return;
     }
     let interval = settings.cache_check_interval().max(Duration::from_millis(100));
+    let mut last_clean: Option<Instant> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
+            () = wake.notified() => {}
             _ = stop.changed() => return,
         }
         if *stop.borrow() {
             return;
         }
+        if last_clean.is_some_and(|t| t.elapsed() < interval) {
+            continue;
+        }
         let ws = workspace.clone();
-        let due = tokio::task::spawn_blocking(move || clean_if_due(&ws)).await;
-        match due {
-            Ok(Ok(Some(report))) => super::cache_methods::publish_cleanup(&core, &workspace.root, &report),
-            Ok(Ok(None)) => {}
+        let checked = tokio::task::spawn_blocking(move || check_and_clean(&ws, true)).await;
+        match checked {
+            Ok(Ok(check)) => {
+                if let Some(report) = check.clean.as_ref().filter(|r| r.skipped_run.is_none()) {
+                    last_clean = Some(Instant::now());
+                    super::cache_methods::publish_cleanup(&core, &workspace.root, report);
+                }
+            }
             Ok(Err(err)) => {
                 tracing::debug!(target: "nxops::maintenance", "{}: no automatic clean: {err}", workspace.root.display())
             }
@@ -46,24 +65,143 @@ pub async fn maintain(core: Core, workspace: Arc<Workspace>, mut stop: watch::Re
     }
 }
 
-/// Cleans when a threshold is passed; `None` when nothing was due or another cleaner ran.
-fn clean_if_due(ws: &Workspace) -> Result<Option<crate::cache::clean::CleanReport>, crate::cache::CacheError> {
-    let paths = CachePaths::of(ws)?;
+/// What one maintenance check found and did.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceReport {
+    /// False when the check itself was skipped (`--if-due` and checked recently).
+    pub checked: bool,
+    pub reason: String,
+    pub cache_bytes: Option<u64>,
+    pub max_size: u64,
+    pub auto_clean_at: u64,
+    pub oldest_use_age_ms: Option<u64>,
+    pub max_age_ms: u64,
+    pub clean: Option<CleanReport>,
+}
+
+impl Report for MaintenanceReport {
+    fn human(&self) -> String {
+        let mut out = String::new();
+        let mut section = Section::new(&format!("Maintenance: {}", self.reason));
+        if let Some(bytes) = self.cache_bytes {
+            let percent = if self.max_size > 0 { bytes as f64 * 100.0 / self.max_size as f64 } else { 0.0 };
+            section.push(
+                "cache",
+                format!(
+                    "{} of {} ({percent:.0}%; cleans above {}%)",
+                    format_size(bytes),
+                    format_size(self.max_size),
+                    self.auto_clean_at
+                ),
+            );
+        }
+        if let Some(age) = self.oldest_use_age_ms {
+            section.push(
+                "oldest use",
+                format!(
+                    "{} ago (limit {})",
+                    format_duration(Duration::from_secs(age / 1000)),
+                    format_duration(Duration::from_millis(self.max_age_ms))
+                ),
+            );
+        }
+        section.render(&mut out);
+        if let Some(clean) = &self.clean {
+            out.push('\n');
+            out.push_str(&clean.human());
+        }
+        out
+    }
+}
+
+/// The stamp of the last one-shot check.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Stamp {
+    last_check: u64,
+}
+
+/// One check, cleaning when a threshold is passed. With `if_due`, a one-shot
+/// run (no sidecar) skips when the last check is younger than the interval.
+pub fn run_once(ws: &Workspace, if_due: bool) -> Result<MaintenanceReport, crate::cache::CacheError> {
+    let stamp = ws.state_dir.as_ref().map(|d| d.join("maintenance.json"));
+    let interval = ws.settings.cache_check_interval();
+    let now_ms = super::core::now_ms();
+    if if_due
+        && let Some(last) = stamp
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice::<Stamp>(&b).ok())
+            .map(|s| s.last_check)
+        && now_ms.saturating_sub(last) < interval.as_millis() as u64
+    {
+        let ago = Duration::from_millis(now_ms.saturating_sub(last) / 1000 * 1000);
+        return Ok(skipped(ws, format!("checked {} ago (every {})", format_duration(ago), format_duration(interval))));
+    }
+    if let Some(path) = &stamp {
+        let _ = path.parent().map(std::fs::create_dir_all);
+        let _ = std::fs::write(path, serde_json::to_vec(&Stamp { last_check: now_ms }).expect("stamp serializes"));
+    }
+    check_and_clean(ws, false)
+}
+
+fn skipped(ws: &Workspace, reason: String) -> MaintenanceReport {
+    MaintenanceReport {
+        checked: false,
+        reason,
+        cache_bytes: None,
+        max_size: ws.settings.cache_max_size(),
+        auto_clean_at: ws.settings.auto_clean_at(),
+        oldest_use_age_ms: None,
+        max_age_ms: ws.settings.cache_max_age().as_millis() as u64,
+        clean: None,
+    }
+}
+
+/// Reads the two figures and cleans when a threshold is passed.
+fn check_and_clean(ws: &Workspace, lower: bool) -> Result<MaintenanceReport, crate::cache::CacheError> {
+    let paths = match CachePaths::of(ws) {
+        Ok(paths) => paths,
+        Err(crate::cache::CacheError::NoCache(dir)) => {
+            let mut report = skipped(ws, format!("nothing to maintain: Nx has no cache at {} yet", dir.display()));
+            report.checked = true;
+            return Ok(report);
+        }
+        Err(err) => return Err(err),
+    };
     let settings = &ws.settings;
     let (max_size, max_age) = (settings.cache_max_size(), settings.cache_max_age());
     let db = NxDb::open(&paths.db_file)?;
     let (_, bytes) = db.totals()?;
-    let over_size = bytes as u128 * 100 > max_size as u128 * settings.auto_clean_at() as u128;
     let oldest = db.oldest_use()?;
-    let over_age = oldest.is_some_and(|t| now_secs() - t > max_age.as_secs() as i64);
     drop(db);
-    if !(over_size || over_age) {
-        return Ok(None);
+    let mut report = skipped(ws, String::new());
+    report.checked = true;
+    report.cache_bytes = Some(bytes);
+    report.oldest_use_age_ms = oldest.map(|t| (now_secs() - t).max(0) as u64 * 1000);
+    if settings.auto_clean_at() == 0 {
+        report.reason = "automatic cleaning is off (cache.autoCleanAt = 0)".into();
+        return Ok(report);
     }
-    lower_priority();
+    let over_size = bytes as u128 * 100 > max_size as u128 * settings.auto_clean_at() as u128;
+    let over_age = oldest.is_some_and(|t| now_secs() - t > max_age.as_secs() as i64);
+    if !(over_size || over_age) {
+        report.reason = "nothing due".into();
+        return Ok(report);
+    }
+    if lower {
+        lower_priority();
+    }
     let options = CleanOptions { max_size, max_age, dry_run: false, force: false, trigger: Trigger::Automatic };
-    let report = crate::cache::clean::run(&paths, options, &|_, _| {}, &crate::cache::Cancel::default())?;
-    Ok(report.skipped_run.is_none().then_some(report))
+    let clean = crate::cache::clean::run(&paths, options, &|_, _| {}, &crate::cache::Cancel::default())?;
+    report.reason = match (&clean.skipped_run, over_size) {
+        (Some(why), _) => format!("a clean was due, but {why}"),
+        (None, true) => format!("cleaned: the cache was over {}% of its limit", settings.auto_clean_at()),
+        (None, false) => "cleaned: entries were older than the age limit".into(),
+    };
+    report.clean = Some(clean);
+    Ok(report)
 }
 
 /// Runs this (blocking-pool) thread at nice 10, so a clean yields to builds.

@@ -48,6 +48,9 @@ pub const METHODS: &[MethodDef] = &[
     MethodDef { name: "nxops/process/restart", summary: "stop a process, then start it again" },
     MethodDef { name: "nxops/process/logs", summary: "the last lines of a process's stdout and stderr" },
     MethodDef { name: "nxops/trust", summary: "allow, revoke or show the allowance of the workspace's nxops.json" },
+    MethodDef { name: "nxops/tasks/report", summary: "the Nx plugin reports a run's task results" },
+    MethodDef { name: "nxops/tasks/runs", summary: "the last runs reported, newest first" },
+    MethodDef { name: "nxops/maintenance/run", summary: "check the maintenance thresholds now and clean when due" },
     MethodDef { name: "nxops/subscribe", summary: "receive the named events as notifications" },
     MethodDef { name: "nxops/unsubscribe", summary: "stop receiving the named events" },
 ];
@@ -83,6 +86,7 @@ pub async fn call(ctx: &CallCtx, method: &str, params: Value) -> Result<Value, R
         | "nxops/process/restart"
         | "nxops/process/logs"
         | "nxops/trust" => process_method(ctx, method, params).await,
+        "nxops/tasks/report" | "nxops/tasks/runs" | "nxops/maintenance/run" => owner_method(ctx, method, params).await,
         "nxops/subscribe" => subscribe(ctx, method, parse(method, params)?),
         "nxops/unsubscribe" => unsubscribe(ctx, method, parse(method, params)?),
         other => Err(RpcError::UnknownMethod(other.to_string())),
@@ -228,6 +232,33 @@ async fn process_method(ctx: &CallCtx, method: &str, raw: Value) -> Result<Value
         Route::Forward { client, root } => forward(&client, method, raw, &root).await,
         Route::Local(ws) => super::process_methods::run(ctx, &ws, method, raw).await,
     }
+}
+
+/// Runs a task-report or maintenance method where the workspace's owner is.
+async fn owner_method(ctx: &CallCtx, method: &str, raw: Value) -> Result<Value, RpcError> {
+    let workspace = raw.get("workspace").and_then(Value::as_str).map(PathBuf::from);
+    match ctx.core.route(workspace.as_deref()).await? {
+        Route::Forward { client, root } => forward(&client, method, raw, &root).await,
+        Route::Local(ws) if method == "nxops/maintenance/run" => {
+            let params: MaintenanceParams = parse(method, raw)?;
+            let report = tokio::task::spawn_blocking(move || super::maintenance::run_once(&ws, params.if_due))
+                .await
+                .map_err(|e| RpcError::Failed(anyhow::anyhow!("maintenance stopped: {e}")))?
+                .map_err(super::cache_methods::cache_error)?;
+            Ok(serde_json::to_value(report).expect("reports serialize"))
+        }
+        Route::Local(ws) => super::task_runs::run(ctx, &ws, method, raw).await,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct MaintenanceParams {
+    #[serde(rename = "workspace")]
+    _workspace: Option<PathBuf>,
+    /// Skip when the last one-shot check is younger than `cache.checkInterval`.
+    #[serde(default)]
+    if_due: bool,
 }
 
 /// `{"cache.maxSize": "2GB"}` as command-line flag values, validated.

@@ -18,6 +18,7 @@ pub mod methods;
 pub mod ownership;
 pub mod process_methods;
 pub mod progress;
+pub mod task_runs;
 
 use std::fs::File;
 use std::io::Read;
