@@ -1,0 +1,61 @@
+/**
+ * `createNodes`: validates the plugin's options (an invalid option throws, and
+ * Nx shows the error with its nx.json location) and adds one `nx:run-commands`
+ * target per nxops command to the root project.
+ *
+ * Each target runs `'<absolute nxops>' --workspace '<root>' <command>` from the
+ * workspace root, uncached. The workspace is passed as an absolute path because
+ * Nx only replaces `{workspaceRoot}` at the start of an option. Extra arguments
+ * reach nxops: `nx run <root>:ops-cache-clean --dry-run`.
+ */
+
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import type { CreateNodes, CreateNodesResult } from 'nx/src/project-graph/plugins';
+
+import { nxopsBinary } from './hooks';
+import { OPS_COMMANDS } from './ops-commands';
+import { optionsPointer, validateOptions, type NxopsPluginOptions } from './options';
+import { rootProjectName } from './root-project';
+
+type TargetConfiguration = NonNullable<NonNullable<CreateNodesResult['projects']>[string]['targets']>[string];
+
+export const createNodes: CreateNodes<NxopsPluginOptions> = [
+  'nx.json',
+  (files, options, ctx) => {
+    validateOptions(options, optionsPointer(ctx.nxJsonConfiguration, options));
+    const binary = nxopsBinary('the ops targets run `nxops` from PATH')?.path ?? 'nxops';
+    const name = rootProjectName((path) => readIfPresent(join(ctx.workspaceRoot, path)));
+    const targets = opsTargets(binary, ctx.workspaceRoot);
+    return files.map((file) => [file, { projects: { '.': { name, targets } } }] as const);
+  },
+];
+
+/** The ops targets for a binary and a workspace root. */
+export function opsTargets(binary: string, workspaceRoot: string): Record<string, TargetConfiguration> {
+  const targets: Record<string, TargetConfiguration> = {};
+  for (const ops of OPS_COMMANDS) {
+    const command = [shellQuote(binary), '--workspace', shellQuote(workspaceRoot), ...ops.args].join(' ');
+    targets[ops.target] = {
+      executor: 'nx:run-commands',
+      options: { command, cwd: '{workspaceRoot}' },
+      cache: false,
+      metadata: { description: ops.description, technologies: ['nxops'] },
+    };
+  }
+  return targets;
+}
+
+/** POSIX single quotes (run-commands hands the command to a shell). */
+export function shellQuote(text: string): string {
+  return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+function readIfPresent(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf-8');
+  } catch {
+    return undefined;
+  }
+}
