@@ -62,6 +62,11 @@ function insertChild(text: string, node: JsonNode, entry: (render: Render) => st
   const inner = children.length > 0 ? childIndent(text, children[0]!, outer + unit) : outer + unit;
   const render: Render = (value) => JSON.stringify(value, null, unit).replace(/\n/g, `\n${inner}`);
   if (last !== undefined) {
+    // After a trailing comma (and a comment closing its line), the entry goes on the next line.
+    const tail = /^[ \t]*,[ \t]*(\/\/[^\n]*|\/\*.*?\*\/[ \t]*)?(?=\n)/.exec(text.slice(last.end));
+    if (tail !== null) {
+      return splice(text, last.end + tail[0].length, `\n${inner}${entry(render)}`);
+    }
     return splice(text, last.end, `,\n${inner}${entry(render)}`);
   }
   // An empty container: keep whatever it held (comments), then the entry on its own line.

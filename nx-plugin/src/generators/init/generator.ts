@@ -53,7 +53,8 @@ function addScripts(tree: Tree): void {
   }
   let text = tree.read('package.json', 'utf-8')!;
   const manifest = parseJsonc(text) as { scripts?: unknown };
-  if (manifest.scripts !== undefined && (typeof manifest.scripts !== 'object' || manifest.scripts === null)) {
+  const scripts = manifest.scripts;
+  if (scripts !== undefined && (typeof scripts !== 'object' || scripts === null || Array.isArray(scripts))) {
     throw new Error('package.json "scripts" is not an object: the ops:* scripts were not added');
   }
   const existing = (manifest.scripts ?? {}) as Record<string, unknown>;
