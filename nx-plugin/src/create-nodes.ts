@@ -18,6 +18,7 @@ import { nxopsBinary } from './hooks';
 import { OPS_COMMANDS } from './ops-commands';
 import { optionsPointer, validateOptions, type NxopsPluginOptions } from './options';
 import { rootProjectName } from './root-project';
+import { workspacePaths } from './runtime';
 
 type TargetConfiguration = NonNullable<NonNullable<CreateNodesResult['projects']>[string]['targets']>[string];
 
@@ -25,9 +26,10 @@ export const createNodes: CreateNodes<NxopsPluginOptions> = [
   'nx.json',
   (files, options, ctx) => {
     validateOptions(options, optionsPointer(ctx.nxJsonConfiguration, options));
-    const binary = nxopsBinary('the ops targets run `nxops` from PATH')?.path ?? 'nxops';
+    const binary = nxopsBinary()?.path ?? 'nxops';
     const name = rootProjectName((path) => readIfPresent(join(ctx.workspaceRoot, path)));
     const targets = opsTargets(binary, ctx.workspaceRoot);
+    warmUp(ctx.workspaceRoot);
     return files.map((file) => [file, { projects: { '.': { name, targets } } }] as const);
   },
 ];
@@ -50,6 +52,15 @@ export function opsTargets(binary: string, workspaceRoot: string): Record<string
 /** POSIX single quotes (run-commands hands the command to a shell). */
 export function shellQuote(text: string): string {
   return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Computes the sidecar socket path now, so the task hooks (same process, later) find it cached. */
+function warmUp(workspaceRoot: string): void {
+  try {
+    workspacePaths(workspaceRoot);
+  } catch {
+    // The hooks will say what is wrong, once.
+  }
 }
 
 function readIfPresent(path: string): string | undefined {

@@ -4,7 +4,8 @@
  *
  * - `preTasksExecution` points the tasks at the workspace's sidecar: when its
  *   socket exists, `NXOPS_SOCKET` is set (Nx passes env assignments made here
- *   on to the tasks). A stat and a cached hash: a few microseconds.
+ *   on to the tasks). A stat of a path computed once per process (createNodes,
+ *   which runs first in the same process, computes it): a few microseconds.
  * - `postTasksExecution` reports the run to the sidecar (see sidecar-client.ts),
  *   waiting at most {@link SIDECAR_TIMEOUT_MS}. When no sidecar listens it
  *   starts a detached one-shot `nxops maintain --if-due` instead, and nxops
@@ -18,7 +19,7 @@ import type { PostTasksExecutionContext, PreTasksExecutionContext } from 'nx/src
 
 import { resolveNxopsBinary, type FoundBinary } from './binary';
 import { buildTasksReport } from './report';
-import { canonicalRoot, socketPath } from './runtime';
+import { workspacePaths } from './runtime';
 import { deliverTasksReport } from './sidecar-client';
 import { PLUGIN_VERSION } from './version';
 import { describe, warnOnce } from './warn';
@@ -67,7 +68,7 @@ async function reportRun(ctx: PostTasksExecutionContext): Promise<void> {
 
 /** Starts `nxops maintain --if-due` for `root`, detached, and does not wait for it. */
 export function startMaintenance(root: string): void {
-  const binary = nxopsBinary('automatic maintenance after runs is off');
+  const binary = nxopsBinary();
   if (binary === undefined) {
     return;
   }
@@ -80,29 +81,24 @@ export function startMaintenance(root: string): void {
   child.unref();
 }
 
-/** The nxops binary, with its problems said once; `consequence` says what its absence means. */
-export function nxopsBinary(consequence: string): FoundBinary | undefined {
+/**
+ * The nxops binary, with its problems said once per process. createNodes and
+ * the hooks usually share a process (Nx's plugin worker), so the message says
+ * what the absence means for both.
+ */
+export function nxopsBinary(): FoundBinary | undefined {
   const { found, problems } = resolveNxopsBinary();
   for (const problem of problems) {
     warnOnce('nxops-bin', problem);
   }
   if (found === undefined) {
-    warnOnce('binary', `no nxops binary found (NXOPS_BIN, the @nxops/linux-x64 package, PATH): ${consequence}`);
+    warnOnce(
+      'binary',
+      'no nxops binary found (NXOPS_BIN, the @nxops/linux-x64 package, PATH): ' +
+        'the ops targets run `nxops` from PATH and no maintenance runs after tasks',
+    );
   }
   return found;
-}
-
-const pathsByRoot = new Map<string, { root: string; socket: string }>();
-
-/** The canonical root and sidecar socket of a workspace, computed once per process. */
-function workspacePaths(workspaceRoot: string): { root: string; socket: string } {
-  let paths = pathsByRoot.get(workspaceRoot);
-  if (paths === undefined) {
-    const root = canonicalRoot(workspaceRoot);
-    paths = { root, socket: socketPath(root) };
-    pathsByRoot.set(workspaceRoot, paths);
-  }
-  return paths;
 }
 
 function isSocket(path: string): boolean {

@@ -50,3 +50,20 @@ export function socketPath(canonical: string, runtime: RuntimeEnv = currentRunti
 export function currentRuntime(): RuntimeEnv {
   return { env: process.env, uid: process.getuid?.() ?? 0 };
 }
+
+const pathsByRoot = new Map<string, { root: string; socket: string }>();
+
+/**
+ * The canonical root and sidecar socket of a workspace, computed once per
+ * process and workspace (the first sha256 of a process costs about half a
+ * millisecond, which the task hooks must not pay on every run).
+ */
+export function workspacePaths(workspaceRoot: string): { root: string; socket: string } {
+  let paths = pathsByRoot.get(workspaceRoot);
+  if (paths === undefined) {
+    const root = canonicalRoot(workspaceRoot);
+    paths = { root, socket: socketPath(root) };
+    pathsByRoot.set(workspaceRoot, paths);
+  }
+  return paths;
+}
