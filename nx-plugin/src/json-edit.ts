@@ -7,7 +7,7 @@
  * Positions come from a copy of the text with comments and trailing commas
  * blanked out by spaces, so offsets in the copy are offsets in the original.
  * New entries use the file's own indentation (its first indented line; two
- * spaces if it has none).
+ * spaces if it has none) and line endings (CRLF if it has any).
  */
 
 /** A value's span in the text, with its members or items. */
@@ -57,22 +57,23 @@ function insertChild(text: string, node: JsonNode, entry: (render: Render) => st
   if (last !== undefined && !multiLine) {
     return splice(text, last.end, `, ${entry(inline)}`);
   }
+  const nl = text.includes('\r\n') ? '\r\n' : '\n';
   const unit = indentUnit(text);
   const outer = lineIndent(text, node.start);
   const inner = children.length > 0 ? childIndent(text, children[0]!, outer + unit) : outer + unit;
-  const render: Render = (value) => JSON.stringify(value, null, unit).replace(/\n/g, `\n${inner}`);
+  const render: Render = (value) => JSON.stringify(value, null, unit).replace(/\n/g, `${nl}${inner}`);
   if (last !== undefined) {
     // After a trailing comma (and a comment closing its line), the entry goes on the next line.
-    const tail = /^[ \t]*,[ \t]*(\/\/[^\n]*|\/\*.*?\*\/[ \t]*)?(?=\n)/.exec(text.slice(last.end));
+    const tail = /^[ \t]*,[ \t]*(\/\/[^\r\n]*|\/\*.*?\*\/[ \t]*)?(?=\r?\n)/.exec(text.slice(last.end));
     if (tail !== null) {
-      return splice(text, last.end + tail[0].length, `\n${inner}${entry(render)}`);
+      return splice(text, last.end + tail[0].length, `${nl}${inner}${entry(render)}`);
     }
-    return splice(text, last.end, `,\n${inner}${entry(render)}`);
+    return splice(text, last.end, `,${nl}${inner}${entry(render)}`);
   }
   // An empty container: keep whatever it held (comments), then the entry on its own line.
   const closing = node.end - 1;
   const head = text.slice(0, closing).replace(/\s+$/, '');
-  return `${head}\n${inner}${entry(render)}\n${outer}${text.slice(closing)}`;
+  return `${head}${nl}${inner}${entry(render)}${nl}${outer}${text.slice(closing)}`;
 }
 
 /** One-line rendering for inline containers: `{"plugin": "x", "options": {}}`. */
@@ -108,7 +109,7 @@ function childIndent(text: string, child: JsonNode, fallback: string): string {
 
 /** The file's indentation step: its first indented line's whitespace, else two spaces. */
 function indentUnit(text: string): string {
-  const match = /\n([ \t]+)\S/.exec(text);
+  const match = /\n([ \t]+)[^\s]/.exec(text);
   return match ? match[1]! : '  ';
 }
 

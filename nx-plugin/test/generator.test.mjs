@@ -103,6 +103,12 @@ describe('init generator', () => {
     );
   });
 
+  test('keeps CRLF line endings', async () => {
+    const { files } = await generate({ 'nx.json': NX_JSON.replace(/\n/g, '\r\n'), 'package.json': PACKAGE_JSON });
+    assert.doesNotMatch(files['nx.json'], /[^\r]\n/);
+    assert.deepEqual(JSON.parse(files['nx.json']).plugins, [{ plugin: '@nxops/nx-plugin', options: {} }]);
+  });
+
   test('keeps comments and trailing commas in nx.json (Nx reads it as JSONC)', async () => {
     const nxJson = `{\n  // shared inputs\n  "namedInputs": {"default": ["{projectRoot}/**/*"]},\n  /* plugins */\n  "plugins": [\n    "@nx/js", // the js plugin\n  ],\n}\n`;
     const { files } = await generate({ 'nx.json': nxJson });
