@@ -54,20 +54,7 @@ for pair in "Cargo.toml:$crate_version" "the binary:$binary_version" "npm/linux-
     || die "version mismatch: the plugin is $plugin_version but ${pair%:*} says ${pair##*:}"
 done
 
-# `npm ci` cannot be used until @nxops/linux-x64 is on the registry: it wants every
-# dependency, optional ones included, in the lock, and an unpublished package cannot
-# be there. `npm install` with the committed lock installs exactly the locked versions
-# and skips the missing optional package; the lock must come out unchanged.
-hash_lock() { sha256sum "$plugin_dir/package-lock.json" | cut -d' ' -f1; }
-stamp="$plugin_dir/node_modules/.nxops-pack-stamp"
-if [ ! -x "$plugin_dir/node_modules/.bin/tsc" ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$(hash_lock)" ]; then
-  log "installing the plugin's dev dependencies (npm install --prefer-offline, from the committed lock)"
-  before="$(hash_lock)"
-  (cd "$plugin_dir" && npm install --prefer-offline --no-audit --no-fund --ignore-scripts >&2) \
-    || die "npm install failed in $plugin_dir (is the npm cache or registry reachable?)"
-  [ "$(hash_lock)" = "$before" ] || die "npm install changed nx-plugin/package-lock.json: commit the new lock or restore it"
-  hash_lock >"$stamp"
-fi
+"$plugin_dir/scripts/install.sh"
 
 log "building the plugin (tsc)"
 rm -rf "$plugin_dir/dist"

@@ -62,6 +62,19 @@ impl Scratch {
         cmd
     }
 
+    /// Any program (npm, npx, strip) run in `cwd` with the same environment; npm
+    /// keeps using the real user's cache, so installs work offline from it.
+    pub fn tool(&self, cwd: &Path, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(cwd).stdin(Stdio::null());
+        scrub_env(&mut cmd, self.home());
+        if let Some(home) = std::env::var_os("HOME") {
+            cmd.env("npm_config_cache", Path::new(&home).join(".npm"));
+        }
+        cmd.env("npm_config_update_notifier", "false").env("npm_config_fund", "false").env("npm_config_audit", "false");
+        cmd
+    }
+
     /// A `node -e SCRIPT` command run in `cwd` with the same environment.
     pub fn node(&self, cwd: &Path, script: &str) -> Command {
         let mut cmd = Command::new("node");
