@@ -136,12 +136,8 @@ fn the_packed_plugin_works_in_a_fresh_nx_24_workspace() {
     let mut nx_json: Value = serde_json::from_slice(&std::fs::read(ws.join("nx.json")).unwrap()).unwrap();
     nx_json["plugins"] = json!([{"plugin": "@nxops/nx-plugin", "options": {"cache": {"maxSzie": "2GB"}}}]);
     std::fs::write(ws.join("nx.json"), serde_json::to_vec_pretty(&nx_json).unwrap()).unwrap();
-    let out = scratch
-        .tool(&ws, "node")
-        .arg(ws.join("node_modules/.bin/nx"))
-        .args(["show", "projects"])
-        .output()
-        .unwrap();
+    let out =
+        scratch.tool(&ws, "node").arg(ws.join("node_modules/.bin/nx")).args(["show", "projects"]).output().unwrap();
     assert!(!out.status.success());
     let said = text(&out);
     assert!(said.contains("plugins[0].options.cache.maxSzie") && said.contains("did you mean"), "{said}");
