@@ -20,6 +20,9 @@
 //! Nx's daemon off (as in CI) and on (as on a workstation). Rounds interleave the
 //! scenarios; each figure is a median. Target: the hooks add at most 30 ms.
 //!
+//! A third set runs with `NX_ISOLATE_PLUGINS=false`, where Nx loads plugins in its
+//! own process: what the plugin and its hooks cost with no worker to start.
+//!
 //! Run: `cargo bench --bench plugin` (add `-- --quick` for 3 rounds instead of 10).
 
 use std::path::{Path, PathBuf};
@@ -65,39 +68,44 @@ fn main() {
     std::fs::remove_dir_all(absent.join("node_modules/@nxops/linux-x64")).unwrap();
     let sidecar = start_sidecar(&binary, &home, &nxops);
 
-    // (label, workspace, Nx daemon on)
-    let scenarios: [(&str, &PathBuf, bool); 7] = [
-        ("without a plugin", &plain, false),
-        ("no-op plugin, same hooks", &control, false),
-        ("nxops plugin + sidecar", &nxops, false),
-        ("nxops plugin, no nxops", &absent, false),
-        ("without a plugin", &plain, true),
-        ("no-op plugin, same hooks", &control, true),
-        ("nxops plugin + sidecar", &nxops, true),
+    // (label, workspace, mode): mode 0 = daemon off, 1 = daemon on, 2 = daemon off and
+    // NX_ISOLATE_PLUGINS=false (plugins load in Nx's own process: no worker to start).
+    let scenarios: [(&str, &PathBuf, usize); 9] = [
+        ("without a plugin", &plain, 0),
+        ("no-op plugin, same hooks", &control, 0),
+        ("nxops plugin + sidecar", &nxops, 0),
+        ("nxops plugin, no nxops", &absent, 0),
+        ("without a plugin", &plain, 1),
+        ("no-op plugin, same hooks", &control, 1),
+        ("nxops plugin + sidecar", &nxops, 1),
+        ("without a plugin", &plain, 2),
+        ("nxops plugin + sidecar", &nxops, 2),
     ];
-    for (_, ws, daemon) in scenarios {
-        nx(&home, ws, daemon, &["run-many", "-t", "build"]); // warm: the measured runs are all cache hits
-        nx(&home, ws, daemon, &["run-many", "-t", "build"]);
+    for (_, ws, mode) in scenarios {
+        nx(&home, ws, mode, &["run-many", "-t", "build"]); // warm: the measured runs are all cache hits
+        nx(&home, ws, mode, &["run-many", "-t", "build"]);
     }
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); scenarios.len()];
     for _ in 0..rounds {
-        for (i, (_, ws, daemon)) in scenarios.iter().enumerate() {
+        for (i, (_, ws, mode)) in scenarios.iter().enumerate() {
             let started = Instant::now();
-            let out = nx(&home, ws, *daemon, &["run-many", "-t", "build"]);
+            let out = nx(&home, ws, *mode, &["run-many", "-t", "build"]);
             times[i].push(started.elapsed());
             let said = String::from_utf8_lossy(&out.stdout);
             assert!(said.contains("from the cache"), "not all cache hits: {said}");
         }
     }
     let medians: Vec<Duration> = times.iter_mut().map(|t| median(t)).collect();
-    for (daemon, base, control) in [(false, 0, 1), (true, 4, 5)] {
+    let headings =
+        ["Nx daemon off, as in CI", "Nx daemon on, as on a workstation", "NX_ISOLATE_PLUGINS=false, daemon off"];
+    for (mode, base, control) in [(0, 0, 1), (1, 4, 5), (2, 7, 7)] {
         println!(
-            "  Nx daemon {} (medians; baseline spread {:.0} ms)",
-            if daemon { "on, as on a workstation" } else { "off, as in CI" },
+            "  {} (medians; baseline spread {:.0} ms)",
+            headings[mode],
             ms(*times[base].iter().max().unwrap()) - ms(*times[base].iter().min().unwrap())
         );
-        for (i, (label, _, d)) in scenarios.iter().enumerate() {
-            if *d != daemon {
+        for (i, (label, _, m)) in scenarios.iter().enumerate() {
+            if *m != mode {
                 continue;
             }
             let vs_base = ms(medians[i]) - ms(medians[base]);
@@ -106,6 +114,7 @@ fn main() {
                 1 | 5 => "  (Nx's price for any plugin with task hooks: an isolated worker per run)".to_string(),
                 2 | 6 => format!("  nxops's own share vs the no-op plugin {vs_control:+6.1} ms (target <= 30 ms)"),
                 3 => format!("  vs the no-op plugin {vs_control:+6.1} ms (nothing measurable when nxops is absent)"),
+                8 => "  (the plugin and its hooks alone, no worker: target <= 30 ms)".to_string(),
                 _ => String::new(),
             };
             println!("    {label:<26} {:>7.1} ms   {vs_base:+7.1} ms vs no plugin{note}", ms(medians[i]));
@@ -116,7 +125,7 @@ fn main() {
     println!(
         "  runs the sidecar received: {} (expected {})",
         reported["runs"].as_array().map_or(0, Vec::len),
-        2 * rounds + 4
+        3 * rounds + 6
     );
     stop(sidecar);
     for ws in [&plain, &control, &nxops] {
@@ -196,9 +205,13 @@ fn register_plugin(ws: &Path, plugin: &str) {
     std::fs::write(&path, serde_json::to_vec_pretty(&nx_json).unwrap()).unwrap();
 }
 
-fn nx(home: &Path, ws: &Path, daemon: bool, args: &[&str]) -> Output {
-    let daemon = if daemon { "true" } else { "false" };
-    ok(command("node", home, ws).arg(ws.join("node_modules/.bin/nx")).args(args).env("NX_DAEMON", daemon))
+fn nx(home: &Path, ws: &Path, mode: usize, args: &[&str]) -> Output {
+    let mut cmd = command("node", home, ws);
+    cmd.arg(ws.join("node_modules/.bin/nx")).args(args).env("NX_DAEMON", if mode == 1 { "true" } else { "false" });
+    if mode == 2 {
+        cmd.env("NX_ISOLATE_PLUGINS", "false");
+    }
+    ok(&mut cmd)
 }
 
 /// A sidecar owning `ws`, as an editor starts one; its stdin stays open until `stop`.
