@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod environment;
 pub mod info;
+pub mod mcp;
 pub mod output;
 pub mod procfs;
 pub mod reaper;

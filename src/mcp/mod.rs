@@ -1,0 +1,3 @@
+//! Pools of warm stdio MCP servers per workspace (see ARCHITECTURE.md, "MCP pools").
+
+pub mod config;
