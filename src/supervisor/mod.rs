@@ -550,6 +550,44 @@ impl Supervisor {
     pub fn config(&self) -> ConfigView {
         lock(&self.0.config).clone()
     }
+
+    /// Starts a process that another part of nxops manages itself (an MCP
+    /// server of a pool), with everything that makes supervised processes safe:
+    /// its own process group, the run's marker, and the ledger record, so a
+    /// crashed sidecar's successor ends it too. End it with [`Supervisor::end_managed`].
+    /// Waits until the previous owner's leftovers are ended (they carry the same marker).
+    pub async fn spawn_managed(&self, name: &str, command: &mut std::process::Command) -> std::io::Result<Managed> {
+        self.ready().await;
+        let shared = &self.0.shared;
+        let run = shared.next_run();
+        command.env(tree::MARKER_VAR, tree::marker(&shared.key, name, run));
+        std::os::unix::process::CommandExt::process_group(command, 0);
+        let child = crate::reaper::spawn(command)?;
+        let start_time = procfs::stat(child.pid).map_or(0, |s| s.start_time);
+        let record = ledger::Record { run, pid: child.pid, pgid: child.pid, start_time, stop_timeout_ms: 5000 };
+        shared.ledger().started(&format!("{name}#{run}"), record);
+        Ok(Managed { name: name.to_string(), run, child })
+    }
+
+    /// Ends a managed process's whole tree (SIGTERM, then SIGKILL after `timeout`)
+    /// and forgets its ledger record.
+    pub async fn end_managed(&self, name: &str, run: u64, pid: u32, exit: crate::reaper::ExitWatch, timeout: Duration) {
+        let id = tree::RunId { name: name.to_string(), run, leader: pid, pgid: pid };
+        service::end_tree(self.0.shared.clone(), id, exit, timeout).await;
+        self.0.shared.ledger().ended(&format!("{name}#{run}"), run);
+    }
+
+    /// The runtime the supervisor's tasks run on.
+    pub fn runtime(&self) -> &Handle {
+        &self.0.shared.runtime
+    }
+}
+
+/// A process started by [`Supervisor::spawn_managed`].
+pub struct Managed {
+    pub name: String,
+    pub run: u64,
+    pub child: crate::reaper::Child,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
