@@ -10,13 +10,14 @@
 //! 2. `<root>/.vscode/mcp.json` (VS Code, JSONC): `{"servers": {...}, "inputs": [...]}`. Stdio
 //!    entries may add `envFile`, a dotenv file relative to the root. Editor variables expand (below);
 //!    `${input:ID}` is a value VS Code prompts for, so nxops cannot start such a server.
-//! 3. `<root>/.cursor/mcp.json` (Cursor): `mcpServers`, with the same editor variables. `envFile` is
-//!    read here too: Cursor's users use it, and a server started without its variables would only
-//!    fail later and less clearly.
+//! 3. `<root>/.cursor/mcp.json` (Cursor): `mcpServers`, with the same editor variables. An `envFile`
+//!    is honoured here too when an entry names one: a server started without the variables it
+//!    names would only fail later and less clearly.
 //! 4. Claude Desktop's `claude_desktop_config.json` in `$XDG_CONFIG_HOME/Claude/`, else
 //!    `~/.config/Claude/` (Electron's user data folder on Linux): `mcpServers` with command, args
-//!    and env. Nothing is expanded: Claude Desktop documents no substitution for this file and its
-//!    users report receiving values such as `${HOME}` literally, so neither do we.
+//!    and env. Nothing is expanded: we found no documented substitution for this file, only
+//!    reports of values passed through as written, so we are not sure it expands anything and
+//!    expand nothing (see `FileKind::syntax`).
 //!
 //! Every file is parsed as JSONC (comments, trailing commas): VS Code allows them, and accepting
 //! them in the others costs nothing. Within one file, servers come in name order.
@@ -31,9 +32,9 @@
 //! Editor variables (VS Code and Cursor): `${workspaceFolder}` (the root),
 //! `${workspaceFolderBasename}`, `${userHome}`, `${pathSeparator}` and `${/}`, `${env:NAME}`.
 //! `${input:ID}`, `${command:...}` and `${config:...}` need the editor and make the server
-//! unusable here. Other `${...}` text is left as it is, as the editors do. Where an editor would
-//! start a server with an unset `${env:NAME}` as an empty string, nxops reports it instead: a
-//! server started with an empty secret fails later, far from the cause.
+//! unusable here. Other `${...}` text is left as written. VS Code resolves an unset `${env:NAME}` to
+//! an empty string; nxops reports it instead, because a server started with an empty secret fails
+//! later, far from the cause.
 //!
 //! In an `envFile`, each line is `KEY=VALUE` (optionally `export KEY=VALUE`); blank lines and
 //! lines starting with `#` are skipped, values may be quoted with `"` (where `\n`, `\"` and `\\`
@@ -269,6 +270,9 @@ impl FileKind {
         match self {
             FileKind::McpJson => Syntax::ClaudeCode,
             FileKind::VsCode | FileKind::Cursor => Syntax::Editor,
+            // Unsure: Claude Desktop documents no variables for this file, and users report values
+            // reaching servers as written (`~` in modelcontextprotocol/mcpb#37). Expanding what the
+            // app does not would start a server differently from how the user's app starts it.
             FileKind::ClaudeDesktop => Syntax::Literal,
         }
     }
