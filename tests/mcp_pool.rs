@@ -1,0 +1,129 @@
+//! The MCP pool against a real server (@modelcontextprotocol/server-memory from
+//! npm): warm connections, affinity, growth to max with queueing, idle shrink,
+//! replacement of a dead connection, and no process left after shutdown.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nxops::mcp::config::PoolSettings;
+use nxops::mcp::conn::Launch;
+use nxops::mcp::pool::{Pool, PoolError};
+use nxops::supervisor::Supervisor;
+use serde_json::json;
+
+fn supervisor(dir: &tempfile::TempDir) -> Supervisor {
+    let root = dir.path().join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let env = nxops::environment::Environment::from_pairs([("HOME", dir.path().to_str().unwrap())]);
+    Supervisor::launch(
+        root,
+        Some(dir.path().join("state")),
+        nxops::config::Settings::defaults(),
+        env,
+        tokio::runtime::Handle::current(),
+        Arc::new(|_, _| {}),
+    )
+}
+
+fn memory(dir: &tempfile::TempDir) -> Launch {
+    let server =
+        common::repo_root().join("fixtures/mcp/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
+    assert!(server.exists(), "the MCP fixtures are not installed: run fixtures/mcp/setup.sh (scripts/test does)");
+    Launch {
+        server: "memory".into(),
+        command: "node".into(),
+        args: vec![server.display().to_string()],
+        env: [("MEMORY_FILE_PATH".to_string(), dir.path().join("memory.jsonl").display().to_string())].into(),
+        cwd: dir.path().to_path_buf(),
+    }
+}
+
+fn settings(min_idle: usize, max: usize, idle_timeout_ms: u64, acquire_timeout_ms: u64) -> PoolSettings {
+    PoolSettings {
+        min_idle,
+        max,
+        idle_timeout: Duration::from_millis(idle_timeout_ms),
+        acquire_timeout: Duration::from_millis(acquire_timeout_ms),
+        health_interval: Duration::from_millis(200),
+    }
+}
+
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_connections_affinity_and_queueing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisor(&dir);
+    let pool = Pool::start(sup, memory(&dir), settings(1, 2, 60_000, 600));
+    until("one connection is warm", || pool.view().idle == 1).await;
+
+    // A new session gets the warm connection at once, and keeps it.
+    let asked = Instant::now();
+    let a = pool.acquire("session-a").await.unwrap();
+    assert!(asked.elapsed() < Duration::from_millis(50), "warm: {:?}", asked.elapsed());
+    let tools = a.forward("tools/list", json!({}), Duration::from_secs(10)).await.unwrap();
+    assert!(tools["result"]["tools"].as_array().unwrap().iter().any(|t| t["name"] == "create_entities"), "{tools}");
+    assert_eq!(pool.acquire("session-a").await.unwrap().id, a.id, "affinity");
+
+    // A second session never shares a's connection: the pool grows to max.
+    let b = pool.acquire("session-b").await.unwrap();
+    assert_ne!(b.id, a.id);
+    let view = pool.view();
+    assert_eq!((view.busy, view.warm_acquires), (2, 1), "{view:?}");
+
+    // At max, a third session waits: it gets the connection a releases, else a clear error.
+    let waiting = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire("session-c").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pool.release("session-a");
+    let c = waiting.await.unwrap().unwrap();
+    assert_eq!(c.id, a.id, "the freed connection, warm");
+    let busy = pool.acquire("session-d").await.err().unwrap();
+    assert!(matches!(busy, PoolError::Busy { max: 2, .. }), "{busy}");
+    assert_eq!(busy.to_string(), "all 2 connections of the MCP server \"memory\" are busy; waited 600ms");
+
+    let pids: Vec<u32> = [b.pid, c.pid].into();
+    pool.shutdown().await;
+    assert!(pids.iter().all(|p| !common::alive(*p)), "no server process left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_shrink_and_dead_ones_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisor(&dir);
+    let pool = Pool::start(sup, memory(&dir), settings(1, 3, 300, 5_000));
+    until("one connection is warm", || pool.view().idle == 1).await;
+    let a = pool.acquire("a").await.unwrap();
+    let b = pool.acquire("b").await.unwrap();
+    pool.release("a");
+    pool.release("b");
+    assert_eq!(pool.view().idle, 2);
+    until("idle connections shrink back to min_idle", || pool.view().idle == 1).await;
+    until("the expired connection's process is gone", || !common::alive(a.pid) || !common::alive(b.pid)).await;
+    assert!(common::alive(a.pid) || common::alive(b.pid), "min_idle stays warm");
+
+    // A warm connection whose server dies is replaced by a fresh one.
+    let warm = pool.acquire("c").await.unwrap();
+    pool.release("c");
+    let _ = std::process::Command::new("kill").args(["-KILL", &warm.pid.to_string()]).status();
+    until("the dead connection is replaced", || {
+        let view = pool.view();
+        view.replaced >= 1 && view.idle == 1
+    })
+    .await;
+    let fresh = pool.acquire("d").await.unwrap();
+    assert_ne!(fresh.id, warm.id);
+    assert!(fresh.forward("tools/list", json!({}), Duration::from_secs(10)).await.unwrap()["result"].is_object());
+    pool.shutdown().await;
+    assert!(!common::alive(fresh.pid));
+}
