@@ -69,7 +69,11 @@ fn every_method_and_event_is_documented_and_nothing_else() {
     let code: BTreeSet<String> = nxops::sidecar::methods::METHODS.iter().map(|m| m.name.to_string()).collect();
     assert_eq!(documented, code, "methods in docs/protocol.md vs the code");
     let documented: BTreeSet<String> = sections(&doc, "Notifications").into_iter().map(|s| s.name).collect();
-    let mut code: BTreeSet<String> = nxops::sidecar::core::EVENTS.iter().map(|e| format!("nxops/{e}")).collect();
+    let mut code: BTreeSet<String> = nxops::sidecar::core::EVENTS
+        .iter()
+        .chain(nxops::sidecar::core::TARGETED)
+        .map(|e| format!("nxops/{e}"))
+        .collect();
     code.insert("$/progress".into());
     assert_eq!(documented, code, "notifications in docs/protocol.md vs the code");
 }
@@ -83,6 +87,11 @@ fn documented_examples_get_documented_answers() {
         std::process::Command::new(common::repo_root().join("fixtures/fill-cache.sh")).arg(&ws).env("HOME", s.home()),
     );
     let other = s.workspace("other", "none");
+    // An allowed .mcp.json with the stubborn fake, for the nxops/mcp/* examples.
+    let stubborn = common::repo_root().join("fixtures/mcp/stubborn.sh");
+    let mcp = json!({"mcpServers": {"stubborn": {"command": stubborn}}});
+    std::fs::write(ws.join(".mcp.json"), serde_json::to_vec(&mcp).unwrap()).unwrap();
+    run_ok(s.nxops(&ws).args(["trust"]));
     let mut sidecar = Sidecar::started(&s, &ws);
     sidecar.request("nxops/subscribe", json!({"events": nxops::sidecar::core::EVENTS})).unwrap();
     for section in sections(&doc, "Methods") {

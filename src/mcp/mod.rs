@@ -1,5 +1,179 @@
-//! Pools of warm stdio MCP servers per workspace (see ARCHITECTURE.md, "MCP pools").
+//! Pools of warm stdio MCP servers per workspace (see ARCHITECTURE.md, "Code map").
+//!
+//! `McpPools` is what a workspace's owner keeps: the servers discovered in the
+//! files users already have (`config`), and a `pool::Pool` for each stdio server
+//! whose file is allowed (workspace files need `nxops trust`; the user's own
+//! Claude Desktop config does not). http and sse servers are listed, not pooled.
 
 pub mod config;
 pub mod conn;
 pub mod pool;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+
+use self::config::{Discovered, PoolSettings, ServerDef, Transport};
+use self::conn::Launch;
+use self::pool::{Pool, PoolView};
+use crate::environment::Environment;
+use crate::supervisor::Supervisor;
+use crate::trust::{self, Trust};
+
+/// One configured server, as `nxops/mcp/servers` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerView {
+    pub name: String,
+    pub transport: &'static str,
+    pub source: PathBuf,
+    pub source_kind: &'static str,
+    pub command: Option<String>,
+    pub url: Option<String>,
+    pub pooled: bool,
+    /// Why the server is not pooled, when it is not.
+    pub reason: Option<String>,
+    pub trust: Option<Trust>,
+    pub pool: Option<PoolView>,
+}
+
+#[derive(Clone)]
+pub struct McpPools(Arc<Inner>);
+
+struct Inner {
+    root: PathBuf,
+    env: Environment,
+    sup: Supervisor,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    discovered: Discovered,
+    settings_problem: Option<String>,
+    pools: BTreeMap<String, Pool>,
+}
+
+impl McpPools {
+    /// Discovers the workspace's servers and starts a pool for each allowed stdio one.
+    pub fn start(root: &Path, env: &Environment, sup: Supervisor) -> McpPools {
+        let pools =
+            McpPools(Arc::new(Inner { root: root.to_path_buf(), env: env.clone(), sup, state: Mutex::default() }));
+        pools.reload();
+        pools
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the files again: new allowed servers get a pool, servers no longer
+    /// allowed or configured lose theirs (their connections close).
+    pub fn reload(&self) {
+        let discovered = config::discover(&self.0.root, &self.0.env);
+        let nxops = crate::workspace::nxops_json::NxopsJson::read(&self.0.root);
+        let (settings, problem) = match nxops {
+            Ok(file) => match config::pool_settings(file.as_ref().and_then(|f| f.mcp.as_ref()), "nxops.json mcp") {
+                Ok(settings) => (settings, None),
+                Err(err) => ((PoolSettings::default(), BTreeMap::new()), Some(err.to_string())),
+            },
+            Err(err) => ((PoolSettings::default(), BTreeMap::new()), Some(err.to_string())),
+        };
+        let wanted: BTreeMap<String, (Launch, PoolSettings)> = discovered
+            .servers
+            .iter()
+            .filter(|s| self.pooled_reason(s).is_none())
+            .filter_map(|s| {
+                let launch = Launch {
+                    server: s.name.clone(),
+                    command: s.command.clone()?,
+                    args: s.args.clone(),
+                    env: s.env.clone(),
+                    cwd: s.cwd.clone(),
+                };
+                let settings = settings.1.get(&s.name).cloned().unwrap_or_else(|| settings.0.clone());
+                Some((s.name.clone(), (launch, settings)))
+            })
+            .collect();
+        let retired: Vec<Pool> = {
+            let mut state = self.state();
+            let gone: Vec<String> = state.pools.keys().filter(|n| !wanted.contains_key(*n)).cloned().collect();
+            let retired = gone.iter().filter_map(|n| state.pools.remove(n)).collect();
+            for (name, (launch, settings)) in wanted {
+                state.pools.entry(name).or_insert_with(|| Pool::start(self.0.sup.clone(), launch, settings));
+            }
+            state.discovered = discovered;
+            state.settings_problem = problem;
+            retired
+        };
+        for pool in retired {
+            self.0.sup.runtime().spawn(async move { pool.shutdown().await });
+        }
+    }
+
+    /// `None` when the server can be pooled; else why not.
+    fn pooled_reason(&self, server: &ServerDef) -> Option<String> {
+        if server.transport != Transport::Stdio {
+            return Some(format!("{} servers are listed, not pooled", server.transport.as_str()));
+        }
+        if server.source.workspace_file
+            && trust::check(&self.0.env, &server.source.path, &server.sha256) != Trust::Allowed
+        {
+            return Some(format!("{} is not allowed: review it, then run `nxops trust`", server.source.path.display()));
+        }
+        None
+    }
+
+    pub fn pool(&self, name: &str) -> Option<Pool> {
+        self.state().pools.get(name).cloned()
+    }
+
+    /// Every configured server, with its pool's figures.
+    pub fn servers(&self) -> (Vec<ServerView>, Vec<String>) {
+        let state = self.state();
+        let views = state
+            .discovered
+            .servers
+            .iter()
+            .map(|s| {
+                let reason = self.pooled_reason(s);
+                let trust = s.source.workspace_file.then(|| trust::check(&self.0.env, &s.source.path, &s.sha256));
+                ServerView {
+                    name: s.name.clone(),
+                    transport: s.transport.as_str(),
+                    source: s.source.path.clone(),
+                    source_kind: s.source.kind.label(),
+                    command: s.command.clone(),
+                    url: s.url.clone(),
+                    pooled: reason.is_none(),
+                    reason,
+                    trust,
+                    pool: state.pools.get(&s.name).map(Pool::view),
+                }
+            })
+            .collect();
+        let mut problems = state.discovered.problems.clone();
+        problems.extend(state.settings_problem.clone());
+        (views, problems)
+    }
+
+    /// The workspace files that name MCP servers, for `nxops trust`.
+    pub fn workspace_files(root: &Path, env: &Environment) -> Vec<config::SourceFile> {
+        config::discover(root, env).files.into_iter().filter(|f| f.workspace_file).collect()
+    }
+
+    /// Releases every connection leased under `key` (a session ended).
+    pub fn release_all(&self, key: &str) {
+        let pools: Vec<Pool> = self.state().pools.values().cloned().collect();
+        for pool in pools {
+            pool.release(key);
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        let pools: Vec<Pool> = std::mem::take(&mut self.state().pools).into_values().collect();
+        futures_util::future::join_all(pools.iter().map(Pool::shutdown)).await;
+    }
+}

@@ -46,7 +46,12 @@ pub struct Event {
     pub params: Value,
     /// Publication order; a session gets only events published after it subscribed.
     pub seq: u64,
+    /// For one session only, whatever it subscribed to (`nxops/mcp/notification`).
+    pub session: Option<u64>,
 }
+
+/// Notifications sent to one session without a subscription (see `Core::publish_to`).
+pub const TARGETED: &[&str] = &["mcp/notification"];
 
 /// How a client reached the sidecar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,6 +107,7 @@ enum Role {
 #[derive(Clone)]
 pub struct Owned {
     pub supervisor: Supervisor,
+    pub mcp: crate::mcp::McpPools,
     pub runs: Arc<super::task_runs::RunLog>,
     /// Wakes the maintenance check (a run was just reported).
     pub maintenance: Arc<tokio::sync::Notify>,
@@ -240,8 +246,18 @@ impl Core {
         }
     }
 
+    /// Forgets a session and gives back the MCP connections it leased.
     pub fn close_session(&self, id: u64) {
-        self.state().sessions.remove(&id);
+        let roles: Vec<_> = {
+            let mut state = self.state();
+            state.sessions.remove(&id);
+            state.workspaces.values().map(|a| a.role.clone()).collect()
+        };
+        for role in roles {
+            if let Role::Owner(_, owned) = &*lock(&role) {
+                owned.mcp.release_all(&session_lease(id));
+            }
+        }
     }
 
     pub fn sessions(&self) -> Vec<Session> {
@@ -268,8 +284,11 @@ impl Core {
         session.subscriptions.keys().cloned().collect()
     }
 
-    /// True when the session subscribed to this event before it was published.
+    /// True when the event is for this session, or the session subscribed to it before it was published.
     pub fn wants(&self, id: u64, event: &Event) -> bool {
+        if let Some(target) = event.session {
+            return target == id;
+        }
         self.state()
             .sessions
             .get(&id)
@@ -282,7 +301,14 @@ impl Core {
         // Numbered and sent under the registry lock, so `subscribe` sees a consistent count.
         let mut state = self.state();
         state.events_published += 1;
-        let _ = self.0.events.send(Event { name, params, seq: state.events_published });
+        let _ = self.0.events.send(Event { name, params, seq: state.events_published, session: None });
+    }
+
+    /// Sends a notification to one session only (no subscription needed).
+    pub fn publish_to(&self, session: u64, name: &'static str, params: Value) {
+        let mut state = self.state();
+        state.events_published += 1;
+        let _ = self.0.events.send(Event { name, params, seq: state.events_published, session: Some(session) });
     }
 
     pub fn events(&self) -> broadcast::Receiver<Event> {
@@ -325,10 +351,11 @@ impl Core {
         if let Some(attached) = attached {
             attached.stop.send_replace(true);
             let previous = std::mem::replace(&mut *lock(&attached.role), Role::Detached);
-            if let Role::Owner(guard, Owned { supervisor, .. }) = previous {
+            if let Role::Owner(guard, Owned { supervisor, mcp, .. }) = previous {
                 // The processes stop first; only then is ownership released, so the
                 // next owner never meets them as leftovers.
                 let stopping = self.0.runtime.spawn(async move {
+                    mcp.shutdown().await;
                     supervisor.shutdown().await;
                     drop(guard);
                 });
@@ -502,7 +529,8 @@ impl Core {
             self.0.runtime.clone(),
             publish,
         );
-        let owned = Owned { supervisor, runs: Arc::default(), maintenance: wake };
+        let mcp = crate::mcp::McpPools::start(root, &self.0.env, supervisor.clone());
+        let owned = Owned { supervisor, mcp, runs: Arc::default(), maintenance: wake };
         *lock(role) = Role::Owner(guard, owned);
         let core = self.clone();
         let spawned = std::thread::Builder::new().name("nxops-accept".into()).spawn(move || {
@@ -600,6 +628,11 @@ fn lock(role: &Mutex<Role>) -> MutexGuard<'_, Role> {
 
 fn event_names<S: serde::Serializer>(subscriptions: &BTreeMap<String, u64>, out: S) -> Result<S::Ok, S::Error> {
     out.collect_seq(subscriptions.keys())
+}
+
+/// The MCP lease key of a client session.
+pub fn session_lease(session: u64) -> String {
+    format!("session-{session}")
 }
 
 pub fn now_ms() -> u64 {

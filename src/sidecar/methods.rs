@@ -51,6 +51,15 @@ pub const METHODS: &[MethodDef] = &[
     MethodDef { name: "nxops/tasks/report", summary: "the Nx plugin reports a run's task results" },
     MethodDef { name: "nxops/tasks/runs", summary: "the last runs reported, newest first" },
     MethodDef { name: "nxops/maintenance/run", summary: "check the maintenance thresholds now and clean when due" },
+    MethodDef {
+        name: "nxops/mcp/servers",
+        summary: "MCP servers from the workspace's files, with their pools' figures",
+    },
+    MethodDef {
+        name: "nxops/mcp/request",
+        summary: "forward a request to a pooled MCP server within the caller's lease",
+    },
+    MethodDef { name: "nxops/mcp/release", summary: "give back the caller's leased MCP connections" },
     MethodDef { name: "nxops/subscribe", summary: "receive the named events as notifications" },
     MethodDef { name: "nxops/unsubscribe", summary: "stop receiving the named events" },
 ];
@@ -86,7 +95,12 @@ pub async fn call(ctx: &CallCtx, method: &str, params: Value) -> Result<Value, R
         | "nxops/process/restart"
         | "nxops/process/logs"
         | "nxops/trust" => process_method(ctx, method, params).await,
-        "nxops/tasks/report" | "nxops/tasks/runs" | "nxops/maintenance/run" => owner_method(ctx, method, params).await,
+        "nxops/tasks/report"
+        | "nxops/tasks/runs"
+        | "nxops/maintenance/run"
+        | "nxops/mcp/servers"
+        | "nxops/mcp/request"
+        | "nxops/mcp/release" => owner_method(ctx, method, params).await,
         "nxops/subscribe" => subscribe(ctx, method, parse(method, params)?),
         "nxops/unsubscribe" => unsubscribe(ctx, method, parse(method, params)?),
         other => Err(RpcError::UnknownMethod(other.to_string())),
@@ -235,10 +249,19 @@ async fn process_method(ctx: &CallCtx, method: &str, raw: Value) -> Result<Value
 }
 
 /// Runs a task-report or maintenance method where the workspace's owner is.
-async fn owner_method(ctx: &CallCtx, method: &str, raw: Value) -> Result<Value, RpcError> {
+async fn owner_method(ctx: &CallCtx, method: &str, mut raw: Value) -> Result<Value, RpcError> {
     let workspace = raw.get("workspace").and_then(Value::as_str).map(PathBuf::from);
     match ctx.core.route(workspace.as_deref()).await? {
-        Route::Forward { client, root } => forward(&client, method, raw, &root).await,
+        Route::Forward { client, root } => {
+            // Every client of this follower shares one session on the owner: name the lease.
+            if matches!(method, "nxops/mcp/request" | "nxops/mcp/release")
+                && raw.get("lease").is_none()
+                && raw.is_object()
+            {
+                raw["lease"] = json!(format!("{}.{}", std::process::id(), super::core::session_lease(ctx.session)));
+            }
+            forward(&client, method, raw, &root).await
+        }
         Route::Local(ws) if method == "nxops/maintenance/run" => {
             let params: MaintenanceParams = parse(method, raw)?;
             let report = tokio::task::spawn_blocking(move || super::maintenance::run_once(&ws, params.if_due))
@@ -247,6 +270,7 @@ async fn owner_method(ctx: &CallCtx, method: &str, raw: Value) -> Result<Value, 
                 .map_err(super::cache_methods::cache_error)?;
             Ok(serde_json::to_value(report).expect("reports serialize"))
         }
+        Route::Local(ws) if method.starts_with("nxops/mcp/") => super::mcp_methods::run(ctx, &ws, method, raw).await,
         Route::Local(ws) => super::task_runs::run(ctx, &ws, method, raw).await,
     }
 }

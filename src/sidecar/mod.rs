@@ -14,6 +14,7 @@ pub mod backend;
 pub mod cache_methods;
 pub mod core;
 pub mod maintenance;
+pub mod mcp_methods;
 pub mod methods;
 pub mod ownership;
 pub mod process_methods;

@@ -209,22 +209,30 @@ async fn trust_method(
     let env = ctx.core.env();
     let path = ws.root.join(nxops_json::FILE_NAME);
     let file = NxopsJson::read(&ws.root)?;
-    let Some(file) = file else {
-        return Ok(json!({"file": path, "exists": false, "trust": null, "processes": [], "changed": false}));
-    };
     // Every declared spec must be valid before the file can be allowed.
     let mut declared = Vec::new();
-    for (name, value) in &file.processes {
-        let location = format!("{} processes.{name}", file.path.display());
-        let spec = spec::parse(name, value.clone(), &ws.root, &ws.settings, &location)
-            .map_err(|e| crate::config::ConfigError { location: e.location, problem: e.problem })?;
-        declared.push(json!({"name": spec.name, "command": command_line(&spec), "cwd": spec.cwd}));
+    if let Some(file) = &file {
+        for (name, value) in &file.processes {
+            let location = format!("{} processes.{name}", file.path.display());
+            let spec = spec::parse(name, value.clone(), &ws.root, &ws.settings, &location)
+                .map_err(|e| crate::config::ConfigError { location: e.location, problem: e.problem })?;
+            declared.push(json!({"name": spec.name, "command": command_line(&spec), "cwd": spec.cwd}));
+        }
+    }
+    // The workspace's MCP files name commands too, and are allowed with it.
+    let discovered = crate::mcp::config::discover(&ws.root, env);
+    let mcp_files: Vec<&crate::mcp::config::SourceFile> =
+        discovered.files.iter().filter(|f| f.workspace_file).collect();
+    let mut allowables: Vec<(PathBuf, String)> = mcp_files.iter().map(|f| (f.path.clone(), f.sha256.clone())).collect();
+    if let Some(file) = &file {
+        allowables.insert(0, (file.path.clone(), file.sha256.clone()));
     }
     let failed = |e: std::io::Error| RpcError::Failed(anyhow::anyhow!("cannot update the trust store: {e}"));
-    let changed = match params.action {
-        TrustAction::Status => false,
+    let mut changed = false;
+    match params.action {
+        TrustAction::Status => {}
         TrustAction::Allow => {
-            if let Some(expected) = &params.sha256
+            if let (Some(expected), Some(file)) = (&params.sha256, &file)
                 && expected != &file.sha256
             {
                 return Err(RpcError::invalid_params(
@@ -236,22 +244,43 @@ async fn trust_method(
                     ),
                 ));
             }
-            let before = trust::check(env, &file.path, &file.sha256);
-            trust::allow(env, &file.path, &file.sha256).map_err(failed)?;
-            before != Trust::Allowed
+            for (path, sha) in &allowables {
+                let before = trust::check(env, path, sha);
+                trust::allow(env, path, sha).map_err(failed)?;
+                changed |= before != Trust::Allowed;
+            }
         }
-        TrustAction::Revoke => trust::revoke(env, &file.path).map_err(failed)?,
-    };
+        TrustAction::Revoke => {
+            for (path, _) in &allowables {
+                changed |= trust::revoke(env, path).map_err(failed)?;
+            }
+        }
+    }
     if changed && let Some(sup) = &supervisor {
         sup.reload()?;
+        if let Some(owned) = ctx.core.owned(&ws.root) {
+            owned.mcp.reload();
+        }
     }
-    let trust = trust::check(env, &file.path, &file.sha256);
+    let mcp: Vec<Value> = mcp_files
+        .iter()
+        .map(|f| {
+            let servers: Vec<Value> = discovered
+                .servers
+                .iter()
+                .filter(|s| s.source.path == f.path)
+                .map(|s| json!({"name": s.name, "command": s.command.iter().chain(&s.args).cloned().collect::<Vec<_>>().join(" "), "url": s.url}))
+                .collect();
+            json!({"file": f.path, "kind": f.kind.label(), "sha256": f.sha256, "trust": trust::check(env, &f.path, &f.sha256), "servers": servers})
+        })
+        .collect();
     Ok(json!({
-        "file": file.path,
-        "exists": true,
-        "sha256": file.sha256,
-        "trust": trust,
+        "file": path,
+        "exists": file.is_some(),
+        "sha256": file.as_ref().map(|f| &f.sha256),
+        "trust": file.as_ref().map(|f| trust::check(env, &f.path, &f.sha256)),
         "processes": declared,
+        "mcp": mcp,
         "changed": changed,
         "sidecar": supervisor.is_some(),
     }))

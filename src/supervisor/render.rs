@@ -117,27 +117,44 @@ pub fn logs(answer: &Value) -> String {
     out
 }
 
-/// `nxops trust`: what the file runs and what changed.
+/// `nxops trust`: what the workspace's files run and what changed.
 pub fn trust(answer: &Value, action: &str) -> String {
     let mut out = String::new();
-    if answer.get("exists").and_then(Value::as_bool) != Some(true) {
-        out.push_str(&format!("{} does not exist: nothing to allow.\n", text(answer, "file")));
+    let mcp = answer.get("mcp").and_then(Value::as_array).cloned().unwrap_or_default();
+    let has_nxops = answer.get("exists").and_then(Value::as_bool) == Some(true);
+    if !has_nxops && mcp.is_empty() {
+        out.push_str(&format!(
+            "{} does not exist and no MCP file names a server: nothing to allow.\n",
+            text(answer, "file")
+        ));
         return out;
     }
-    let trust = text(answer, "trust");
-    let headline = match (action, trust.as_str()) {
+    let headline = |trust: &str| match (action, trust) {
         ("allow", _) => "Allowed: nxops may run these commands",
         ("revoke", _) => "Revoked: nxops will not start these commands",
         (_, "allowed") => "Allowed",
         (_, "changed") => "Changed since it was allowed: run `nxops trust` after reviewing it",
         _ => "Not allowed: review it, then run `nxops trust`",
     };
-    let mut section = Section::new(headline);
-    section.push("file", text(answer, "file"));
-    section.push("sha256", text(answer, "sha256"));
-    for p in answer.get("processes").and_then(Value::as_array).into_iter().flatten() {
-        section.push(&text(p, "name"), format!("{}  (in {})", text(p, "command"), text(p, "cwd")));
+    if has_nxops {
+        let mut section = Section::new(headline(&text(answer, "trust")));
+        section.push("file", text(answer, "file"));
+        section.push("sha256", text(answer, "sha256"));
+        for p in answer.get("processes").and_then(Value::as_array).into_iter().flatten() {
+            section.push(&text(p, "name"), format!("{}  (in {})", text(p, "command"), text(p, "cwd")));
+        }
+        section.render(&mut out);
     }
-    section.render(&mut out);
+    for file in &mcp {
+        let mut section =
+            Section::new(&format!("{} ({} MCP servers)", headline(&text(file, "trust")), text(file, "kind")));
+        section.push("file", text(file, "file"));
+        section.push("sha256", text(file, "sha256"));
+        for s in file.get("servers").and_then(Value::as_array).into_iter().flatten() {
+            let what = if s.get("url").is_some_and(|u| !u.is_null()) { text(s, "url") } else { text(s, "command") };
+            section.push(&text(s, "name"), what);
+        }
+        section.render(&mut out);
+    }
     out
 }

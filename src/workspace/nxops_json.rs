@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::config::ConfigError;
 
 pub const FILE_NAME: &str = "nxops.json";
-const KNOWN_KEYS: &[&str] = &["$schema", "processes"];
+const KNOWN_KEYS: &[&str] = &["$schema", "processes", "mcp"];
 
 /// The file as read: its bytes' hash and its process entries (not yet validated).
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct NxopsJson {
     pub sha256: String,
     /// `(name, spec JSON)`, in file order.
     pub processes: Vec<(String, Value)>,
+    /// The `mcp` section (pool settings), read by `mcp::config::pool_settings`.
+    pub mcp: Option<Value>,
 }
 
 impl NxopsJson {
@@ -65,7 +67,7 @@ impl NxopsJson {
             Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             Some(_) => return Err(ConfigError::file(path, "processes: must be an object of name to spec".into())),
         };
-        Ok(NxopsJson { path: path.to_path_buf(), sha256, processes })
+        Ok(NxopsJson { path: path.to_path_buf(), sha256, processes, mcp: top.get("mcp").cloned() })
     }
 }
 

@@ -1,0 +1,170 @@
+//! The `nxops/mcp/*` methods, run on the workspace's owner.
+//!
+//! A request is forwarded within the caller's lease (its session, or the
+//! `lease` it names): the first request leases a warm connection, later ones
+//! reuse it, and nobody else gets it until the lease is released or the
+//! session ends. The server's own messages during the lease reach that
+//! session as `nxops/mcp/notification`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::core::session_lease;
+use super::methods::{CallCtx, parse};
+use crate::mcp::McpPools;
+use crate::mcp::pool::PoolError;
+use crate::rpc::errors::RpcError;
+use crate::workspace::Workspace;
+
+/// The longest one forwarded request may take (a client cancels sooner with `$/cancelRequest`).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServersParams {
+    #[serde(rename = "workspace")]
+    _workspace: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestParams {
+    #[serde(rename = "workspace")]
+    _workspace: Option<PathBuf>,
+    server: String,
+    method: String,
+    #[serde(default)]
+    params: Value,
+    /// Another lease than the caller's session (a proxy or a forwarder serving several clients).
+    lease: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseParams {
+    #[serde(rename = "workspace")]
+    _workspace: Option<PathBuf>,
+    server: Option<String>,
+    lease: Option<String>,
+}
+
+pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Result<Value, RpcError> {
+    let pools = ctx.core.owned(&ws.root).map(|o| o.mcp);
+    match method {
+        "nxops/mcp/servers" => {
+            parse::<ServersParams>(method, raw)?;
+            let (servers, problems) = match &pools {
+                Some(pools) => pools.servers(),
+                None => without_sidecar(ws, ctx),
+            };
+            Ok(json!({"workspace": ws.root, "sidecar": pools.is_some(), "servers": servers, "problems": problems}))
+        }
+        "nxops/mcp/request" => {
+            let params: RequestParams = parse(method, raw)?;
+            let pools = need(pools, ws)?;
+            request(ctx, &pools, params).await
+        }
+        "nxops/mcp/release" => {
+            let params: ReleaseParams = parse(method, raw)?;
+            let pools = need(pools, ws)?;
+            let key = params.lease.unwrap_or_else(|| session_lease(ctx.session));
+            match params.server {
+                Some(server) => pool_of(&pools, &server)?.release(&key),
+                None => pools.release_all(&key),
+            }
+            Ok(json!({"released": key}))
+        }
+        other => Err(RpcError::UnknownMethod(other.to_string())),
+    }
+}
+
+fn need(pools: Option<McpPools>, ws: &Workspace) -> Result<McpPools, RpcError> {
+    pools.ok_or_else(|| {
+        RpcError::OwnerUnavailable(format!(
+            "no sidecar runs for {}: MCP pools live in the workspace's sidecar",
+            ws.root.display()
+        ))
+    })
+}
+
+fn pool_of(pools: &McpPools, server: &str) -> Result<crate::mcp::pool::Pool, RpcError> {
+    pools.pool(server).ok_or_else(|| {
+        let (servers, _) = pools.servers();
+        match servers.iter().find(|s| s.name == server) {
+            Some(view) => RpcError::NotAllowed(format!(
+                "the MCP server {server:?} is not pooled: {}",
+                view.reason.clone().unwrap_or_default()
+            )),
+            None => {
+                let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+                let hint = crate::config::suggest(server, names.iter().copied())
+                    .map(|s| format!("; did you mean {s:?}?"))
+                    .unwrap_or_default();
+                RpcError::invalid_params(
+                    "nxops/mcp/request",
+                    format!(
+                        "server: no MCP server named {server:?}{hint} (configured: {})",
+                        if names.is_empty() { "none".into() } else { names.join(", ") }
+                    ),
+                )
+            }
+        }
+    })
+}
+
+async fn request(ctx: &CallCtx, pools: &McpPools, params: RequestParams) -> Result<Value, RpcError> {
+    let pool = pool_of(pools, &params.server)?;
+    let key = params.lease.clone().unwrap_or_else(|| session_lease(ctx.session));
+    let conn = pool.acquire(&key).await.map_err(pool_error)?;
+    // The server's own messages during this lease go to this session.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    conn.set_sink(Some(tx));
+    let (core, session, server, lease) = (ctx.core.clone(), ctx.session, params.server.clone(), key.clone());
+    ctx.core.runtime().spawn(async move {
+        while let Some(message) = rx.recv().await {
+            core.publish_to(session, "mcp/notification", json!({"server": server, "lease": lease, "message": message}));
+        }
+    });
+    let answer = conn.forward(&params.method, params.params, REQUEST_TIMEOUT).await.map_err(|e| {
+        // A dead connection leaves the lease; the next request gets a fresh one.
+        pool.release(&key);
+        RpcError::Failed(anyhow::Error::new(e))
+    })?;
+    let mut out = serde_json::Map::new();
+    for field in ["result", "error"] {
+        if let Some(value) = answer.get(field) {
+            out.insert(field.to_string(), value.clone());
+        }
+    }
+    out.insert("connection".into(), json!(conn.id));
+    Ok(Value::Object(out))
+}
+
+fn pool_error(err: PoolError) -> RpcError {
+    RpcError::Failed(anyhow::Error::new(err))
+}
+
+/// The configured servers, for a CLI without a sidecar (nothing is pooled then).
+fn without_sidecar(ws: &Workspace, ctx: &CallCtx) -> (Vec<crate::mcp::ServerView>, Vec<String>) {
+    let discovered = crate::mcp::config::discover(&ws.root, ctx.core.env());
+    let views = discovered
+        .servers
+        .iter()
+        .map(|s| crate::mcp::ServerView {
+            name: s.name.clone(),
+            transport: s.transport.as_str(),
+            source: s.source.path.clone(),
+            source_kind: s.source.kind.label(),
+            command: s.command.clone(),
+            url: s.url.clone(),
+            pooled: false,
+            reason: Some("no sidecar runs for this workspace".into()),
+            trust: s.source.workspace_file.then(|| crate::trust::check(ctx.core.env(), &s.source.path, &s.sha256)),
+            pool: None,
+        })
+        .collect();
+    (views, discovered.problems)
+}
