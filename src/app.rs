@@ -14,7 +14,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tower_lsp_server::jsonrpc::{Error, ErrorCode};
 
-use crate::cli::{CacheCommand, CallArgs, Cli, Command, EnvCommand, GlobalArgs, ProcCommand, SystemCommand, TrustArgs};
+use crate::cli::{
+    CacheCommand, CallArgs, Cli, Command, EnvCommand, GlobalArgs, McpCommand, ProcCommand, SystemCommand, TrustArgs,
+};
 use crate::config::{self, ConfigError, FlagValue, workspace_key};
 use crate::environment::Environment;
 use crate::info;
@@ -54,6 +56,16 @@ pub fn run(cli: Cli, env: Environment) -> anyhow::Result<()> {
         Command::Cache { command } => cache(&cli.global, &env, &flags, command, format),
         Command::Proc { command } => proc(&cli.global, &env, &flags, command, format),
         Command::Trust(args) => trust(&cli.global, &env, &flags, args, format),
+        Command::Mcp { command: McpCommand::Proxy { server } } => {
+            let root = find_root(&start_dir(&cli.global)?)?;
+            std::process::exit(crate::mcp::proxy::run(env, &root, &server)?)
+        }
+        Command::Mcp { command: McpCommand::List } => {
+            let root = find_root(&start_dir(&cli.global)?)?;
+            let answer = invoke(&env, &flags, Some(&root), "nxops/mcp/servers", json!({"workspace": root}))?;
+            let text = crate::supervisor::render::mcp_servers(&answer);
+            emit(&Rendered { value: answer, text }, format)
+        }
         Command::Maintain { if_due } => {
             let root = find_root(&start_dir(&cli.global)?)?;
             let params = json!({"workspace": root, "ifDue": if_due});

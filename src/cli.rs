@@ -56,6 +56,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ProcCommand,
     },
+    /// MCP servers of the workspace, pooled warm by its sidecar
+    Mcp {
+        #[command(subcommand)]
+        command: McpCommand,
+    },
     /// Allow the commands in the workspace's nxops.json to run (like `direnv allow`)
     Trust(TrustArgs),
     /// Check the maintenance thresholds now and clean the cache when one is passed
@@ -163,6 +168,14 @@ pub enum ProcCommand {
         #[arg(long, default_value_t = 50)]
         lines: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum McpCommand {
+    /// Every MCP server from the workspace's files, with its pool's figures
+    List,
+    /// Be the MCP stdio server SERVER for an agent, backed by a warm pooled connection
+    Proxy { server: String },
 }
 
 /// `nxops trust`.

@@ -602,6 +602,18 @@ async fn connect_to_owner(core: &Core, root: &Path, paths: &Paths) -> Option<Rpc
     let relay = core.clone();
     let ours = root.to_path_buf();
     let on_notification = Box::new(move |method: &str, params: Value| {
+        if method == "nxops/mcp/notification" {
+            // For the client of ours whose lease this is ("<our pid>.session-<id>").
+            let ours = params.get("lease").and_then(Value::as_str).and_then(|lease| {
+                let (pid, session) = lease.split_once('.')?;
+                (pid == std::process::id().to_string())
+                    .then(|| session.strip_prefix("session-")?.parse::<u64>().ok())?
+            });
+            if let Some(session) = ours {
+                relay.publish_to(session, "mcp/notification", params);
+            }
+            return;
+        }
         let Some(name) = method.strip_prefix("nxops/").and_then(|n| EVENTS.iter().find(|e| **e == n)) else { return };
         let about_ours = params.get("workspace").and_then(Value::as_str).is_none_or(|w| Path::new(w) == ours);
         if about_ours {

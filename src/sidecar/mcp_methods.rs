@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::core::session_lease;
 use super::methods::{CallCtx, parse};
 use crate::mcp::McpPools;
+use crate::mcp::conn::Era;
 use crate::mcp::pool::PoolError;
 use crate::rpc::errors::RpcError;
 use crate::workspace::Workspace;
@@ -119,6 +120,18 @@ async fn request(ctx: &CallCtx, pools: &McpPools, params: RequestParams) -> Resu
     let pool = pool_of(pools, &params.server)?;
     let key = params.lease.clone().unwrap_or_else(|| session_lease(ctx.session));
     let conn = pool.acquire(&key).await.map_err(pool_error)?;
+    // The connection is initialized already: its handshake's answer is the answer
+    // (this is how a proxy's client sees an instant start).
+    let handshake = match (params.method.as_str(), conn.era()) {
+        ("initialize", Era::Legacy) | ("server/discover", Era::Modern) => Some(json!({"result": conn.hello()})),
+        ("initialize", Era::Modern) => Some(json!({"error": {"code": -32601,
+            "message": "this pooled server speaks the 2026-07-28 protocol: send server/discover, not initialize"}})),
+        _ => None,
+    };
+    if let Some(mut answer) = handshake {
+        answer["connection"] = json!(conn.id);
+        return Ok(answer);
+    }
     // The server's own messages during this lease go to this session.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
     conn.set_sink(Some(tx));

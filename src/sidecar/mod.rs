@@ -132,7 +132,7 @@ fn watch_signals(core: &Core, stop_timeout: Duration) {
 }
 
 /// Moves the protocol to private descriptors and neutralizes fds 0 and 1.
-fn take_stdio() -> std::io::Result<(File, File)> {
+pub(crate) fn take_stdio() -> std::io::Result<(File, File)> {
     use rustix::io::fcntl_dupfd_cloexec;
     use rustix::stdio::{dup2_stdin, dup2_stdout, stderr, stdin, stdout};
     let input = File::from(fcntl_dupfd_cloexec(stdin(), 3)?);

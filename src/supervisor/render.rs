@@ -158,3 +158,49 @@ pub fn trust(answer: &Value, action: &str) -> String {
     }
     out
 }
+
+/// `nxops mcp list`: one row per server, then the problems.
+pub fn mcp_servers(answer: &Value) -> String {
+    let mut rows =
+        vec![["NAME", "TRANSPORT", "POOLED", "BUSY", "IDLE", "COLD", "WARM", "ACQUIRE", "SOURCE"].map(String::from)];
+    let servers = answer.get("servers").and_then(Value::as_array).cloned().unwrap_or_default();
+    for s in &servers {
+        let pool = s.get("pool").filter(|p| !p.is_null());
+        let figure = |key: &str| pool.map_or("-".to_string(), |p| text(p, key));
+        let acquire =
+            pool.and_then(|p| p.get("medianAcquireUs").and_then(Value::as_u64)).map_or("-".to_string(), |us| {
+                if us < 1000 { format!("{us}us") } else { format!("{:.1}ms", us as f64 / 1000.0) }
+            });
+        rows.push([
+            text(s, "name"),
+            text(s, "transport"),
+            if s.get("pooled").and_then(Value::as_bool) == Some(true) { "yes".into() } else { "no".into() },
+            figure("busy"),
+            figure("idle"),
+            figure("coldStarts"),
+            figure("warmAcquires"),
+            acquire,
+            text(s, "sourceKind"),
+        ]);
+    }
+    let mut out = String::new();
+    if servers.is_empty() {
+        out.push_str("No MCP servers in .mcp.json, .vscode/mcp.json, .cursor/mcp.json or Claude Desktop's config.\n");
+    } else {
+        let widths: Vec<usize> = (0..9).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+        for row in &rows {
+            let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            out.push_str(cells.join("  ").trim_end());
+            out.push('\n');
+        }
+    }
+    for s in &servers {
+        if let Some(reason) = s.get("reason").and_then(Value::as_str) {
+            out.push_str(&format!("{}: {reason}\n", text(s, "name")));
+        }
+    }
+    for problem in answer.get("problems").and_then(Value::as_array).into_iter().flatten() {
+        out.push_str(&format!("problem: {}\n", problem.as_str().unwrap_or_default()));
+    }
+    out
+}

@@ -1,0 +1,133 @@
+//! `nxops mcp proxy SERVER`: an MCP stdio server that agents and editors launch
+//! in place of the real command (for example in `.mcp.json`).
+//!
+//! The proxy is a sidecar of its own for the workspace: it follows the owner
+//! when one runs (requests are forwarded under a lease named for this proxy),
+//! or becomes the owner (and its pools' servers live exactly as long as it
+//! does). Either way the agent talks to a warm, already initialized
+//! connection: `initialize` (or `server/discover`) is answered from the
+//! connection's own handshake, everything else is forwarded with
+//! `nxops/mcp/request`, and the server's own messages come back. When the
+//! agent goes away (stdin closes) the lease is released, and a proxy that owned
+//! the workspace stops its servers (stdin EOF, SIGTERM, SIGKILL of the group):
+//! nothing is orphaned.
+//!
+//! stdout is the MCP channel (one JSON message per line): it is moved to a
+//! private descriptor at start, as `serve --stdio` does.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::environment::Environment;
+use crate::rpc::errors::to_jsonrpc;
+use crate::sidecar::core::{Core, TransportKind};
+use crate::sidecar::methods::{self, CallCtx};
+use crate::sidecar::progress::Progress;
+
+/// Runs until the agent closes stdin; returns the exit code.
+pub fn run(env: Environment, root: &Path, server: &str) -> anyhow::Result<i32> {
+    let (input, output) = crate::sidecar::take_stdio().context("failed to take over stdin and stdout")?;
+    crate::reaper::become_subreaper().context("failed to become the child subreaper")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("nxops-proxy")
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let core = Core::sidecar(env, runtime.handle().clone());
+    core.attach(root).map_err(|e| anyhow::anyhow!("{}", to_jsonrpc(e).message))?;
+    let session = core.open_session(TransportKind::Stdio);
+    core.identify_session(session, Some("nxops mcp proxy".into()), Some(env!("CARGO_PKG_VERSION").into()));
+    let out = Arc::new(Mutex::new(output));
+    let write = {
+        let out = out.clone();
+        move |message: &Value| {
+            let mut line = serde_json::to_vec(message).expect("messages serialize");
+            line.push(b'\n');
+            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = out.write_all(&line).and_then(|()| out.flush());
+        }
+    };
+
+    // The server's own messages, for this proxy's lease only.
+    let mut events = core.events();
+    let relay = write.clone();
+    let forwarding = runtime.spawn(async move {
+        while let Ok(event) = events.recv().await {
+            if event.session == Some(session) && event.name == "mcp/notification" {
+                relay(&event.params["message"]);
+            }
+        }
+    });
+
+    let in_flight: Arc<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>> = Arc::default();
+    for line in BufReader::new(input).lines() {
+        let Ok(line) = line else { break };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let message: Value = match serde_json::from_str(&line) {
+            Ok(message) => message,
+            Err(e) => {
+                write(
+                    &json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": format!("not JSON: {e}")}}),
+                );
+                continue;
+            }
+        };
+        let (Some(method), id) = (message.get("method").and_then(Value::as_str), message.get("id").cloned()) else {
+            continue; // a response to a server request: the pool answers those itself
+        };
+        let Some(id) = id else {
+            match method {
+                "notifications/cancelled" => {
+                    let key = message.pointer("/params/requestId").map(Value::to_string).unwrap_or_default();
+                    if let Some(task) = in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key) {
+                        task.abort(); // dropping the request sends notifications/cancelled to the server
+                    }
+                }
+                other => tracing::debug!(target: "nxops::mcp", "proxy: notification {other} not forwarded"),
+            }
+            continue;
+        };
+        let ctx = CallCtx { core: core.clone(), session, progress: Progress::none() };
+        let params = json!({"workspace": root, "server": server, "method": method,
+                            "params": message.get("params").cloned().unwrap_or(Value::Null)});
+        let reply = write.clone();
+        let key = id.to_string();
+        let running = in_flight.clone();
+        let task_key = key.clone();
+        let task = runtime.spawn(async move {
+            let answer = methods::call(&ctx, "nxops/mcp/request", params).await;
+            let mut response = json!({"jsonrpc": "2.0", "id": id});
+            match answer {
+                Ok(mut answer) => {
+                    if let Some(result) = answer.get_mut("result").map(Value::take) {
+                        response["result"] = result;
+                    } else {
+                        response["error"] = answer.get_mut("error").map(Value::take).unwrap_or(Value::Null);
+                    }
+                }
+                Err(err) => {
+                    let err = to_jsonrpc(err);
+                    response["error"] = json!({"code": err.code.code(), "message": err.message});
+                }
+            }
+            reply(&response);
+            running.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
+        });
+        in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(key, task);
+    }
+
+    // The agent is gone: release, and if this proxy owned the workspace, stop its servers.
+    forwarding.abort();
+    core.close_session(session);
+    let closing = std::thread::spawn(move || core.detach_all());
+    let _ = closing.join();
+    Ok(0)
+}
