@@ -65,6 +65,8 @@ struct State {
     idle: Vec<(Arc<Connection>, Instant)>,
     leased: HashMap<String, Lease>,
     opening: usize,
+    /// Of `opening`, those the upkeep is warming for nobody in particular.
+    warming: usize,
     closed: bool,
     /// The most recent acquire times (microseconds), for the median.
     acquire_us: Vec<u64>,
@@ -145,7 +147,9 @@ impl Pool {
                     return Ok(conn);
                 }
                 let total = state.idle.len() + state.leased.len() + state.opening;
-                if total < self.0.settings.max {
+                if state.warming > 0 {
+                    false // a warm connection is on its way: wait for it rather than start another
+                } else if total < self.0.settings.max {
                     state.opening += 1;
                     true
                 } else {
@@ -303,6 +307,7 @@ impl Pool {
                 let want = settings.min_idle.saturating_sub(state.idle.len() + state.opening);
                 let to_open = want.min(settings.max.saturating_sub(total));
                 state.opening += to_open;
+                state.warming += to_open;
                 let to_check: Vec<Arc<Connection>> = if last_health.elapsed() >= settings.health_interval {
                     last_health = Instant::now();
                     state.idle.iter().map(|(c, _)| c.clone()).collect()
@@ -339,6 +344,7 @@ impl Pool {
                 let late = {
                     let mut state = self.state();
                     state.opening -= 1;
+                    state.warming -= 1;
                     match opened {
                         Ok(conn) if !state.closed => {
                             state.idle.push((conn, Instant::now()));
@@ -348,8 +354,11 @@ impl Pool {
                         Err(err) => {
                             // The rest of this round's openings are given back.
                             state.opening -= to_open - opened_so_far - 1;
+                            state.warming -= to_open - opened_so_far - 1;
                             drop(state);
                             tracing::warn!(target: "nxops::mcp", "{}: cannot warm a connection: {err}", self.server());
+                            // Waiters stop waiting for it and open their own (and see its error).
+                            self.0.freed.notify_waiters();
                             break;
                         }
                     }
