@@ -67,6 +67,9 @@ struct State {
     opening: usize,
     /// Of `opening`, those the upkeep is warming for nobody in particular.
     warming: usize,
+    /// Failed warm-ups in a row, and when the next may start (1 s, doubling, at most 60 s).
+    warm_failures: u32,
+    next_warm: Option<Instant>,
     closed: bool,
     /// The most recent acquire times (microseconds), for the median.
     acquire_us: Vec<u64>,
@@ -305,7 +308,8 @@ impl Pool {
                 }
                 let total = state.idle.len() + state.leased.len() + state.opening;
                 let want = settings.min_idle.saturating_sub(state.idle.len() + state.opening);
-                let to_open = want.min(settings.max.saturating_sub(total));
+                let backing_off = state.next_warm.is_some_and(|t| Instant::now() < t);
+                let to_open = if backing_off { 0 } else { want.min(settings.max.saturating_sub(total)) };
                 state.opening += to_open;
                 state.warming += to_open;
                 let to_check: Vec<Arc<Connection>> = if last_health.elapsed() >= settings.health_interval {
@@ -348,6 +352,8 @@ impl Pool {
                     match opened {
                         Ok(conn) if !state.closed => {
                             state.idle.push((conn, Instant::now()));
+                            state.warm_failures = 0;
+                            state.next_warm = None;
                             None
                         }
                         Ok(conn) => Some(conn),
@@ -355,6 +361,11 @@ impl Pool {
                             // The rest of this round's openings are given back.
                             state.opening -= to_open - opened_so_far - 1;
                             state.warming -= to_open - opened_so_far - 1;
+                            // A server that cannot start is not started again every second.
+                            let delay =
+                                Duration::from_secs(1 << state.warm_failures.min(6)).min(Duration::from_secs(60));
+                            state.warm_failures += 1;
+                            state.next_warm = Some(Instant::now() + delay);
                             drop(state);
                             tracing::warn!(target: "nxops::mcp", "{}: cannot warm a connection: {err}", self.server());
                             // Waiters stop waiting for it and open their own (and see its error).
