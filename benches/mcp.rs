@@ -1,0 +1,262 @@
+//! MCP pool benchmark with a real server (@modelcontextprotocol/server-memory
+//! from npm, fixtures/mcp), each figure beside its baseline from the same run:
+//!
+//! - A new session's first `tools/list` through the pool (a new lease, served
+//!   by a warm connection), against spawning the same server and doing
+//!   `initialize`, `notifications/initialized` and `tools/list` directly.
+//!   Target: the pool at least 100x faster.
+//! - The pool's hop: `ping` through the sidecar (`nxops/mcp/request`, LSP framing
+//!   in, newline JSON out) against `ping` straight to another process of the
+//!   same server over its stdio. Target: at most 100 us more at p50.
+//!
+//! Run: `cargo bench --bench mcp` (add `-- --quick` for fewer rounds). Needs
+//! `fixtures/mcp/setup.sh` (scripts/setup runs it).
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (cold_rounds, warm_rounds, pings) = if quick { (3, 20, 500) } else { (10, 100, 5000) };
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let server = repo.join("fixtures/mcp/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
+    assert!(server.exists(), "run fixtures/mcp/setup.sh first");
+    let scratch = tempfile::Builder::new().prefix("nxops-mcp-bench-").tempdir().unwrap();
+    let home = scratch.path().join("home");
+    std::fs::create_dir_all(home.join("run")).unwrap();
+    let ws = scratch.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("nx.json"), "{}").unwrap();
+    let memory_file = scratch.path().join("memory.jsonl");
+    let servers = json!({"mcpServers": {"memory": {"command": "node", "args": [server], "env": {"MEMORY_FILE_PATH": memory_file}}}});
+    std::fs::write(ws.join(".mcp.json"), serde_json::to_vec(&servers).unwrap()).unwrap();
+    std::fs::write(ws.join("nxops.json"), r#"{"mcp": {"defaults": {"minIdle": 2, "max": 4}}}"#).unwrap();
+    let nxops = env!("CARGO_BIN_EXE_nxops");
+    let trusted = command(nxops, &home).args(["trust", "--workspace"]).arg(&ws).output().unwrap();
+    assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
+
+    println!("nxops MCP pool benchmark (server-memory; baselines measured in the same run)");
+    let mut sidecar = Sidecar::start(nxops, &home, &ws);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sidecar.request("nxops/mcp/servers", json!({}))["servers"][0]["pool"]["idle"] != 2 {
+        assert!(Instant::now() < deadline, "the pool did not warm");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A new session's first tools/list: warm through the pool, cold straight.
+    let mut cold = Vec::new();
+    for _ in 0..cold_rounds {
+        let started = Instant::now();
+        let mut direct = Direct::spawn(&server, &memory_file, &home);
+        direct.call("initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}));
+        direct.notify("notifications/initialized");
+        let tools = direct.call("tools/list", json!({}));
+        cold.push(started.elapsed());
+        assert!(tools["result"]["tools"].is_array());
+        direct.close();
+    }
+    let mut warm = Vec::new();
+    for i in 0..warm_rounds {
+        let lease = format!("bench-{i}");
+        let started = Instant::now();
+        let tools =
+            sidecar.request("nxops/mcp/request", json!({"server": "memory", "method": "tools/list", "lease": lease}));
+        warm.push(started.elapsed());
+        assert!(tools["result"]["tools"].is_array(), "{tools}");
+        sidecar.request("nxops/mcp/release", json!({"lease": lease}));
+    }
+    let (cold, warm) = (median(&mut cold), median(&mut warm));
+    println!(
+        "  new session, first tools/list   pool {:>8.2} ms   spawn+initialize {:>8.1} ms   {:>6.0}x faster (target >= 100x)",
+        ms(warm),
+        ms(cold),
+        cold.as_secs_f64() / warm.as_secs_f64()
+    );
+
+    // The hop: ping through the pool vs ping straight to another process of the server.
+    let mut direct = Direct::spawn(&server, &memory_file, &home);
+    direct.call(
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}),
+    );
+    direct.notify("notifications/initialized");
+    let (mut through, mut straight) = (Vec::with_capacity(pings), Vec::with_capacity(pings));
+    for _ in 0..pings {
+        let t = Instant::now();
+        sidecar.request("nxops/mcp/request", json!({"server": "memory", "method": "ping"}));
+        through.push(t.elapsed());
+        let t = Instant::now();
+        direct.call("ping", Value::Null);
+        straight.push(t.elapsed());
+    }
+    direct.close();
+    let (through, straight) = (median(&mut through), median(&mut straight));
+    println!(
+        "  ping p50                        pool {:>8.1} us   direct          {:>8.1} us   hop {:+7.1} us (target <= 100 us)",
+        us(through),
+        us(straight),
+        us(through) - us(straight)
+    );
+    sidecar.close();
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn command(program: impl AsRef<std::ffi::OsStr>, home: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if key.starts_with("NX_") || key.starts_with("NXOPS_") || key.starts_with("XDG_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("HOME", home).env("XDG_RUNTIME_DIR", home.join("run"));
+    cmd
+}
+
+/// The server spoken to directly: newline-delimited JSON over its stdio.
+struct Direct {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    next_id: u64,
+}
+
+impl Direct {
+    fn spawn(server: &Path, memory_file: &Path, home: &Path) -> Direct {
+        let mut child = command("node", home)
+            .arg(server)
+            .env("MEMORY_FILE_PATH", memory_file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Direct { stdin: child.stdin.take(), child, stdout, next_id: 0 }
+    }
+
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let mut message = json!({"jsonrpc": "2.0", "id": self.next_id, "method": method});
+        if !params.is_null() {
+            message["params"] = params;
+        }
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{message}").unwrap();
+        stdin.flush().unwrap();
+        loop {
+            let mut line = String::new();
+            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "the server closed its stdout");
+            let answer: Value = serde_json::from_str(&line).unwrap();
+            if answer["id"] == self.next_id {
+                return answer;
+            }
+        }
+    }
+
+    fn notify(&mut self, method: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{}", json!({"jsonrpc": "2.0", "method": method})).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn close(mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// `nxops serve --stdio`, initialized, driven over its pipes with LSP framing.
+struct Sidecar {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    next_id: i64,
+    notifications: VecDeque<Value>,
+}
+
+impl Sidecar {
+    fn start(nxops: &str, home: &Path, ws: &Path) -> Sidecar {
+        let mut child = command(nxops, home)
+            .args(["serve", "--stdio"])
+            .current_dir(ws)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut sidecar =
+            Sidecar { stdin: child.stdin.take(), child, stdout, next_id: 0, notifications: VecDeque::new() };
+        let params = json!({"processId": null, "rootUri": format!("file://{}", ws.display()), "capabilities": {}});
+        sidecar.request("initialize", params);
+        sidecar.send(&json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}));
+        sidecar
+    }
+
+    fn send(&mut self, message: &Value) {
+        let body = serde_json::to_vec(message).unwrap();
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes()).unwrap();
+        stdin.write_all(&body).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        loop {
+            let message = self.read().unwrap_or_else(|| panic!("no answer to {method}"));
+            if message.get("method").is_some() {
+                self.notifications.push_back(message);
+            } else if message["id"] == id {
+                assert!(message.get("error").is_none(), "{method} failed: {message}");
+                return message["result"].clone();
+            }
+        }
+    }
+
+    fn read(&mut self) -> Option<Value> {
+        let mut length = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.stdout.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let trimmed = line.trim_end();
+            if trimmed.is_empty() {
+                break;
+            }
+            if let Some(value) = trimmed.strip_prefix("Content-Length:") {
+                length = value.trim().parse().ok()?;
+            }
+        }
+        let mut body = vec![0; length];
+        std::io::Read::read_exact(&mut self.stdout, &mut body).ok()?;
+        serde_json::from_slice(&body).ok()
+    }
+
+    fn close(mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
