@@ -103,6 +103,24 @@ fn pooled_servers_answer_within_a_lease_and_leave_nothing_behind() {
     assert_eq!(note["params"]["message"]["method"], "notifications/progress");
     assert_eq!(note["params"]["message"]["params"]["progressToken"], "p1");
 
+    // $/cancelRequest of a forwarded request reaches the server as notifications/cancelled.
+    a.send(&json!({"jsonrpc": "2.0", "id": 9001, "method": "nxops/mcp/request",
+                   "params": {"server": "stubborn", "method": "tools/call", "params": {"name": "sleep", "arguments": {"ms": 30000}}}}));
+    std::thread::sleep(Duration::from_millis(200));
+    a.notify("$/cancelRequest", json!({"id": 9001}));
+    let cancelled = a.response_to(&json!(9001));
+    assert_eq!(cancelled["error"]["code"], -32800, "{cancelled}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let servers = a.request("nxops/mcp/servers", json!({})).unwrap();
+        let stderr = server(&servers, "stubborn")["pool"]["stderr"].to_string();
+        if stderr.contains("cancelled") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server never saw the cancellation: {stderr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // A server that dies mid-call: the request fails, the next one gets a fresh connection.
     let first = request(&mut a, "stubborn", "tools/list", json!({}));
     let crashed = a.request(
