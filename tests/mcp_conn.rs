@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nxops::mcp::conn::{ConnError, Connection, Era, Launch};
-use nxops::supervisor::Supervisor;
 use serde_json::json;
 
 fn mcp(path: &str) -> String {
@@ -18,21 +16,6 @@ fn mcp(path: &str) -> String {
 fn require_servers() {
     let marker = common::repo_root().join("fixtures/mcp/.venv/bin/mcp-server-time");
     assert!(marker.exists(), "the MCP fixtures are not installed: run fixtures/mcp/setup.sh (scripts/test does)");
-}
-
-/// A supervisor for a scratch workspace, as an owner sidecar would have.
-fn supervisor(dir: &tempfile::TempDir) -> Supervisor {
-    let root = dir.path().join("ws");
-    std::fs::create_dir_all(&root).unwrap();
-    let env = nxops::environment::Environment::from_pairs([("HOME", dir.path().to_str().unwrap())]);
-    Supervisor::launch(
-        root,
-        Some(dir.path().join("state")),
-        nxops::config::Settings::defaults(),
-        env,
-        tokio::runtime::Handle::current(),
-        Arc::new(|_, _| {}),
-    )
 }
 
 fn launch(server: &str, command: &str, args: &[&str], cwd: &std::path::Path) -> Launch {
@@ -63,7 +46,7 @@ async fn tool_names(conn: &Connection) -> Vec<String> {
 async fn a_node_server_speaks_the_legacy_era_after_refusing_the_probe() {
     require_servers();
     let dir = tempfile::tempdir().unwrap();
-    let sup = supervisor(&dir);
+    let sup = common::supervisor(&dir);
     let everything = launch(
         "everything",
         "node",
@@ -89,7 +72,7 @@ async fn a_node_server_speaks_the_legacy_era_after_refusing_the_probe() {
 async fn a_python_server_speaks_the_modern_era_and_its_legacy_era_on_a_fresh_process() {
     require_servers();
     let dir = tempfile::tempdir().unwrap();
-    let sup = supervisor(&dir);
+    let sup = common::supervisor(&dir);
     let time = launch("time", &mcp(".venv/bin/mcp-server-time"), &["--local-timezone", "Etc/UTC"], dir.path());
     let conn = Connection::open(&sup, &time, None).await.unwrap();
     assert_eq!(conn.era(), Era::Modern, "{}", conn.hello());
@@ -110,7 +93,7 @@ async fn a_python_server_speaks_the_modern_era_and_its_legacy_era_on_a_fresh_pro
 async fn a_crash_mid_call_is_an_error_and_a_stubborn_tree_is_still_ended() {
     require_servers();
     let dir = tempfile::tempdir().unwrap();
-    let sup = supervisor(&dir);
+    let sup = common::supervisor(&dir);
     let stubborn = launch("stubborn", &mcp("stubborn.sh"), &[], dir.path());
     let conn = Connection::open(&sup, &stubborn, None).await.unwrap();
     assert_eq!(conn.era(), Era::Legacy);
@@ -139,7 +122,7 @@ async fn a_crash_mid_call_is_an_error_and_a_stubborn_tree_is_still_ended() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_command_is_a_start_error() {
     let dir = tempfile::tempdir().unwrap();
-    let sup = supervisor(&dir);
+    let sup = common::supervisor(&dir);
     let nothing = launch("nothing", "/nonexistent/mcp-server", &[], dir.path());
     let err = Connection::open(&sup, &nothing, None).await.err().unwrap();
     assert!(err.to_string().starts_with("cannot start the MCP server \"nothing\": /nonexistent/mcp-server"), "{err}");

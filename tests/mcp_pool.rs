@@ -4,28 +4,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nxops::mcp::config::PoolSettings;
 use nxops::mcp::conn::Launch;
 use nxops::mcp::pool::{Pool, PoolError};
-use nxops::supervisor::Supervisor;
 use serde_json::json;
-
-fn supervisor(dir: &tempfile::TempDir) -> Supervisor {
-    let root = dir.path().join("ws");
-    std::fs::create_dir_all(&root).unwrap();
-    let env = nxops::environment::Environment::from_pairs([("HOME", dir.path().to_str().unwrap())]);
-    Supervisor::launch(
-        root,
-        Some(dir.path().join("state")),
-        nxops::config::Settings::defaults(),
-        env,
-        tokio::runtime::Handle::current(),
-        Arc::new(|_, _| {}),
-    )
-}
 
 fn memory(dir: &tempfile::TempDir) -> Launch {
     let server =
@@ -61,7 +45,7 @@ async fn until(what: &str, mut check: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_connections_affinity_and_queueing() {
     let dir = tempfile::tempdir().unwrap();
-    let sup = supervisor(&dir);
+    let sup = common::supervisor(&dir);
     let pool = Pool::start(sup, memory(&dir), settings(1, 2, 60_000, 600));
     until("one connection is warm", || pool.view().idle == 1).await;
 
@@ -100,7 +84,7 @@ async fn warm_connections_affinity_and_queueing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_shrink_and_dead_ones_are_replaced() {
     let dir = tempfile::tempdir().unwrap();
-    let sup = supervisor(&dir);
+    let sup = common::supervisor(&dir);
     let pool = Pool::start(sup, memory(&dir), settings(1, 3, 300, 5_000));
     until("one connection is warm", || pool.view().idle == 1).await;
     let a = pool.acquire("a").await.unwrap();

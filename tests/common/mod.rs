@@ -352,3 +352,19 @@ pub fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A process supervisor for a scratch workspace under `dir`, as an owner sidecar has
+/// one (for tests that drive the library's MCP connections and pools directly).
+pub fn supervisor(dir: &tempfile::TempDir) -> nxops::supervisor::Supervisor {
+    let root = dir.path().join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let env = nxops::environment::Environment::from_pairs([("HOME", dir.path().to_str().unwrap())]);
+    nxops::supervisor::Supervisor::launch(
+        root,
+        Some(dir.path().join("state")),
+        nxops::config::Settings::defaults(),
+        env,
+        tokio::runtime::Handle::current(),
+        std::sync::Arc::new(|_, _| {}),
+    )
+}
