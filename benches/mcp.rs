@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "support/lsp.rs"]
+mod lsp;
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (cold_rounds, warm_rounds, pings) = if quick { (3, 20, 500) } else { (10, 100, 5000) };
@@ -212,10 +215,8 @@ impl Sidecar {
     }
 
     fn send(&mut self, message: &Value) {
-        let body = serde_json::to_vec(message).unwrap();
         let stdin = self.stdin.as_mut().unwrap();
-        stdin.write_all(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes()).unwrap();
-        stdin.write_all(&body).unwrap();
+        stdin.write_all(&lsp::frame(message)).unwrap();
         stdin.flush().unwrap();
     }
 
@@ -235,24 +236,7 @@ impl Sidecar {
     }
 
     fn read(&mut self) -> Option<Value> {
-        let mut length = 0;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if self.stdout.read_line(&mut line).ok()? == 0 {
-                return None;
-            }
-            let trimmed = line.trim_end();
-            if trimmed.is_empty() {
-                break;
-            }
-            if let Some(value) = trimmed.strip_prefix("Content-Length:") {
-                length = value.trim().parse().ok()?;
-            }
-        }
-        let mut body = vec![0; length];
-        std::io::Read::read_exact(&mut self.stdout, &mut body).ok()?;
-        serde_json::from_slice(&body).ok()
+        lsp::read_frame(&mut self.stdout)
     }
 
     fn close(mut self) {

@@ -12,12 +12,16 @@
 //! Run: `cargo bench --bench rpc` (add `-- --quick` for a short run). The benchmark
 //! pins itself and both servers to one CPU (see `pin_to_one_cpu`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+#[path = "support/lsp.rs"]
+mod lsp;
+use lsp::{frame, read_frame, read_raw_frame};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -201,42 +205,10 @@ fn floor_server() {
     }
 }
 
-fn frame(message: &Value) -> Vec<u8> {
-    let body = serde_json::to_vec(message).unwrap();
-    let mut out = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
-    out.extend(body);
-    out
-}
-
 /// True when a response body carries `"id":<id>` (compact JSON, as both servers write it).
 fn answers(body: &[u8], id: i64) -> bool {
     let text = std::str::from_utf8(body).unwrap_or("");
     text.contains(&format!("\"id\":{id},")) || text.ends_with(&format!("\"id\":{id}}}"))
-}
-
-fn read_frame(reader: &mut impl BufRead) -> Option<Value> {
-    serde_json::from_slice(&read_raw_frame(reader)?).ok()
-}
-
-fn read_raw_frame(reader: &mut impl BufRead) -> Option<Vec<u8>> {
-    let mut length = 0;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        if let Some(value) = trimmed.strip_prefix("Content-Length:") {
-            length = value.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0; length];
-    std::io::Read::read_exact(reader, &mut body).ok()?;
-    Some(body)
 }
 
 /// Runs this process and its children (both servers) on one CPU, so that a wake-up
