@@ -40,6 +40,22 @@ pub struct ServerView {
     pub pool: Option<PoolView>,
 }
 
+/// How one configured server looks to clients; `reason` says why it is not pooled.
+pub fn view(server: &ServerDef, env: &Environment, reason: Option<String>, pool: Option<PoolView>) -> ServerView {
+    ServerView {
+        name: server.name.clone(),
+        transport: server.transport.as_str(),
+        source: server.source.path.clone(),
+        source_kind: server.source.kind.label(),
+        command: server.command.clone(),
+        url: server.url.clone(),
+        pooled: reason.is_none(),
+        reason,
+        trust: server.source.workspace_file.then(|| trust::check(env, &server.source.path, &server.sha256)),
+        pool,
+    }
+}
+
 #[derive(Clone)]
 pub struct McpPools(Arc<Inner>);
 
@@ -138,22 +154,7 @@ impl McpPools {
             .discovered
             .servers
             .iter()
-            .map(|s| {
-                let reason = self.pooled_reason(s);
-                let trust = s.source.workspace_file.then(|| trust::check(&self.0.env, &s.source.path, &s.sha256));
-                ServerView {
-                    name: s.name.clone(),
-                    transport: s.transport.as_str(),
-                    source: s.source.path.clone(),
-                    source_kind: s.source.kind.label(),
-                    command: s.command.clone(),
-                    url: s.url.clone(),
-                    pooled: reason.is_none(),
-                    reason,
-                    trust,
-                    pool: state.pools.get(&s.name).map(Pool::view),
-                }
-            })
+            .map(|s| view(s, &self.0.env, self.pooled_reason(s), state.pools.get(&s.name).map(Pool::view)))
             .collect();
         let mut problems = state.discovered.problems.clone();
         problems.extend(state.settings_problem.clone());

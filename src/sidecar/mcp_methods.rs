@@ -163,21 +163,7 @@ fn pool_error(err: PoolError) -> RpcError {
 /// The configured servers, for a CLI without a sidecar (nothing is pooled then).
 fn without_sidecar(ws: &Workspace, ctx: &CallCtx) -> (Vec<crate::mcp::ServerView>, Vec<String>) {
     let discovered = crate::mcp::config::discover(&ws.root, ctx.core.env());
-    let views = discovered
-        .servers
-        .iter()
-        .map(|s| crate::mcp::ServerView {
-            name: s.name.clone(),
-            transport: s.transport.as_str(),
-            source: s.source.path.clone(),
-            source_kind: s.source.kind.label(),
-            command: s.command.clone(),
-            url: s.url.clone(),
-            pooled: false,
-            reason: Some("no sidecar runs for this workspace".into()),
-            trust: s.source.workspace_file.then(|| crate::trust::check(ctx.core.env(), &s.source.path, &s.sha256)),
-            pool: None,
-        })
-        .collect();
+    let reason = || Some("no sidecar runs for this workspace".to_string());
+    let views = discovered.servers.iter().map(|s| crate::mcp::view(s, ctx.core.env(), reason(), None)).collect();
     (views, discovered.problems)
 }
