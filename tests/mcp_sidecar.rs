@@ -53,6 +53,10 @@ fn request(sidecar: &mut Sidecar, server: &str, method: &str, params: Value) -> 
 fn pooled_servers_answer_within_a_lease_and_leave_nothing_behind() {
     let scratch = Scratch::new();
     let ws = workspace(&scratch);
+    // Without a sidecar the CLI lists what is configured; nothing is pooled.
+    let alone = json_of(&run_ok(scratch.nxops(&ws).args(["--json", "mcp", "list"])));
+    assert_eq!(alone["sidecar"], false);
+    assert_eq!(server(&alone, "time")["reason"], "no sidecar runs for this workspace", "{alone}");
     let mut a = Sidecar::started(&scratch, &ws);
 
     // Commands from the workspace's .mcp.json wait for an allowance, like nxops.json's.
@@ -80,6 +84,13 @@ fn pooled_servers_answer_within_a_lease_and_leave_nothing_behind() {
         json!({"name": "get_current_time", "arguments": {"timezone": "Etc/UTC"}}),
     );
     assert!(time["result"]["content"][0]["text"].as_str().unwrap().contains("Etc/UTC"), "{time}");
+    let table = run_ok(scratch.nxops(&ws).args(["mcp", "list"]));
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.starts_with("NAME") && table.lines().any(|l| l.starts_with("memory ") && l.contains(" yes ")),
+        "{table}"
+    );
+    assert!(table.contains("remote: http servers are listed, not pooled"), "{table}");
     let eras = a.request("nxops/mcp/servers", json!({})).unwrap();
     assert_eq!(server(&eras, "memory")["pool"]["era"], "legacy");
     assert_eq!(server(&eras, "time")["pool"]["era"], "modern");
