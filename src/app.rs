@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use tower_lsp_server::jsonrpc::{Error, ErrorCode};
 
 use crate::cli::{
-    CacheCommand, CallArgs, Cli, Command, EnvCommand, GlobalArgs, McpCommand, ProcCommand, SystemCommand, TrustArgs,
+    CacheCommand, CallArgs, Cli, Command, EnvCommand, GlobalArgs, McpCommand, MonitorCommand, ProcCommand,
+    SystemCommand, TrustArgs,
 };
 use crate::config::{self, ConfigError, FlagValue, workspace_key};
 use crate::environment::Environment;
@@ -56,6 +57,14 @@ pub fn run(cli: Cli, env: Environment) -> anyhow::Result<()> {
         Command::Cache { command } => cache(&cli.global, &env, &flags, command, format),
         Command::Proc { command } => proc(&cli.global, &env, &flags, command, format),
         Command::Trust(args) => trust(&cli.global, &env, &flags, args, format),
+        Command::Monitor { command: MonitorCommand::Check } => {
+            let root = find_root(&start_dir(&cli.global)?)?;
+            let answer = invoke(&env, &flags, Some(&root), "nxops/health", json!({"workspace": root}))?;
+            let report: crate::health::HealthReport =
+                serde_json::from_value(answer).context("the sidecar's answer does not match this nxops version")?;
+            emit(&report, format)?;
+            std::process::exit(report.rating.exit_code())
+        }
         Command::Mcp { command: McpCommand::Proxy { server } } => {
             let root = find_root(&start_dir(&cli.global)?)?;
             std::process::exit(crate::mcp::proxy::run(env, &root, &server)?)

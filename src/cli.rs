@@ -56,6 +56,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ProcCommand,
     },
+    /// The workspace's health
+    Monitor {
+        #[command(subcommand)]
+        command: MonitorCommand,
+    },
     /// MCP servers of the workspace, pooled warm by its sidecar
     Mcp {
         #[command(subcommand)]
@@ -168,6 +173,12 @@ pub enum ProcCommand {
         #[arg(long, default_value_t = 50)]
         lines: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MonitorCommand {
+    /// One health check; exit code 0 for Excellent or Good, 1 for Fair or Poor, 2 for Critical
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod environment;
+pub mod health;
 pub mod info;
 pub mod mcp;
 pub mod output;

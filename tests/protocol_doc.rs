@@ -92,7 +92,9 @@ fn documented_examples_get_documented_answers() {
     let mcp = json!({"mcpServers": {"stubborn": {"command": stubborn}}});
     std::fs::write(ws.join(".mcp.json"), serde_json::to_vec(&mcp).unwrap()).unwrap();
     run_ok(s.nxops(&ws).args(["trust"]));
-    let mut sidecar = Sidecar::started(&s, &ws);
+    // Health checks often enough for the healthCheck example to arrive.
+    let mut sidecar = Sidecar::start(&s, &ws, &[("NXOPS_HEALTH_INTERVAL", "200ms")]);
+    sidecar.initialize(&ws);
     sidecar.request("nxops/subscribe", json!({"events": nxops::sidecar::core::EVENTS})).unwrap();
     for section in sections(&doc, "Methods") {
         let request = block(&section, "request")

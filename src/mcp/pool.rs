@@ -51,6 +51,8 @@ pub struct PoolView {
     pub warm_acquires: u64,
     pub median_acquire_us: Option<u64>,
     pub replaced: u64,
+    /// Warm-ups that failed in a row (the server cannot be started).
+    pub warm_failures: u32,
     pub leases: Vec<String>,
     pub stderr: Vec<String>,
 }
@@ -249,6 +251,7 @@ impl Pool {
             warm_acquires: self.0.warm_acquires.load(Ordering::Relaxed),
             median_acquire_us: samples.get(samples.len() / 2).copied(),
             replaced: self.0.replaced.load(Ordering::Relaxed),
+            warm_failures: state.warm_failures,
             leases: state.leased.keys().cloned().collect(),
             stderr,
         }

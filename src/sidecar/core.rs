@@ -37,6 +37,7 @@ pub const EVENTS: &[&str] = &[
     "processRestarted",
     "processMemoryLeak",
     "tasksReported",
+    "healthCheck",
 ];
 
 /// Something that happened, for subscribers.
@@ -510,6 +511,7 @@ impl Core {
     ) {
         let root = workspace.root.as_path();
         let wake = Arc::new(tokio::sync::Notify::new());
+        self.0.runtime.spawn(super::health_methods::watch(self.clone(), workspace.clone(), stop.clone()));
         self.0.runtime.spawn(super::maintenance::maintain(self.clone(), workspace.clone(), stop, wake.clone()));
         let listener = guard.listener();
         let socket = guard.socket().to_path_buf();

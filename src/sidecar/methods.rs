@@ -60,6 +60,7 @@ pub const METHODS: &[MethodDef] = &[
         summary: "forward a request to a pooled MCP server within the caller's lease",
     },
     MethodDef { name: "nxops/mcp/release", summary: "give back the caller's leased MCP connections" },
+    MethodDef { name: "nxops/health", summary: "a score per component and the overall rating, with reasons" },
     MethodDef { name: "nxops/subscribe", summary: "receive the named events as notifications" },
     MethodDef { name: "nxops/unsubscribe", summary: "stop receiving the named events" },
 ];
@@ -95,7 +96,8 @@ pub async fn call(ctx: &CallCtx, method: &str, params: Value) -> Result<Value, R
         | "nxops/process/restart"
         | "nxops/process/logs"
         | "nxops/trust" => process_method(ctx, method, params).await,
-        "nxops/tasks/report"
+        "nxops/health"
+        | "nxops/tasks/report"
         | "nxops/tasks/runs"
         | "nxops/maintenance/run"
         | "nxops/mcp/servers"
@@ -271,6 +273,7 @@ async fn owner_method(ctx: &CallCtx, method: &str, mut raw: Value) -> Result<Val
             Ok(serde_json::to_value(report).expect("reports serialize"))
         }
         Route::Local(ws) if method.starts_with("nxops/mcp/") => super::mcp_methods::run(ctx, &ws, method, raw).await,
+        Route::Local(ws) if method == "nxops/health" => super::health_methods::run(ctx, &ws, method, raw).await,
         Route::Local(ws) => super::task_runs::run(ctx, &ws, method, raw).await,
     }
 }

@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod cache_methods;
 pub mod core;
+pub mod health_methods;
 pub mod maintenance;
 pub mod mcp_methods;
 pub mod methods;

@@ -542,6 +542,18 @@ impl Supervisor {
         futures_util::future::join_all(stops).await;
     }
 
+    /// `(name, state, given-up reason)` of every process, without sampling `/proc`.
+    pub fn states(&self) -> Vec<(String, String, Option<String>)> {
+        self.services()
+            .values()
+            .map(|s| {
+                let v = s.view();
+                let state = serde_json::to_value(v.state).ok().and_then(|s| s.as_str().map(str::to_string));
+                (v.name.clone(), state.unwrap_or_default(), v.given_up.clone())
+            })
+            .collect()
+    }
+
     /// The longest stop timeout of any process, for the sidecar's exit deadline.
     pub fn longest_stop(&self) -> Duration {
         self.services().values().map(|s| s.view().spec.stop_timeout).max().unwrap_or_default()

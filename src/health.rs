@@ -1,0 +1,216 @@
+//! The health report: a score per component and an overall rating.
+//!
+//! Each component scores 0 to 100 and gives its reasons in words. The overall
+//! score is the worst component's (one failing part makes the workspace
+//! unhealthy, however well the rest does), and the rating follows from it:
+//!
+//! | score | rating |
+//! |---|---|
+//! | 90-100 | Excellent |
+//! | 75-89 | Good |
+//! | 50-74 | Fair |
+//! | 25-49 | Poor |
+//! | 0-24 | Critical |
+//!
+//! Components (a component with nothing to judge scores 100):
+//! - processes: 100, minus 100 × failed / all and 50 × waiting-to-restart / all;
+//! - cache: by utilization of `cache.maxSize`: up to 80% 100, up to 90% 85, up to
+//!   100% 70, over 40; and at most 60 when the cache's volume has under 10% free,
+//!   at most 20 under 5%;
+//! - MCP pools: 100, 40 for a pooled server that cannot be started (failing warm-ups);
+//! - the sidecar's memory: 100 up to 100 MB RSS, 60 up to 500 MB, 20 above.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Rating {
+    Critical,
+    Poor,
+    Fair,
+    Good,
+    Excellent,
+}
+
+impl Rating {
+    pub fn of(score: u32) -> Rating {
+        match score {
+            90.. => Rating::Excellent,
+            75..=89 => Rating::Good,
+            50..=74 => Rating::Fair,
+            25..=49 => Rating::Poor,
+            _ => Rating::Critical,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Component {
+    pub name: String,
+    pub score: u32,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthReport {
+    pub workspace: std::path::PathBuf,
+    pub rating: Rating,
+    pub score: u32,
+    pub components: Vec<Component>,
+    /// Every component's reasons, worst component first.
+    pub reasons: Vec<String>,
+    pub checked_at: u64,
+}
+
+impl HealthReport {
+    pub fn new(workspace: std::path::PathBuf, mut components: Vec<Component>, checked_at: u64) -> HealthReport {
+        components.sort_by_key(|c| c.score);
+        let score = components.iter().map(|c| c.score).min().unwrap_or(100);
+        let reasons = components.iter().flat_map(|c| c.reasons.iter().cloned()).collect();
+        HealthReport { workspace, rating: Rating::of(score), score, components, reasons, checked_at }
+    }
+}
+
+impl crate::output::Report for HealthReport {
+    fn human(&self) -> String {
+        let mut out = String::new();
+        let mut section = crate::output::Section::new(&format!("Health: {:?} ({}/100)", self.rating, self.score));
+        for c in &self.components {
+            section.push(&c.name, c.score.to_string());
+        }
+        section.render(&mut out);
+        if !self.reasons.is_empty() {
+            out.push('\n');
+            for reason in &self.reasons {
+                out.push_str(&format!("- {reason}\n"));
+            }
+        }
+        out
+    }
+}
+
+impl Rating {
+    /// `nxops monitor check`'s exit code: 0 for Excellent or Good, 1 for Fair or Poor, 2 for Critical.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Rating::Excellent | Rating::Good => 0,
+            Rating::Fair | Rating::Poor => 1,
+            Rating::Critical => 2,
+        }
+    }
+}
+
+/// Processes: `(name, state, given-up reason)` of each.
+pub fn processes(states: &[(String, String, Option<String>)]) -> Component {
+    let all = states.len() as f64;
+    let mut reasons = Vec::new();
+    let (mut failed, mut waiting) = (0.0, 0.0);
+    for (name, state, why) in states {
+        match state.as_str() {
+            "failed" => {
+                failed += 1.0;
+                reasons.push(match why {
+                    Some(why) => format!("process {name:?} failed: {why}"),
+                    None => format!("process {name:?} failed"),
+                });
+            }
+            "backoff" => {
+                waiting += 1.0;
+                reasons.push(format!("process {name:?} is waiting to restart"));
+            }
+            _ => {}
+        }
+    }
+    let score = if all == 0.0 { 100.0 } else { 100.0 - 100.0 * failed / all - 50.0 * waiting / all };
+    Component { name: "processes".into(), score: score.clamp(0.0, 100.0) as u32, reasons }
+}
+
+/// The cache: its bytes against the limit, and the free space of its volume.
+pub fn cache(bytes: Option<u64>, max_size: u64, volume: Option<(u64, u64)>) -> Component {
+    use crate::config::units::format_size;
+    let mut reasons = Vec::new();
+    let mut score = 100;
+    if let Some(bytes) = bytes.filter(|_| max_size > 0) {
+        let used = bytes as f64 / max_size as f64;
+        score = match used {
+            u if u <= 0.8 => 100,
+            u if u <= 0.9 => 85,
+            u if u <= 1.0 => 70,
+            _ => 40,
+        };
+        if score < 100 {
+            reasons.push(format!("cache at {:.0}% of {}", used * 100.0, format_size(max_size)));
+        }
+    }
+    if let Some((total, free)) = volume.filter(|(total, _)| *total > 0) {
+        let share = free as f64 / total as f64;
+        let cap = if share < 0.05 {
+            20
+        } else if share < 0.10 {
+            60
+        } else {
+            100
+        };
+        if cap < 100 {
+            score = score.min(cap);
+            reasons.push(format!("the cache's disk has {} free ({:.0}%)", format_size(free), share * 100.0));
+        }
+    }
+    Component { name: "cache".into(), score, reasons }
+}
+
+/// MCP pools: `(server, failing warm-ups)` of each pooled server.
+pub fn mcp(pools: &[(String, u32, Vec<String>)]) -> Component {
+    let mut reasons = Vec::new();
+    let mut score = 100;
+    for (server, failures, stderr) in pools {
+        if *failures > 0 {
+            score = score.min(40);
+            let last = stderr.last().map(|l| format!(": {l}")).unwrap_or_default();
+            reasons.push(format!("mcp server {server:?} failed to start {failures} times in a row{last}"));
+        }
+    }
+    Component { name: "mcp".into(), score, reasons }
+}
+
+/// The sidecar's own resident memory.
+pub fn sidecar_memory(rss: u64) -> Component {
+    let mb = rss as f64 / (1 << 20) as f64;
+    let score = if mb <= 100.0 {
+        100
+    } else if mb <= 500.0 {
+        60
+    } else {
+        20
+    };
+    let reasons = if score < 100 { vec![format!("the sidecar uses {mb:.0} MB")] } else { Vec::new() };
+    Component { name: "sidecar".into(), score, reasons }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worst_component_rates_the_workspace() {
+        let ok = cache(Some(10), 100, Some((100, 50)));
+        let failed =
+            processes(&[("web".into(), "failed".into(), Some("restarted 3 times within 10m; given up".into()))]);
+        let report = HealthReport::new("/ws".into(), vec![ok, failed], 0);
+        assert_eq!((report.rating, report.score), (Rating::Critical, 0));
+        assert_eq!(report.reasons, vec!["process \"web\" failed: restarted 3 times within 10m; given up"]);
+    }
+
+    #[test]
+    fn ratings_follow_the_documented_bands() {
+        let rate = |bytes| HealthReport::new("/ws".into(), vec![cache(Some(bytes), 100, None)], 0).rating;
+        assert_eq!(rate(50), Rating::Excellent);
+        assert_eq!(rate(85), Rating::Good);
+        assert_eq!(rate(95), Rating::Fair);
+        assert_eq!(rate(150), Rating::Poor);
+        assert_eq!(cache(Some(96), 100, None).reasons, vec!["cache at 96% of 100 B"]);
+        assert_eq!(cache(Some(1), 100, Some((100, 3))).score, 20);
+        assert_eq!(Rating::of(24), Rating::Critical);
+    }
+}

@@ -1,0 +1,81 @@
+//! `nxops/health` and the owner's periodic `healthCheck` (see `crate::health`
+//! for the scoring). Without a sidecar the report has the cache only.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::core::{Core, now_ms};
+use super::methods::{CallCtx, parse};
+use crate::health::{self, Component, HealthReport, Rating};
+use crate::rpc::errors::RpcError;
+use crate::workspace::Workspace;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthParams {
+    #[serde(rename = "workspace")]
+    _workspace: Option<PathBuf>,
+}
+
+pub async fn run(ctx: &CallCtx, ws: &Arc<Workspace>, method: &str, raw: Value) -> Result<Value, RpcError> {
+    parse::<HealthParams>(method, raw)?;
+    let report = check(&ctx.core, ws).await;
+    Ok(serde_json::to_value(report).expect("reports serialize"))
+}
+
+/// One health check of `ws` by what this process knows of it.
+pub async fn check(core: &Core, ws: &Arc<Workspace>) -> HealthReport {
+    let mut components = Vec::new();
+    let owned = core.owned(&ws.root);
+    if let Some(owned) = &owned {
+        components.push(health::processes(&owned.supervisor.states()));
+        let (servers, _) = owned.mcp.servers();
+        let pools: Vec<(String, u32, Vec<String>)> =
+            servers.into_iter().filter_map(|s| s.pool.map(|p| (s.name, p.warm_failures, p.stderr))).collect();
+        components.push(health::mcp(&pools));
+        let rss = crate::procfs::stat(std::process::id()).map_or(0, |s| s.rss_bytes);
+        components.push(health::sidecar_memory(rss));
+    }
+    let workspace = ws.clone();
+    let cache = tokio::task::spawn_blocking(move || cache_component(&workspace)).await;
+    components.push(cache.unwrap_or_else(|e| Component {
+        name: "cache".into(),
+        score: 100,
+        reasons: vec![format!("the cache was not read: {e}")],
+    }));
+    HealthReport::new(ws.root.clone(), components, now_ms())
+}
+
+fn cache_component(ws: &Workspace) -> Component {
+    let max_size = ws.settings.cache_max_size();
+    let Ok(paths) = crate::cache::CachePaths::of(ws) else { return health::cache(None, max_size, None) };
+    let bytes = crate::cache::db::NxDb::open(&paths.db_file).ok().and_then(|db| db.totals().ok()).map(|(_, b)| b);
+    let volume = rustix::fs::statvfs(&paths.cache_dir).ok().map(|s| (s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize));
+    health::cache(bytes, max_size, volume)
+}
+
+/// The owner's checks: every `health.interval`, a `healthCheck` event (with
+/// `changed` when the rating moved).
+pub async fn watch(core: Core, ws: Arc<Workspace>, mut stop: watch::Receiver<bool>) {
+    let interval = ws.settings.health_interval().max(std::time::Duration::from_millis(100));
+    let mut last: Option<Rating> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let report = check(&core, &ws).await;
+        let changed = last.is_some_and(|r| r != report.rating);
+        last = Some(report.rating);
+        let mut params = serde_json::to_value(&report).expect("reports serialize");
+        params["changed"] = Value::Bool(changed);
+        core.publish("healthCheck", params);
+    }
+}

@@ -1,0 +1,67 @@
+//! The health report: each rating from a workspace that produces it, the exit
+//! codes of `nxops monitor check`, and the owner's `healthCheck` events.
+
+mod common;
+
+use common::{Scratch, Sidecar, json_of, run_ok};
+use serde_json::json;
+
+fn filled(scratch: &Scratch) -> std::path::PathBuf {
+    let ws = scratch.workspace("ws", "none");
+    run_ok(
+        std::process::Command::new(common::repo_root().join("fixtures/fill-cache.sh"))
+            .arg(&ws)
+            .env("HOME", scratch.home()),
+    );
+    ws
+}
+
+#[test]
+fn cache_utilization_gives_each_rating_and_its_exit_code() {
+    let scratch = Scratch::new();
+    let ws = filled(&scratch);
+    let bytes = json_of(&run_ok(scratch.nxops(&ws).args(["--json", "cache", "stats"])))["bytes"].as_u64().unwrap();
+    // (limit as a multiple of the cache's size, rating, exit code)
+    for (factor, rating, code) in
+        [(2.0, "Excellent", 0), (1.0 / 0.85, "Good", 0), (1.0 / 0.95, "Fair", 1), (0.5, "Poor", 1)]
+    {
+        let limit = format!("cache.maxSize={}", (bytes as f64 * factor) as u64);
+        let out = scratch.nxops(&ws).args(["--json", "--set", &limit, "monitor", "check"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{rating}: {out:?}");
+        let report = json_of(&out);
+        assert_eq!(report["rating"], rating, "{report}");
+        if rating != "Excellent" {
+            assert!(report["reasons"][0].as_str().unwrap().starts_with("cache at "), "{report}");
+        }
+    }
+}
+
+#[test]
+fn a_failed_process_is_critical_and_the_owner_reports_every_check() {
+    let scratch = Scratch::new();
+    let ws = filled(&scratch);
+    let mut sidecar = Sidecar::start(&scratch, &ws, &[("NXOPS_HEALTH_INTERVAL", "100ms")]);
+    sidecar.initialize(&ws);
+    sidecar.request("nxops/subscribe", json!({"events": ["healthCheck"]})).unwrap();
+    let first = sidecar.notification("nxops/healthCheck");
+    assert_eq!(first["params"]["rating"], "Excellent", "{first}");
+    let names: Vec<&str> =
+        first["params"]["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    for name in ["processes", "cache", "mcp", "sidecar"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+
+    let spec = json!({"name": "broken", "command": "sh", "args": ["-c", "exit 1"], "restart": "never"});
+    sidecar.request("nxops/process/start", spec).unwrap();
+    let out = scratch.nxops(&ws).args(["monitor", "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("Health: Critical (0/100)") && text.contains("- process \"broken\" failed"), "{text}");
+    loop {
+        let check = sidecar.notification("nxops/healthCheck");
+        if check["params"]["rating"] == "Critical" {
+            assert_eq!(check["params"]["changed"], true, "{check}");
+            break;
+        }
+    }
+}
