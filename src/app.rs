@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tower_lsp_server::jsonrpc::{Error, ErrorCode};
 
 use crate::cli::{
-    CacheCommand, CallArgs, Cli, Command, EnvCommand, GlobalArgs, McpCommand, MonitorCommand, ProcCommand,
+    CacheCommand, CallArgs, Cli, Command, EnvCommand, GlobalArgs, McpCommand, MonitorCommand, PerfCommand, ProcCommand,
     SystemCommand, TrustArgs,
 };
 use crate::config::{self, ConfigError, FlagValue, workspace_key};
@@ -57,6 +57,11 @@ pub fn run(cli: Cli, env: Environment) -> anyhow::Result<()> {
         Command::Cache { command } => cache(&cli.global, &env, &flags, command, format),
         Command::Proc { command } => proc(&cli.global, &env, &flags, command, format),
         Command::Trust(args) => trust(&cli.global, &env, &flags, args, format),
+        Command::Perf { command: PerfCommand::Optimize } => {
+            let root = find_root(&start_dir(&cli.global)?)?;
+            let answer = invoke(&env, &flags, Some(&root), "nxops/perf/optimize", json!({"workspace": root}))?;
+            show::<crate::sidecar::perf_methods::PerfReport>(answer, format)
+        }
         Command::Monitor { command: MonitorCommand::Check } => {
             let root = find_root(&start_dir(&cli.global)?)?;
             let answer = invoke(&env, &flags, Some(&root), "nxops/health", json!({"workspace": root}))?;

@@ -56,6 +56,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ProcCommand,
     },
+    /// Performance upkeep
+    Perf {
+        #[command(subcommand)]
+        command: PerfCommand,
+    },
     /// The workspace's health
     Monitor {
         #[command(subcommand)]
@@ -173,6 +178,12 @@ pub enum ProcCommand {
         #[arg(long, default_value_t = 50)]
         lines: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PerfCommand {
+    /// Every maintenance action now (cache, idle MCP connections, the Nx daemon), with figures before and after
+    Optimize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -65,3 +65,44 @@ fn a_failed_process_is_critical_and_the_owner_reports_every_check() {
         }
     }
 }
+
+#[test]
+fn perf_optimize_runs_every_maintenance_action_and_shows_before_and_after() {
+    let scratch = Scratch::new();
+    let ws = filled(&scratch);
+    // A daemon record pointing at a process that is not an Nx daemon (this test's own sleep).
+    let mut impostor = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let record_dir = ws.join(".nx/workspace-data/d");
+    std::fs::create_dir_all(&record_dir).unwrap();
+    std::fs::write(record_dir.join("server-process.json"), format!(r#"{{"processId": {}}}"#, impostor.id())).unwrap();
+    let stubborn = common::repo_root().join("fixtures/mcp/stubborn.sh");
+    std::fs::write(
+        ws.join(".mcp.json"),
+        serde_json::to_vec(&json!({"mcpServers": {"stubborn": {"command": stubborn}}})).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(ws.join("nxops.json"), r#"{"mcp": {"defaults": {"minIdle": 0}}}"#).unwrap();
+    run_ok(scratch.nxops(&ws).args(["trust"]));
+
+    let mut sidecar = Sidecar::started(&scratch, &ws);
+    sidecar.request("nxops/mcp/request", json!({"server": "stubborn", "method": "ping"})).unwrap();
+    sidecar.request("nxops/mcp/release", json!({})).unwrap();
+    let report = json_of(&run_ok(scratch.nxops(&ws).args(["--json", "perf", "optimize"])));
+    assert_eq!(report["before"]["idleMcpConnections"], 1, "{report}");
+    assert_eq!(report["after"]["idleMcpConnections"], 0, "{report}");
+    let done = |name: &str| {
+        report["actions"].as_array().unwrap().iter().find(|a| a["name"] == name).unwrap()["done"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(done("cache"), "nothing due");
+    assert_eq!(done("mcp"), "closed 1 idle connections beyond minIdle");
+    assert!(done("nx daemon").starts_with("removed a stale record"), "{report}");
+    assert!(!record_dir.join("server-process.json").exists());
+    assert!(impostor.try_wait().unwrap().is_none(), "the foreign process was left alone");
+    impostor.kill().unwrap();
+    impostor.wait().unwrap();
+    drop(sidecar);
+    assert!(common::supervised_by(scratch.home()).is_empty());
+}

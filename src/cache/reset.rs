@@ -174,14 +174,29 @@ fn manual_reset(ws: &Workspace, options: ResetOptions, report: &mut ResetReport)
     Ok(())
 }
 
+/// The Nx daemon's record: `<workspace data>/d/server-process.json`.
+pub fn daemon_record(workspace_data_dir: &Path) -> PathBuf {
+    workspace_data_dir.join("d/server-process.json")
+}
+
+/// The pid in the daemon's record, when there is a record.
+pub fn daemon_pid(workspace_data_dir: &Path) -> Option<u32> {
+    let record = std::fs::read(daemon_record(workspace_data_dir)).ok()?;
+    Some(serde_json::from_slice::<serde_json::Value>(&record).ok()?.get("processId")?.as_u64()? as u32)
+}
+
+/// True when `pid` is alive and really an Nx daemon (its command line says so).
+pub fn is_nx_daemon(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    cmdline.contains("nx") && cmdline.contains("daemon")
+}
+
 /// Stops the daemon recorded in `<workspace data>/d/server-process.json`, if it
 /// is alive and really an Nx daemon: SIGTERM, then SIGKILL after 2 s.
-fn stop_daemon(workspace_data_dir: &Path) -> Option<u32> {
-    let record = std::fs::read(workspace_data_dir.join("d/server-process.json")).ok()?;
-    let pid = serde_json::from_slice::<serde_json::Value>(&record).ok()?.get("processId")?.as_u64()? as i32;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-    if !(cmdline.contains("nx") && cmdline.contains("daemon")) {
+pub fn stop_daemon(workspace_data_dir: &Path) -> Option<u32> {
+    let pid = daemon_pid(workspace_data_dir)? as i32;
+    if !is_nx_daemon(pid as u32) {
         return None;
     }
     let target = rustix::process::Pid::from_raw(pid)?;

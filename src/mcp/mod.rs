@@ -174,6 +174,16 @@ impl McpPools {
         }
     }
 
+    /// Closes idle connections beyond each pool's `min_idle` now; returns how many.
+    pub async fn trim_idle(&self) -> usize {
+        let pools: Vec<Pool> = self.state().pools.values().cloned().collect();
+        let mut closed = 0;
+        for pool in pools {
+            closed += pool.trim_idle().await;
+        }
+        closed
+    }
+
     pub async fn shutdown(&self) {
         let pools: Vec<Pool> = std::mem::take(&mut self.state().pools).into_values().collect();
         futures_util::future::join_all(pools.iter().map(Pool::shutdown)).await;

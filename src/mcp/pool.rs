@@ -386,6 +386,20 @@ impl Pool {
         }
     }
 
+    /// Closes idle connections beyond `min_idle` now, whatever their idle time;
+    /// returns how many were closed.
+    pub async fn trim_idle(&self) -> usize {
+        let extra: Vec<Arc<Connection>> = {
+            let mut state = self.state();
+            let keep = self.0.settings.min_idle.min(state.idle.len());
+            state.idle.drain(keep..).map(|(c, _)| c).collect()
+        };
+        for conn in &extra {
+            conn.close(&self.0.sup).await;
+        }
+        extra.len()
+    }
+
     /// Closes every connection (leased ones too) and stops the upkeep.
     pub async fn shutdown(&self) {
         let all: Vec<Arc<Connection>> = {

@@ -61,6 +61,10 @@ pub const METHODS: &[MethodDef] = &[
     },
     MethodDef { name: "nxops/mcp/release", summary: "give back the caller's leased MCP connections" },
     MethodDef { name: "nxops/health", summary: "a score per component and the overall rating, with reasons" },
+    MethodDef {
+        name: "nxops/perf/optimize",
+        summary: "every maintenance action now, with the figures before and after",
+    },
     MethodDef { name: "nxops/subscribe", summary: "receive the named events as notifications" },
     MethodDef { name: "nxops/unsubscribe", summary: "stop receiving the named events" },
 ];
@@ -97,6 +101,7 @@ pub async fn call(ctx: &CallCtx, method: &str, params: Value) -> Result<Value, R
         | "nxops/process/logs"
         | "nxops/trust" => process_method(ctx, method, params).await,
         "nxops/health"
+        | "nxops/perf/optimize"
         | "nxops/tasks/report"
         | "nxops/tasks/runs"
         | "nxops/maintenance/run"
@@ -274,6 +279,7 @@ async fn owner_method(ctx: &CallCtx, method: &str, mut raw: Value) -> Result<Val
         }
         Route::Local(ws) if method.starts_with("nxops/mcp/") => super::mcp_methods::run(ctx, &ws, method, raw).await,
         Route::Local(ws) if method == "nxops/health" => super::health_methods::run(ctx, &ws, method, raw).await,
+        Route::Local(ws) if method == "nxops/perf/optimize" => super::perf_methods::run(ctx, &ws, method, raw).await,
         Route::Local(ws) => super::task_runs::run(ctx, &ws, method, raw).await,
     }
 }

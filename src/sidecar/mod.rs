@@ -18,6 +18,7 @@ pub mod maintenance;
 pub mod mcp_methods;
 pub mod methods;
 pub mod ownership;
+pub mod perf_methods;
 pub mod process_methods;
 pub mod progress;
 pub mod task_runs;
