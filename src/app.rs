@@ -62,6 +62,10 @@ pub fn run(cli: Cli, env: Environment) -> anyhow::Result<()> {
             let answer = invoke(&env, &flags, Some(&root), "nxops/perf/optimize", json!({"workspace": root}))?;
             show::<crate::sidecar::perf_methods::PerfReport>(answer, format)
         }
+        Command::Monitor { command: MonitorCommand::Start { interval, count } } => {
+            let root = find_root(&start_dir(&cli.global)?)?;
+            monitor(&env, &flags, &root, &interval, count, format)
+        }
         Command::Monitor { command: MonitorCommand::Check } => {
             let root = find_root(&start_dir(&cli.global)?)?;
             let answer = invoke(&env, &flags, Some(&root), "nxops/health", json!({"workspace": root}))?;
@@ -193,6 +197,48 @@ fn proc(
         _ => render::one(&answer),
     };
     emit(&Rendered { value: answer, text }, format)
+}
+
+/// `nxops monitor start`: a health check every `interval`, shown in place on a
+/// terminal, or one JSON line per check with `--json`.
+fn monitor(
+    env: &Environment,
+    flags: &[FlagValue],
+    root: &Path,
+    interval: &str,
+    count: Option<u64>,
+    format: Format,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let every = config::units::parse_duration(interval)
+        .map_err(|e| ConfigError { location: "--interval".into(), problem: format!("{interval:?}: {e}") })?;
+    let live = format == Format::Human && std::io::stdout().is_terminal();
+    let mut done = 0;
+    loop {
+        let text = match invoke(env, flags, Some(root), "nxops/health", json!({"workspace": root})) {
+            Ok(answer) if format == Format::Json => serde_json::to_string(&answer)? + "\n",
+            Ok(answer) => {
+                let report: crate::health::HealthReport =
+                    serde_json::from_value(answer).context("the sidecar's answer does not match this nxops version")?;
+                let clock = crate::sidecar::core::now_ms() / 1000 % 86_400;
+                let stamp = format!("{:02}:{:02}:{:02} UTC", clock / 3600, clock / 60 % 60, clock % 60);
+                format!("{}  (every {interval}; Ctrl-C to stop)\n{}", stamp, report.human())
+            }
+            Err(err) if format == Format::Json => serde_json::to_string(&json!({"error": format!("{err:#}")}))? + "\n",
+            Err(err) => format!("health check failed: {err:#}\n"),
+        };
+        let mut out = std::io::stdout().lock();
+        let cleared = if live { "\x1b[H\x1b[2J" } else { "" };
+        if out.write_all(format!("{cleared}{text}").as_bytes()).and_then(|()| out.flush()).is_err() {
+            return Ok(()); // the reader went away (a closed pipe)
+        }
+        drop(out);
+        done += 1;
+        if count.is_some_and(|n| done >= n) {
+            return Ok(());
+        }
+        std::thread::sleep(every);
+    }
 }
 
 /// `nxops trust`: shows what nxops.json would run, and allows exactly that content.

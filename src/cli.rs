@@ -190,6 +190,15 @@ pub enum PerfCommand {
 pub enum MonitorCommand {
     /// One health check; exit code 0 for Excellent or Good, 1 for Fair or Poor, 2 for Critical
     Check,
+    /// A live health view, refreshed in place on a terminal (JSON lines with --json), until interrupted
+    Start {
+        /// Time between checks
+        #[arg(long, default_value = "2s")]
+        interval: String,
+        /// Stop after this many checks (default: run until interrupted)
+        #[arg(long)]
+        count: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

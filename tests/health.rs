@@ -106,3 +106,20 @@ fn perf_optimize_runs_every_maintenance_action_and_shows_before_and_after() {
     drop(sidecar);
     assert!(common::supervised_by(scratch.home()).is_empty());
 }
+
+#[test]
+fn monitor_start_prints_a_check_per_interval() {
+    let scratch = Scratch::new();
+    let ws = filled(&scratch);
+    let out = run_ok(scratch.nxops(&ws).args(["--json", "monitor", "start", "--interval", "50ms", "--count", "3"]));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|l| l["rating"] == "Excellent"), "{lines:?}");
+    assert!(lines[2]["checkedAt"].as_u64() > lines[0]["checkedAt"].as_u64());
+    let human = run_ok(scratch.nxops(&ws).args(["monitor", "start", "--count", "1"]));
+    assert!(String::from_utf8_lossy(&human.stdout).contains("Health: Excellent (100/100)"), "{human:?}");
+    let bad = scratch.nxops(&ws).args(["monitor", "start", "--interval", "soon"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--interval"), "{bad:?}");
+}
