@@ -91,6 +91,9 @@ pub struct ServeArgs {
     /// Speak JSON-RPC 2.0 with LSP framing on stdin/stdout (the only transport)
     #[arg(long, required = true)]
     pub stdio: bool,
+    /// Serve the figures in Prometheus text format at http://ADDR/metrics (loopback only, e.g. 127.0.0.1:9464)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 /// `nxops call`.

@@ -17,6 +17,7 @@ pub mod health_methods;
 pub mod maintenance;
 pub mod mcp_methods;
 pub mod methods;
+pub mod metrics;
 pub mod ownership;
 pub mod perf_methods;
 pub mod process_methods;
@@ -37,7 +38,7 @@ use crate::rpc::transport::{self, Ended};
 
 /// Serves stdin/stdout until `exit`, end of input, SIGTERM or SIGINT; then
 /// releases everything it owns and exits the process.
-pub fn serve_stdio(env: Environment) -> anyhow::Result<i32> {
+pub fn serve_stdio(env: Environment, metrics_addr: Option<&str>) -> anyhow::Result<i32> {
     let (input, output) = take_stdio().context("failed to take over stdin and stdout")?;
     // Orphans of supervised processes come back to us, and are reaped by crate::reaper.
     crate::reaper::become_subreaper().context("failed to become the child subreaper")?;
@@ -48,6 +49,10 @@ pub fn serve_stdio(env: Environment) -> anyhow::Result<i32> {
         .build()
         .context("failed to start the async runtime")?;
     let core = Core::sidecar(env, runtime.handle().clone());
+    if let Some(addr) = metrics_addr {
+        let bound = metrics::serve(core.clone(), addr)?;
+        eprintln!("nxops: metrics on http://{bound}/metrics");
+    }
     let stop_timeout = crate::config::Settings::resolve(None, core.env(), &[])?.stop_timeout();
     watch_signals(&core, stop_timeout);
     let ended = run_connection(&core, input, Outbox::new(output), TransportKind::Stdio);

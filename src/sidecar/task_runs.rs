@@ -94,6 +94,15 @@ pub struct RunLog {
 }
 
 impl RunLog {
+    /// How many runs are kept.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Run>> {
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -554,6 +554,17 @@ impl Supervisor {
             .collect()
     }
 
+    /// `(name, restarts)` of every process.
+    pub fn restarts(&self) -> Vec<(String, u32)> {
+        self.services()
+            .values()
+            .map(|s| {
+                let view = s.view();
+                (view.name.clone(), view.restarts)
+            })
+            .collect()
+    }
+
     /// The longest stop timeout of any process, for the sidecar's exit deadline.
     pub fn longest_stop(&self) -> Duration {
         self.services().values().map(|s| s.view().spec.stop_timeout).max().unwrap_or_default()

@@ -152,10 +152,16 @@ impl Sidecar {
     /// Starts the sidecar (not initialized) with this scratch's environment.
     pub fn start(scratch: &Scratch, cwd: &Path, extra_env: &[(&str, &str)]) -> Sidecar {
         let mut cmd = scratch.nxops(cwd);
-        cmd.args(["serve", "--stdio"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.args(["serve", "--stdio"]);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
+        Sidecar::from_command(cmd, scratch)
+    }
+
+    /// Starts the sidecar from a prepared `nxops serve` command (not initialized).
+    pub fn from_command(mut cmd: Command, scratch: &Scratch) -> Sidecar {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn nxops serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, incoming) = std::sync::mpsc::channel();
