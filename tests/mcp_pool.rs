@@ -111,3 +111,27 @@ async fn idle_connections_shrink_and_dead_ones_are_replaced() {
     pool.shutdown().await;
     assert!(!common::alive(fresh.pid));
 }
+
+/// Live processes whose environment names this test's memory file.
+fn servers_of(dir: &tempfile::TempDir) -> Vec<u32> {
+    let marker = format!("MEMORY_FILE_PATH={}", dir.path().join("memory.jsonl").display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| common::alive(*pid))
+        .filter(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            environ.split(|b| *b == 0).any(|v| v == marker.as_bytes())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_during_warm_up_leaves_no_server_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Pool::start(common::supervisor(&dir), memory(&dir), settings(2, 4, 60_000, 5_000));
+    until("a warm-up has started", || pool.view().opening > 0).await;
+    pool.shutdown().await;
+    // At once: a sidecar exits right after its pools' shutdown returns.
+    assert!(servers_of(&dir).is_empty(), "left: {:?}", servers_of(&dir));
+}

@@ -72,6 +72,8 @@ struct State {
     /// Failed warm-ups in a row, and when the next may start (1 s, doubling, at most 60 s).
     warm_failures: u32,
     next_warm: Option<Instant>,
+    /// Connections that finished opening after `shutdown` began; it closes them.
+    late: Vec<Arc<Connection>>,
     closed: bool,
     /// The most recent acquire times (microseconds), for the median.
     acquire_us: Vec<u64>,
@@ -178,7 +180,7 @@ impl Pool {
                 return match leased {
                     Ok(conn) => Ok(conn),
                     Err(conn) => {
-                        conn.close(&self.0.sup).await;
+                        self.state().late.push(conn);
                         Err(PoolError::Closed(self.server().to_string()))
                     }
                 };
@@ -348,7 +350,7 @@ impl Pool {
             }
             for opened_so_far in 0..to_open {
                 let opened = self.open().await;
-                let late = {
+                {
                     let mut state = self.state();
                     state.opening -= 1;
                     state.warming -= 1;
@@ -357,9 +359,8 @@ impl Pool {
                             state.idle.push((conn, Instant::now()));
                             state.warm_failures = 0;
                             state.next_warm = None;
-                            None
                         }
-                        Ok(conn) => Some(conn),
+                        Ok(conn) => state.late.push(conn),
                         Err(err) => {
                             // The rest of this round's openings are given back.
                             state.opening -= to_open - opened_so_far - 1;
@@ -376,9 +377,6 @@ impl Pool {
                             break;
                         }
                     }
-                };
-                if let Some(conn) = late {
-                    conn.close(&self.0.sup).await;
                 }
                 self.0.freed.notify_waiters();
             }
@@ -402,11 +400,17 @@ impl Pool {
 
     /// Closes every connection (leased ones too) and stops the upkeep.
     pub async fn shutdown(&self) {
+        self.state().closed = true;
+        // A connection still opening would outlive the pool: wait for it (its handshake is bounded).
+        let deadline = Instant::now() + Duration::from_secs(35);
+        while self.state().opening > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let all: Vec<Arc<Connection>> = {
             let mut state = self.state();
-            state.closed = true;
             let mut all: Vec<Arc<Connection>> = state.idle.drain(..).map(|(c, _)| c).collect();
             all.extend(state.leased.drain().map(|(_, l)| l.conn));
+            all.append(&mut state.late);
             all
         };
         self.0.freed.notify_waiters();
