@@ -6,20 +6,10 @@ mod common;
 use common::{Scratch, Sidecar, json_of, run_ok};
 use serde_json::json;
 
-fn filled(scratch: &Scratch) -> std::path::PathBuf {
-    let ws = scratch.workspace("ws", "none");
-    run_ok(
-        std::process::Command::new(common::repo_root().join("fixtures/fill-cache.sh"))
-            .arg(&ws)
-            .env("HOME", scratch.home()),
-    );
-    ws
-}
-
 #[test]
 fn cache_utilization_gives_each_rating_and_its_exit_code() {
     let scratch = Scratch::new();
-    let ws = filled(&scratch);
+    let ws = scratch.filled_workspace();
     let bytes = json_of(&run_ok(scratch.nxops(&ws).args(["--json", "cache", "stats"])))["bytes"].as_u64().unwrap();
     // (limit as a multiple of the cache's size, rating, exit code)
     for (factor, rating, code) in
@@ -39,7 +29,7 @@ fn cache_utilization_gives_each_rating_and_its_exit_code() {
 #[test]
 fn a_failed_process_is_critical_and_the_owner_reports_every_check() {
     let scratch = Scratch::new();
-    let ws = filled(&scratch);
+    let ws = scratch.filled_workspace();
     let mut sidecar = Sidecar::start(&scratch, &ws, &[("NXOPS_HEALTH_INTERVAL", "100ms")]);
     sidecar.initialize(&ws);
     sidecar.request("nxops/subscribe", json!({"events": ["healthCheck"]})).unwrap();
@@ -69,7 +59,7 @@ fn a_failed_process_is_critical_and_the_owner_reports_every_check() {
 #[test]
 fn perf_optimize_runs_every_maintenance_action_and_shows_before_and_after() {
     let scratch = Scratch::new();
-    let ws = filled(&scratch);
+    let ws = scratch.filled_workspace();
     // A daemon record pointing at a process that is not an Nx daemon (this test's own sleep).
     let mut impostor = std::process::Command::new("sleep").arg("30").spawn().unwrap();
     let record_dir = ws.join(".nx/workspace-data/d");
@@ -110,7 +100,7 @@ fn perf_optimize_runs_every_maintenance_action_and_shows_before_and_after() {
 #[test]
 fn monitor_start_prints_a_check_per_interval() {
     let scratch = Scratch::new();
-    let ws = filled(&scratch);
+    let ws = scratch.filled_workspace();
     let out = run_ok(scratch.nxops(&ws).args(["--json", "monitor", "start", "--interval", "50ms", "--count", "3"]));
     let lines: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -6,20 +6,10 @@ mod common;
 use common::{Scratch, Sidecar, json_of, run_ok};
 use serde_json::json;
 
-fn filled(scratch: &Scratch) -> std::path::PathBuf {
-    let ws = scratch.workspace("ws", "none");
-    run_ok(
-        std::process::Command::new(common::repo_root().join("fixtures/fill-cache.sh"))
-            .arg(&ws)
-            .env("HOME", scratch.home()),
-    );
-    ws
-}
-
 #[test]
 fn a_one_shot_check_is_throttled_and_cleans_only_when_a_threshold_is_passed() {
     let scratch = Scratch::new();
-    let ws = filled(&scratch);
+    let ws = scratch.filled_workspace();
     let first = json_of(&run_ok(scratch.nxops(&ws).args(["--json", "maintain", "--if-due"])));
     assert_eq!(first["checked"], true, "{first}");
     assert_eq!(first["reason"], "nothing due");
@@ -41,7 +31,7 @@ fn a_one_shot_check_is_throttled_and_cleans_only_when_a_threshold_is_passed() {
 #[test]
 fn the_owner_keeps_reported_runs_and_refuses_bad_reports() {
     let scratch = Scratch::new();
-    let ws = filled(&scratch);
+    let ws = scratch.filled_workspace();
     let mut sidecar = Sidecar::started(&scratch, &ws);
     sidecar.request("nxops/subscribe", json!({"events": ["tasksReported"]})).unwrap();
     for run in 0..3 {

@@ -54,6 +54,13 @@ impl Scratch {
         std::fs::canonicalize(dest).unwrap()
     }
 
+    /// A fresh workspace `ws` (no git) whose cache fixtures/fill-cache.sh filled with real Nx tasks.
+    pub fn filled_workspace(&self) -> PathBuf {
+        let ws = self.workspace("ws", "none");
+        run_ok(Command::new(repo_root().join("fixtures/fill-cache.sh")).arg(&ws).env("HOME", self.home()));
+        ws
+    }
+
     /// A command for the nxops binary with this scratch HOME and a clean NX_/NXOPS_ environment.
     pub fn nxops(&self, cwd: &Path) -> Command {
         let mut cmd = Command::new(nxops_bin());
