@@ -43,6 +43,12 @@ fn a_failed_process_is_critical_and_the_owner_reports_every_check() {
 
     let spec = json!({"name": "broken", "command": "sh", "args": ["-c", "exit 1"], "restart": "never"});
     sidecar.request("nxops/process/start", spec).unwrap();
+    // The start answers once the run began; its failure is a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sidecar.request("nxops/process/list", json!({})).unwrap()["processes"][0]["state"] != "failed" {
+        assert!(std::time::Instant::now() < deadline, "the process never failed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let out = scratch.nxops(&ws).args(["monitor", "check"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
