@@ -64,11 +64,12 @@ describe('start-up', () => {
     assert.equal(view.text, '$(pass) nxops: Excellent');
     assert.equal(view.level, 'ok');
     assert.match(view.tooltip, /ws: Excellent \(100\/100\)/);
-    const names = report.components.map((c) => c.name).sort();
-    assert.deepEqual(names, ['cache', 'mcp', 'processes', 'sidecar']);
+    // The documented components at least (the sidecar may judge more).
+    const names = report.components.map((c) => c.name);
+    for (const name of ['cache', 'mcp', 'processes', 'sidecar']) assert.ok(names.includes(name), `${name} in ${names}`);
     const markdown = renderHealth(report, report.checkedAt + 2000);
     assert.match(markdown, /^# nxops health: Excellent \(100\/100\)/);
-    for (const name of names) assert.match(markdown, new RegExp(`\\| ${name} \\| 100 \\|`));
+    for (const c of report.components) assert.match(markdown, new RegExp(`\\| ${c.name} \\| ${c.score} \\|`));
     assert.match(markdown, /checked 2s ago/);
   });
 });
