@@ -16,7 +16,7 @@ use tower_lsp_server::jsonrpc::{Error, ErrorCode};
 
 use crate::cli::{
     CacheCommand, CallArgs, Cli, Command, EnvCommand, GlobalArgs, McpCommand, MonitorCommand, PerfCommand, ProcCommand,
-    SystemCommand, TrustArgs,
+    SessionCommand, SystemCommand, TrustArgs,
 };
 use crate::config::{self, ConfigError, FlagValue, workspace_key};
 use crate::environment::Environment;
@@ -56,6 +56,7 @@ pub fn run(cli: Cli, env: Environment) -> anyhow::Result<()> {
         }
         Command::Cache { command } => cache(&cli.global, &env, &flags, command, format),
         Command::Proc { command } => proc(&cli.global, &env, &flags, command, format),
+        Command::Session { command } => session(&cli.global, &env, &flags, command, format),
         Command::Trust(args) => trust(&cli.global, &env, &flags, args, format),
         Command::Perf { command: PerfCommand::Optimize } => {
             let root = find_root(&start_dir(&cli.global)?)?;
@@ -155,14 +156,20 @@ fn proc(
     let root = find_root(&start_dir(global)?)?;
     let (method, mut params) = match &command {
         ProcCommand::List => ("nxops/process/list", json!({})),
-        ProcCommand::Start { name, restart, cwd, env: vars, command } => {
+        ProcCommand::Start { name, restart, cwd, env: vars, session, command } => {
             let mut params = json!({"name": name});
             if command.is_empty() {
-                if restart.is_some() || cwd.is_some() || !vars.is_empty() {
-                    let problem = "--restart, --cwd and --env describe your own process: give its command after `--`";
+                if restart.is_some() || cwd.is_some() || !vars.is_empty() || session.is_some() {
+                    let problem =
+                        "--restart, --cwd, --env and --session describe your own process: give its command after `--`";
                     return Err(ConfigError { location: "nxops proc start".into(), problem: problem.into() }.into());
                 }
             } else {
+                // This command exits at once: its own connection's session would end the process.
+                match session {
+                    Some(id) => params["session"] = json!(id),
+                    None => params["detached"] = json!(true),
+                }
                 params["command"] = json!(command[0]);
                 params["args"] = json!(command[1..]);
                 if let Some(restart) = restart {
@@ -194,6 +201,47 @@ fn proc(
     let text = match &command {
         ProcCommand::List => render::list(&answer),
         ProcCommand::Logs { .. } => render::logs(&answer),
+        _ => render::one(&answer),
+    };
+    emit(&Rendered { value: answer, text }, format)
+}
+
+/// `nxops session ...`: each subcommand is its `nxops/session/*` method.
+fn session(
+    global: &GlobalArgs,
+    env: &Environment,
+    flags: &[FlagValue],
+    command: SessionCommand,
+    format: Format,
+) -> anyhow::Result<()> {
+    use crate::sessions::render;
+    let root = find_root(&start_dir(global)?)?;
+    let (method, params) = match &command {
+        SessionCommand::List => ("nxops/session/list", json!({})),
+        SessionCommand::Open { name, timeout, labels } => {
+            let mut map = serde_json::Map::new();
+            for label in labels {
+                let (k, v) = label.split_once('=').ok_or_else(|| ConfigError {
+                    location: "--label".into(),
+                    problem: format!("{label:?} is not KEY=VALUE"),
+                })?;
+                map.insert(k.to_string(), json!(v));
+            }
+            ("nxops/session/open", json!({"name": name, "timeout": timeout, "labels": map}))
+        }
+        SessionCommand::Close { id, force } => {
+            ("nxops/session/close", json!({"session": id, "mode": if *force { "force" } else { "graceful" }}))
+        }
+        SessionCommand::Restart { id } => ("nxops/session/restart", json!({"session": id})),
+        SessionCommand::Heartbeat { id } => ("nxops/session/heartbeat", json!({"session": id})),
+    };
+    let mut params = params;
+    strip_nulls(&mut params);
+    params["workspace"] = json!(root);
+    let answer = invoke(env, flags, Some(&root), method, params)?;
+    let text = match &command {
+        SessionCommand::List => render::list(&answer),
+        SessionCommand::Close { .. } => render::closed(&answer),
         _ => render::one(&answer),
     };
     emit(&Rendered { value: answer, text }, format)

@@ -56,6 +56,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ProcCommand,
     },
+    /// Sessions of the workspace's clients, and named sessions for scripts
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
     /// Performance upkeep
     Perf {
         #[command(subcommand)]
@@ -161,6 +166,10 @@ pub enum ProcCommand {
         /// An environment variable for your own process, NAME=VALUE (repeatable)
         #[arg(long = "env", value_name = "NAME=VALUE")]
         env: Vec<String>,
+        /// Put your own process in this open session (it stops when the session ends);
+        /// without it, the process runs until you stop it
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
         /// The command and its arguments, after `--`
         #[arg(last = true)]
         command: Vec<String>,
@@ -181,6 +190,33 @@ pub enum ProcCommand {
         #[arg(long, default_value_t = 50)]
         lines: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Every session: kind, state, client, its processes and MCP servers, when it expires
+    List,
+    /// Open a named session that outlives this command (or find it: a sign of life)
+    Open {
+        name: String,
+        /// How long it lives after its last sign of life (default: the sessions.namedTimeout setting)
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
+        /// A label kept with it, KEY=VALUE (repeatable)
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    /// Close a session: release its MCP leases and stop its processes
+    Close {
+        id: String,
+        /// Kill its processes and close its connections at once
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stop a session's processes and MCP connections and start them again
+    Restart { id: String },
+    /// A sign of life that keeps a named session open
+    Heartbeat { id: String },
 }
 
 #[derive(Debug, Subcommand)]

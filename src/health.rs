@@ -17,7 +17,11 @@
 //! - cache: by utilization of `cache.maxSize`: up to 80% 100, up to 90% 85, up to
 //!   100% 70, over 40; and at most 60 when the cache's volume has under 10% free,
 //!   at most 20 under 5%;
-//! - MCP pools: 100, 40 for a pooled server that cannot be started (failing warm-ups);
+//! - MCP pools: 100; 40 for a pooled server that cannot be started (failing
+//!   warm-ups); 85 for a server whose connections died once or twice in the last
+//!   10 minutes, 60 for three times or more;
+//! - sessions: 100, minus 10 per session that expired in the last hour (its client
+//!   vanished without closing), at least 60;
 //! - the sidecar's memory: 100 up to 100 MB RSS, 60 up to 500 MB, 20 above.
 
 use serde::{Deserialize, Serialize};
@@ -160,18 +164,47 @@ pub fn cache(bytes: Option<u64>, max_size: u64, volume: Option<(u64, u64)>) -> C
     Component { name: "cache".into(), score, reasons }
 }
 
-/// MCP pools: `(server, failing warm-ups)` of each pooled server.
-pub fn mcp(pools: &[(String, u32, Vec<String>)]) -> Component {
+/// One pooled MCP server, as the health check sees it.
+pub struct PoolHealth {
+    pub server: String,
+    /// Warm-ups that failed in a row.
+    pub warm_failures: u32,
+    /// Connections that died or failed a health check in the last 10 minutes.
+    pub replaced_last_10m: usize,
+    pub stderr: Vec<String>,
+}
+
+/// MCP pools: a server that cannot be started, or whose connections keep dying.
+pub fn mcp(pools: &[PoolHealth]) -> Component {
     let mut reasons = Vec::new();
     let mut score = 100;
-    for (server, failures, stderr) in pools {
-        if *failures > 0 {
+    for pool in pools {
+        let server = &pool.server;
+        if pool.warm_failures > 0 {
             score = score.min(40);
-            let last = stderr.last().map(|l| format!(": {l}")).unwrap_or_default();
-            reasons.push(format!("mcp server {server:?} failed to start {failures} times in a row{last}"));
+            let last = pool.stderr.last().map(|l| format!(": {l}")).unwrap_or_default();
+            reasons.push(format!("mcp server {server:?} failed to start {} times in a row{last}", pool.warm_failures));
+        }
+        if pool.replaced_last_10m > 0 {
+            score = score.min(if pool.replaced_last_10m >= 3 { 60 } else { 85 });
+            reasons.push(format!("mcp server {server:?} restarted {} times in 10 min", pool.replaced_last_10m));
         }
     }
     Component { name: "mcp".into(), score, reasons }
+}
+
+/// Sessions: clients that vanished without closing leave work for the expiry.
+pub fn sessions(counts: &crate::sessions::Counts) -> Component {
+    let mut reasons = Vec::new();
+    let expired = counts.expired_recently;
+    let score = 100u32.saturating_sub(10 * expired as u32).max(60);
+    if expired > 0 {
+        reasons.push(format!("{expired} session(s) expired in the last hour (clients gone without closing)"));
+    }
+    if counts.disconnected > 0 {
+        reasons.push(format!("{} session(s) waiting to expire", counts.disconnected));
+    }
+    Component { name: "sessions".into(), score, reasons }
 }
 
 /// The sidecar's own resident memory.

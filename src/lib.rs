@@ -14,6 +14,7 @@ pub mod output;
 pub mod procfs;
 pub mod reaper;
 pub mod rpc;
+pub mod sessions;
 pub mod sidecar;
 pub mod supervisor;
 pub mod trust;

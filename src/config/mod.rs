@@ -86,6 +86,18 @@ pub const SETTINGS: &[SettingDef] = &[
         default: "5s",
         doc: "SIGTERM to SIGKILL grace period",
     },
+    SettingDef {
+        key: "sessions.timeout",
+        kind: Kind::Duration,
+        default: "60s",
+        doc: "how long a client's session outlives its connection when the client vanished without closing it",
+    },
+    SettingDef {
+        key: "sessions.namedTimeout",
+        kind: Kind::Duration,
+        default: "1h",
+        doc: "how long a named session lives after its last request or heartbeat (unless opened with its own timeout)",
+    },
 ];
 
 /// `NXOPS_*` variables that are not settings but are still ours.
@@ -214,6 +226,14 @@ impl Settings {
     }
     pub fn stop_timeout(&self) -> Duration {
         self.duration("processes.stopTimeout")
+    }
+
+    pub fn session_timeout(&self) -> Duration {
+        self.duration("sessions.timeout")
+    }
+
+    pub fn named_session_timeout(&self) -> Duration {
+        self.duration("sessions.namedTimeout")
     }
 
     fn size(&self, key: &str) -> u64 {
@@ -443,7 +463,9 @@ mod tests {
                 "NXOPS_HEALTH_INTERVAL",
                 "NXOPS_PROCESSES_HEALTH_INTERVAL",
                 "NXOPS_PROCESSES_MAX_RESTARTS",
-                "NXOPS_PROCESSES_STOP_TIMEOUT"
+                "NXOPS_PROCESSES_STOP_TIMEOUT",
+                "NXOPS_SESSIONS_TIMEOUT",
+                "NXOPS_SESSIONS_NAMED_TIMEOUT",
             ]
         );
     }

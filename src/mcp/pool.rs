@@ -51,6 +51,8 @@ pub struct PoolView {
     pub warm_acquires: u64,
     pub median_acquire_us: Option<u64>,
     pub replaced: u64,
+    /// Connections that died (or failed a health check) in the last 10 minutes.
+    pub replaced_last_10m: usize,
     /// Warm-ups that failed in a row (the server cannot be started).
     pub warm_failures: u32,
     pub leases: Vec<String>,
@@ -78,6 +80,19 @@ struct State {
     /// The most recent acquire times (microseconds), for the median.
     acquire_us: Vec<u64>,
     last_stderr: Vec<String>,
+    /// When connections died and were replaced (the last 64), for "restarted 3 times in 10 min".
+    replacements: std::collections::VecDeque<Instant>,
+}
+
+impl State {
+    fn note_replaced(&mut self, count: usize) {
+        for _ in 0..count {
+            if self.replacements.len() == 64 {
+                self.replacements.pop_front();
+            }
+            self.replacements.push_back(Instant::now());
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -145,6 +160,7 @@ impl Pool {
                         return Ok(lease.conn.clone());
                     }
                     state.leased.remove(key);
+                    state.note_replaced(1);
                 }
                 state.idle.retain(|(conn, _)| !conn.is_dead());
                 if let Some((conn, _)) = state.idle.pop() {
@@ -217,6 +233,7 @@ impl Pool {
             let Some(lease) = state.leased.remove(key) else { return };
             lease.conn.set_sink(None);
             if lease.conn.is_dead() {
+                state.note_replaced(1);
                 Some(lease.conn)
             } else {
                 state.idle.push((lease.conn, Instant::now()));
@@ -229,6 +246,17 @@ impl Pool {
             let sup = self.0.sup.clone();
             self.0.sup.runtime().spawn(async move { conn.close(&sup).await });
         }
+    }
+
+    /// Ends `key`'s lease and closes its connection (its server state goes with
+    /// it); the upkeep warms a fresh one if the pool is below `min_idle`.
+    pub fn discard(&self, key: &str) {
+        let Some(lease) = self.state().leased.remove(key) else { return };
+        lease.conn.set_sink(None);
+        self.0.freed.notify_waiters();
+        self.remember_stderr(&lease.conn);
+        let sup = self.0.sup.clone();
+        self.0.sup.runtime().spawn(async move { lease.conn.close(&sup).await });
     }
 
     fn remember_stderr(&self, conn: &Connection) {
@@ -253,6 +281,7 @@ impl Pool {
             warm_acquires: self.0.warm_acquires.load(Ordering::Relaxed),
             median_acquire_us: samples.get(samples.len() / 2).copied(),
             replaced: self.0.replaced.load(Ordering::Relaxed),
+            replaced_last_10m: state.replacements.iter().filter(|at| at.elapsed() <= Duration::from_secs(600)).count(),
             warm_failures: state.warm_failures,
             leases: state.leased.keys().cloned().collect(),
             stderr,
@@ -326,6 +355,7 @@ impl Pool {
                 (expired, dead, to_open, to_check)
             };
             if !dead.is_empty() {
+                self.state().note_replaced(dead.len());
                 self.0.replaced.fetch_add(dead.len() as u64, Ordering::Relaxed);
                 self.0.freed.notify_waiters();
             }
@@ -343,6 +373,7 @@ impl Pool {
                         before != state.idle.len()
                     };
                     if removed {
+                        self.state().note_replaced(1);
                         self.0.replaced.fetch_add(1, Ordering::Relaxed);
                         conn.close(&self.0.sup).await;
                     }

@@ -126,7 +126,7 @@ pub fn run(env: Environment, root: &Path, server: &str) -> anyhow::Result<i32> {
 
     // The agent is gone: release, and if this proxy owned the workspace, stop its servers.
     forwarding.abort();
-    core.close_session(session);
+    core.end_session(session, true);
     let closing = std::thread::spawn(move || core.detach_all());
     let _ = closing.join();
     Ok(0)

@@ -38,6 +38,9 @@ pub const EVENTS: &[&str] = &[
     "processMemoryLeak",
     "tasksReported",
     "healthCheck",
+    "sessionOpened",
+    "sessionClosed",
+    "sessionRestarted",
 ];
 
 /// Something that happened, for subscribers.
@@ -112,6 +115,7 @@ pub struct Owned {
     pub runs: Arc<super::task_runs::RunLog>,
     /// Wakes the maintenance check (a run was just reported).
     pub maintenance: Arc<tokio::sync::Notify>,
+    pub sessions: crate::sessions::Sessions,
 }
 
 /// A client connection, for `nxops/status` and event delivery.
@@ -240,24 +244,115 @@ impl Core {
         id
     }
 
+    /// Records the client's name and, for a client of our own (not a forwarder
+    /// or a one-shot CLI on a socket), opens its session in every attached workspace.
     pub fn identify_session(&self, id: u64, name: Option<String>, version: Option<String>) {
-        if let Some(session) = self.state().sessions.get_mut(&id) {
+        let announce = {
+            let mut state = self.state();
+            let Some(session) = state.sessions.get_mut(&id) else { return };
             session.client_name = name;
             session.client_version = version;
+            session.transport == TransportKind::Stdio
+        };
+        if announce {
+            let roots: Vec<PathBuf> = self.state().workspaces.keys().cloned().collect();
+            for root in roots {
+                self.announce(&root, &[id]);
+            }
         }
     }
 
-    /// Forgets a session and gives back the MCP connections it leased.
-    pub fn close_session(&self, id: u64) {
-        let roles: Vec<_> = {
+    /// Opens these local sessions in `root`'s registry: directly on its owner,
+    /// through the forwarding connection on a follower.
+    fn announce(&self, root: &Path, ids: &[u64]) {
+        let Some(role) = self.state().workspaces.get(root).map(|a| a.role.clone()) else { return };
+        let clients: Vec<(u64, Option<String>, Option<String>)> = {
+            let state = self.state();
+            ids.iter()
+                .filter_map(|id| state.sessions.get(id))
+                .map(|s| (s.id, s.client_name.clone(), s.client_version.clone()))
+                .collect()
+        };
+        match &*lock(&role) {
+            Role::Owner(_, owned) => {
+                for (id, name, version) in clients {
+                    owned.sessions.hold(&session_id(id), id, (name, version));
+                }
+            }
+            Role::Follower { client: Some(client), .. } => {
+                for (id, name, version) in clients {
+                    let client = client.clone();
+                    let params = json!({"workspace": root, "session": session_id(id),
+                        "client": {"name": name, "version": version}});
+                    self.0.runtime.spawn(async move { client.request("nxops/session/open", params).await });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The client name and version a local session gave at `initialize`.
+    pub fn client_of(&self, id: u64) -> (Option<String>, Option<String>) {
+        self.state().sessions.get(&id).map(|s| (s.client_name.clone(), s.client_version.clone())).unwrap_or_default()
+    }
+
+    /// Local sessions that clients of our own opened (see `identify_session`).
+    fn own_clients(&self) -> Vec<u64> {
+        self.state()
+            .sessions
+            .values()
+            .filter(|s| s.transport == TransportKind::Stdio && s.client_name.is_some())
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// A connection ended. `graceful` (the client sent `shutdown` and `exit`)
+    /// closes its session in every workspace now; otherwise the client vanished
+    /// and its sessions expire after `sessions.timeout`. Returns once the owner
+    /// has acted (bounded), so a sidecar about to exit does not cut it short.
+    pub fn end_session(&self, id: u64, graceful: bool) {
+        let roles: Vec<(PathBuf, Arc<Mutex<Role>>)> = {
             let mut state = self.state();
             state.sessions.remove(&id);
-            state.workspaces.values().map(|a| a.role.clone()).collect()
+            state.workspaces.iter().map(|(root, a)| (root.clone(), a.role.clone())).collect()
         };
-        for role in roles {
-            if let Role::Owner(_, owned) = &*lock(&role) {
-                owned.mcp.release_all(&session_lease(id));
+        let sid = session_id(id);
+        let mut pending = Vec::new();
+        for (root, role) in roles {
+            match &*lock(&role) {
+                Role::Owner(_, owned) => {
+                    let sessions = owned.sessions.clone();
+                    let sid = sid.clone();
+                    pending.push(self.0.runtime.spawn(async move {
+                        if graceful && sessions.exists(&sid) {
+                            let _ = sessions.close(&sid, crate::sessions::Mode::Graceful).await;
+                        }
+                        sessions.connection_ended(id);
+                    }));
+                }
+                Role::Follower { client: Some(client), .. } => {
+                    let (method, params) = if graceful {
+                        ("nxops/session/close", json!({"workspace": root, "session": sid, "mode": "graceful"}))
+                    } else {
+                        ("nxops/session/leave", json!({"workspace": root, "session": sid}))
+                    };
+                    let client = client.clone();
+                    pending.push(self.0.runtime.spawn(async move {
+                        let _ = client.request(method, params).await;
+                    }));
+                }
+                _ => {}
             }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        let all = futures_util::future::join_all(pending);
+        let bounded = async { tokio::time::timeout(Duration::from_secs(30), all).await };
+        if Handle::try_current().is_ok() {
+            self.0.runtime.spawn(bounded);
+        } else {
+            let _ = self.0.runtime.block_on(bounded);
         }
     }
 
@@ -512,17 +607,11 @@ impl Core {
         let root = workspace.root.as_path();
         let wake = Arc::new(tokio::sync::Notify::new());
         self.0.runtime.spawn(super::health_methods::watch(self.clone(), workspace.clone(), stop.clone()));
+        let session_stop = stop.clone();
         self.0.runtime.spawn(super::maintenance::maintain(self.clone(), workspace.clone(), stop, wake.clone()));
         let listener = guard.listener();
         let socket = guard.socket().to_path_buf();
-        let events = Arc::downgrade(&self.0);
-        let about = root.to_path_buf();
-        let publish: crate::supervisor::Publish = Arc::new(move |name, mut params| {
-            if let Some(inner) = events.upgrade() {
-                params["workspace"] = json!(about);
-                Core(inner).publish(name, params);
-            }
-        });
+        let publish = publish_for(&self.0, root);
         let supervisor = Supervisor::launch(
             root.to_path_buf(),
             workspace.state_dir.clone(),
@@ -532,7 +621,18 @@ impl Core {
             publish,
         );
         let mcp = crate::mcp::McpPools::start(root, &self.0.env, supervisor.clone());
-        let owned = Owned { supervisor, mcp, runs: Arc::default(), maintenance: wake };
+        let sessions = crate::sessions::Sessions::start(
+            workspace.clone(),
+            supervisor.clone(),
+            mcp.clone(),
+            publish_for(&self.0, root),
+            session_stop,
+        );
+        // Our own clients hold their sessions here now (they may predate the ownership).
+        for id in self.own_clients() {
+            sessions.hold(&session_id(id), id, self.client_of(id));
+        }
+        let owned = Owned { supervisor, mcp, runs: Arc::default(), maintenance: wake, sessions };
         *lock(role) = Role::Owner(guard, owned);
         let core = self.clone();
         let spawned = std::thread::Builder::new().name("nxops-accept".into()).spawn(move || {
@@ -582,6 +682,7 @@ async fn follow(
             let owner_pid = paths.owner_info().map(|i| i.pid);
             *lock(&role) = Role::Follower { client: Some(client.clone()), owner_pid };
             backoff = Backoff::default();
+            core.announce(&root, &core.own_clients());
             tokio::select! {
                 () = client.closed() => {}
                 _ = stop.changed() => { client.close(); return; }
@@ -605,11 +706,10 @@ async fn connect_to_owner(core: &Core, root: &Path, paths: &Paths) -> Option<Rpc
     let ours = root.to_path_buf();
     let on_notification = Box::new(move |method: &str, params: Value| {
         if method == "nxops/mcp/notification" {
-            // For the client of ours whose lease this is ("<our pid>.session-<id>").
+            // For the client of ours whose lease this is ("<our pid>.<session>").
             let ours = params.get("lease").and_then(Value::as_str).and_then(|lease| {
                 let (pid, session) = lease.split_once('.')?;
-                (pid == std::process::id().to_string())
-                    .then(|| session.strip_prefix("session-")?.parse::<u64>().ok())?
+                (pid == std::process::id().to_string()).then(|| session.parse::<u64>().ok())?
             });
             if let Some(session) = ours {
                 relay.publish_to(session, "mcp/notification", params);
@@ -636,6 +736,18 @@ async fn connect_to_owner(core: &Core, root: &Path, paths: &Paths) -> Option<Rpc
     }
 }
 
+/// Publishes on this core's bus, naming the workspace, without keeping the core alive.
+fn publish_for(inner: &Arc<Inner>, root: &Path) -> crate::supervisor::Publish {
+    let events = Arc::downgrade(inner);
+    let about = root.to_path_buf();
+    Arc::new(move |name, mut params| {
+        if let Some(inner) = events.upgrade() {
+            params["workspace"] = json!(about);
+            Core(inner).publish(name, params);
+        }
+    })
+}
+
 fn lock(role: &Mutex<Role>) -> MutexGuard<'_, Role> {
     role.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -644,9 +756,9 @@ fn event_names<S: serde::Serializer>(subscriptions: &BTreeMap<String, u64>, out:
     out.collect_seq(subscriptions.keys())
 }
 
-/// The MCP lease key of a client session.
-pub fn session_lease(session: u64) -> String {
-    format!("session-{session}")
+/// A local connection's session id everywhere: `<pid>.<n>` (also its MCP lease key).
+pub fn session_id(session: u64) -> String {
+    format!("{}.{session}", std::process::id())
 }
 
 pub fn now_ms() -> u64 {

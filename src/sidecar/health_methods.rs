@@ -34,9 +34,19 @@ pub async fn check(core: &Core, ws: &Arc<Workspace>) -> HealthReport {
     if let Some(owned) = &owned {
         components.push(health::processes(&owned.supervisor.states()));
         let (servers, _) = owned.mcp.servers();
-        let pools: Vec<(String, u32, Vec<String>)> =
-            servers.into_iter().filter_map(|s| s.pool.map(|p| (s.name, p.warm_failures, p.stderr))).collect();
+        let pools: Vec<health::PoolHealth> = servers
+            .into_iter()
+            .filter_map(|s| {
+                s.pool.map(|p| health::PoolHealth {
+                    server: s.name,
+                    warm_failures: p.warm_failures,
+                    replaced_last_10m: p.replaced_last_10m,
+                    stderr: p.stderr,
+                })
+            })
+            .collect();
         components.push(health::mcp(&pools));
+        components.push(health::sessions(&owned.sessions.counts(now_ms().saturating_sub(3_600_000))));
         let rss = crate::procfs::stat(std::process::id()).map_or(0, |s| s.rss_bytes);
         components.push(health::sidecar_memory(rss));
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::core::session_lease;
+use super::core::session_id;
 use super::methods::{CallCtx, parse};
 use crate::mcp::McpPools;
 use crate::mcp::conn::Era;
@@ -66,15 +66,18 @@ pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Res
         "nxops/mcp/request" => {
             let params: RequestParams = parse(method, raw)?;
             let pools = need(pools, ws)?;
-            request(ctx, &pools, params).await
+            request(ctx, ws, &pools, params).await
         }
         "nxops/mcp/release" => {
             let params: ReleaseParams = parse(method, raw)?;
             let pools = need(pools, ws)?;
-            let key = params.lease.unwrap_or_else(|| session_lease(ctx.session));
-            match params.server {
-                Some(server) => pool_of(&pools, &server)?.release(&key),
+            let key = params.lease.unwrap_or_else(|| session_id(ctx.session));
+            match &params.server {
+                Some(server) => pool_of(&pools, server)?.release(&key),
                 None => pools.release_all(&key),
+            }
+            if let Some(owned) = ctx.core.owned(&ws.root) {
+                owned.sessions.forget_mcp(&key, params.server.as_deref());
             }
             Ok(json!({"released": key}))
         }
@@ -116,10 +119,25 @@ fn pool_of(pools: &McpPools, server: &str) -> Result<crate::mcp::pool::Pool, Rpc
     })
 }
 
-async fn request(ctx: &CallCtx, pools: &McpPools, params: RequestParams) -> Result<Value, RpcError> {
+async fn request(ctx: &CallCtx, ws: &Workspace, pools: &McpPools, params: RequestParams) -> Result<Value, RpcError> {
     let pool = pool_of(pools, &params.server)?;
-    let key = params.lease.clone().unwrap_or_else(|| session_lease(ctx.session));
+    // The lease is a session's (the caller's, or the one named); any other
+    // lease name (a proxy's, a script's) is honoured but tracked by nobody.
+    let sessions = ctx.core.owned(&ws.root).map(|o| o.sessions);
+    let key = match (&params.lease, &sessions) {
+        (None, Some(sessions)) => super::session_methods::acting_session(ctx, sessions, None)?,
+        (Some(lease), Some(sessions)) if sessions.exists(lease) || super::session_methods::is_connection_id(lease) => {
+            super::session_methods::acting_session(ctx, sessions, Some(lease))?
+        }
+        (Some(lease), _) => lease.clone(),
+        (None, None) => session_id(ctx.session),
+    };
     let conn = pool.acquire(&key).await.map_err(pool_error)?;
+    if let Some(sessions) = &sessions
+        && sessions.exists(&key)
+    {
+        sessions.record_mcp(&key, &params.server);
+    }
     // The connection is initialized already: its handshake's answer is the answer
     // (this is how a proxy's client sees an instant start).
     let handshake = match (params.method.as_str(), conn.era()) {

@@ -65,6 +65,24 @@ pub const METHODS: &[MethodDef] = &[
         name: "nxops/perf/optimize",
         summary: "every maintenance action now, with the figures before and after",
     },
+    MethodDef { name: "nxops/session/list", summary: "the workspace's sessions with what each created and holds" },
+    MethodDef {
+        name: "nxops/session/open",
+        summary: "open a named session that outlives connections, or register the caller's",
+    },
+    MethodDef {
+        name: "nxops/session/close",
+        summary: "close a session: release its leases, stop its processes (graceful or force)",
+    },
+    MethodDef {
+        name: "nxops/session/restart",
+        summary: "stop a session's resources and start them again, keeping its id and specs",
+    },
+    MethodDef { name: "nxops/session/heartbeat", summary: "a sign of life that keeps a named session open" },
+    MethodDef {
+        name: "nxops/session/leave",
+        summary: "the caller stops holding a connection session; it expires after sessions.timeout",
+    },
     MethodDef { name: "nxops/subscribe", summary: "receive the named events as notifications" },
     MethodDef { name: "nxops/unsubscribe", summary: "stop receiving the named events" },
 ];
@@ -107,7 +125,13 @@ pub async fn call(ctx: &CallCtx, method: &str, params: Value) -> Result<Value, R
         | "nxops/maintenance/run"
         | "nxops/mcp/servers"
         | "nxops/mcp/request"
-        | "nxops/mcp/release" => owner_method(ctx, method, params).await,
+        | "nxops/mcp/release"
+        | "nxops/session/list"
+        | "nxops/session/open"
+        | "nxops/session/close"
+        | "nxops/session/restart"
+        | "nxops/session/heartbeat"
+        | "nxops/session/leave" => owner_method(ctx, method, params).await,
         "nxops/subscribe" => subscribe(ctx, method, parse(method, params)?),
         "nxops/unsubscribe" => unsubscribe(ctx, method, parse(method, params)?),
         other => Err(RpcError::UnknownMethod(other.to_string())),
@@ -247,10 +271,20 @@ async fn cache_method(ctx: &CallCtx, method: &str, raw: Value) -> Result<Value, 
 }
 
 /// Runs a process or trust method where the workspace's owner is.
-async fn process_method(ctx: &CallCtx, method: &str, raw: Value) -> Result<Value, RpcError> {
+async fn process_method(ctx: &CallCtx, method: &str, mut raw: Value) -> Result<Value, RpcError> {
     let workspace = raw.get("workspace").and_then(Value::as_str).map(PathBuf::from);
     match ctx.core.route(workspace.as_deref()).await? {
-        Route::Forward { client, root } => forward(&client, method, raw, &root).await,
+        Route::Forward { client, root } => {
+            // A client's process belongs to its session: name it for the owner.
+            if method == "nxops/process/start"
+                && raw.is_object()
+                && raw.get("session").is_none()
+                && raw.get("detached").is_none_or(|d| d == &Value::Bool(false))
+            {
+                raw["session"] = json!(super::core::session_id(ctx.session));
+            }
+            forward(&client, method, raw, &root).await
+        }
         Route::Local(ws) => super::process_methods::run(ctx, &ws, method, raw).await,
     }
 }
@@ -260,12 +294,23 @@ async fn owner_method(ctx: &CallCtx, method: &str, mut raw: Value) -> Result<Val
     let workspace = raw.get("workspace").and_then(Value::as_str).map(PathBuf::from);
     match ctx.core.route(workspace.as_deref()).await? {
         Route::Forward { client, root } => {
-            // Every client of this follower shares one session on the owner: name the lease.
-            if matches!(method, "nxops/mcp/request" | "nxops/mcp/release")
-                && raw.get("lease").is_none()
-                && raw.is_object()
-            {
-                raw["lease"] = json!(format!("{}.{}", std::process::id(), super::core::session_lease(ctx.session)));
+            // Every client of this follower reaches the owner over one connection:
+            // name the client's session (its lease) for the owner.
+            let ours = json!(super::core::session_id(ctx.session));
+            if raw.is_object() {
+                if matches!(method, "nxops/mcp/request" | "nxops/mcp/release") && raw.get("lease").is_none() {
+                    raw["lease"] = ours;
+                } else if method.starts_with("nxops/session/")
+                    && !matches!(method, "nxops/session/list")
+                    && raw.get("session").is_none()
+                    && raw.get("name").is_none()
+                {
+                    if method == "nxops/session/open" {
+                        let (name, version) = ctx.core.client_of(ctx.session);
+                        raw["client"] = json!({"name": name, "version": version});
+                    }
+                    raw["session"] = ours;
+                }
             }
             forward(&client, method, raw, &root).await
         }
@@ -280,6 +325,9 @@ async fn owner_method(ctx: &CallCtx, method: &str, mut raw: Value) -> Result<Val
         Route::Local(ws) if method.starts_with("nxops/mcp/") => super::mcp_methods::run(ctx, &ws, method, raw).await,
         Route::Local(ws) if method == "nxops/health" => super::health_methods::run(ctx, &ws, method, raw).await,
         Route::Local(ws) if method == "nxops/perf/optimize" => super::perf_methods::run(ctx, &ws, method, raw).await,
+        Route::Local(ws) if method.starts_with("nxops/session/") => {
+            super::session_methods::run(ctx, &ws, method, raw).await
+        }
         Route::Local(ws) => super::task_runs::run(ctx, &ws, method, raw).await,
     }
 }

@@ -22,6 +22,7 @@ pub mod ownership;
 pub mod perf_methods;
 pub mod process_methods;
 pub mod progress;
+pub mod session_methods;
 pub mod task_runs;
 
 use std::fs::File;
@@ -81,7 +82,7 @@ fn run_connection(core: &Core, reader: impl Read, outbox: Outbox, kind: Transpor
     let events = deliver_events(core, session, outbox.clone());
     let ended = transport::serve(reader, outbox, service, socket, core.runtime());
     events.abort();
-    core.close_session(session);
+    core.end_session(session, matches!(ended, Ended::Exit { .. }));
     ended
 }
 

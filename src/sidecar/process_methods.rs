@@ -76,24 +76,48 @@ pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Res
         "nxops/process/list" => {
             super::methods::parse::<ListParams>(method, raw)?;
             match supervisor {
-                Some(sup) => Ok(serde_json::to_value(sup.list().await).expect("views serialize")),
+                Some(sup) => {
+                    let mut list = serde_json::to_value(sup.list().await).expect("views serialize");
+                    if let (Some(owned), Some(Value::Array(processes))) =
+                        (ctx.core.owned(&ws.root), list.get_mut("processes"))
+                    {
+                        for process in processes {
+                            let name = process.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                            process["session"] = json!(owned.sessions.owner_of_process(&name));
+                        }
+                    }
+                    Ok(list)
+                }
                 None => declared_without_sidecar(ctx, ws),
             }
         }
         "nxops/process/start" => {
-            let (name, spec) = start_params(method, raw, ws)?;
+            let start = start_params(method, raw, ws)?;
             let sup = need(supervisor, ws)?;
-            Ok(serde_json::to_value(sup.start_process(&name, spec).await?).expect("views serialize"))
+            // A client's process belongs to a session (the caller's unless it names
+            // one), which stops it when it ends; `detached` runs it until stopped.
+            let owner = match (&start.spec, start.detached, ctx.core.owned(&ws.root)) {
+                (Some(_), false, Some(owned)) => {
+                    let id = super::session_methods::acting_session(ctx, &owned.sessions, start.session.as_deref())?;
+                    Some((owned.sessions, id))
+                }
+                _ => None,
+            };
+            let view = sup.start_process(&start.name, start.spec).await?;
+            if let Some((sessions, id)) = owner {
+                sessions.record_process(&id, &start.name, start.given);
+            }
+            Ok(with_session(ctx, ws, view))
         }
         "nxops/process/stop" => {
             let params: StopParams = super::methods::parse(method, raw)?;
             let sup = need(supervisor, ws)?;
-            Ok(serde_json::to_value(sup.stop_process(&params.name, params.force).await?).expect("views serialize"))
+            Ok(with_session(ctx, ws, sup.stop_process(&params.name, params.force).await?))
         }
         "nxops/process/restart" => {
             let params: NameParams = super::methods::parse(method, raw)?;
             let sup = need(supervisor, ws)?;
-            Ok(serde_json::to_value(sup.restart_process(&params.name).await?).expect("views serialize"))
+            Ok(with_session(ctx, ws, sup.restart_process(&params.name).await?))
         }
         "nxops/process/logs" => {
             let params: LogsParams = super::methods::parse(method, raw)?;
@@ -111,6 +135,13 @@ pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Res
     }
 }
 
+/// A process's view with the session it belongs to (null for declared and detached ones).
+fn with_session(ctx: &CallCtx, ws: &Workspace, view: crate::supervisor::service::View) -> Value {
+    let mut value = serde_json::to_value(&view).expect("views serialize");
+    value["session"] = json!(ctx.core.owned(&ws.root).and_then(|o| o.sessions.owner_of_process(&view.name)));
+    value
+}
+
 fn need(supervisor: Option<Supervisor>, ws: &Workspace) -> Result<Supervisor, RpcError> {
     supervisor.ok_or_else(|| {
         RpcError::OwnerUnavailable(format!(
@@ -121,13 +152,39 @@ fn need(supervisor: Option<Supervisor>, ws: &Workspace) -> Result<Supervisor, Rp
     })
 }
 
-/// `{name, command?, ...spec}`: a declared process by name, or a client's spec.
-fn start_params(method: &str, raw: Value, ws: &Workspace) -> Result<(String, Option<ProcessSpec>), RpcError> {
+/// A `nxops/process/start` request.
+struct Start {
+    name: String,
+    spec: Option<ProcessSpec>,
+    /// The spec as given, kept by its session to start it again.
+    given: Value,
+    session: Option<String>,
+    detached: bool,
+}
+
+/// `{name, command?, session?, detached?, ...spec}`: a declared process by name, or a client's spec.
+fn start_params(method: &str, raw: Value, ws: &Workspace) -> Result<Start, RpcError> {
     let Value::Object(mut map) = raw else {
         return Err(RpcError::invalid_params(method, "params must be an object"));
     };
     map.remove("workspace");
     map.remove("workDoneToken");
+    let session = match map.remove("session") {
+        Some(Value::String(id)) => Some(id),
+        None | Some(Value::Null) => None,
+        Some(_) => return Err(RpcError::invalid_params(method, "session: must be a string (a session id)")),
+    };
+    let detached = match map.remove("detached") {
+        Some(Value::Bool(detached)) => detached,
+        None => false,
+        Some(_) => return Err(RpcError::invalid_params(method, "detached: must be true or false")),
+    };
+    if detached && session.is_some() {
+        return Err(RpcError::invalid_params(
+            method,
+            "detached: a detached process belongs to no session; drop session",
+        ));
+    }
     let name = match map.remove("name") {
         Some(Value::String(name)) => name,
         Some(_) => return Err(RpcError::invalid_params(method, "name: must be a string")),
@@ -135,7 +192,7 @@ fn start_params(method: &str, raw: Value, ws: &Workspace) -> Result<(String, Opt
     };
     spec::check_name(&name).map_err(|p| RpcError::invalid_params(method, format!("name: {p}")))?;
     if map.is_empty() {
-        return Ok((name, None));
+        return Ok(Start { name, spec: None, given: Value::Null, session, detached });
     }
     if !map.contains_key("command") {
         return Err(RpcError::invalid_params(
@@ -143,9 +200,10 @@ fn start_params(method: &str, raw: Value, ws: &Workspace) -> Result<(String, Opt
             "command: a process started at run time needs a command (or pass only `name` to start a declared one)",
         ));
     }
-    let spec = spec::parse(&name, Value::Object(map), &ws.root, &ws.settings, "params")
+    let given = Value::Object(map);
+    let spec = spec::parse(&name, given.clone(), &ws.root, &ws.settings, "params")
         .map_err(|e| RpcError::invalid_params(method, e.to_string()))?;
-    Ok((name, Some(spec)))
+    Ok(Start { name, spec: Some(spec), given, session, detached })
 }
 
 /// What nxops.json declares, for a CLI without a sidecar.

@@ -364,6 +364,23 @@ impl Supervisor {
         Ok(service.view().current())
     }
 
+    /// Stops a client's process (force: SIGKILL at once) and forgets it, so its
+    /// name is free again. A declared process is only stopped: the file owns it.
+    pub async fn remove_process(&self, name: &str, force: bool) {
+        let Ok(service) = self.find(name) else { return };
+        let (reply, answer) = oneshot::channel();
+        let _ = service.tx.send(Cmd::Stop { force, reply });
+        let _ = answer.await;
+        if service.view().origin == Origin::Client {
+            let mut services = self.services();
+            if services.get(name).is_some_and(|s| Arc::ptr_eq(s, &service)) {
+                services.remove(name);
+            }
+            drop(services);
+            self.0.specs_changed.notify_one();
+        }
+    }
+
     pub async fn restart_process(&self, name: &str) -> Result<View, RpcError> {
         self.ready().await;
         let service = self.find(name)?;

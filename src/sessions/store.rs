@@ -1,0 +1,129 @@
+//! `<state>/sessions.json`: the sessions of a workspace, so that a new owner
+//! (after a crash or a restart of the sidecar) restores them.
+//!
+//! Written whole to a temporary file in the same directory, fsynced, renamed
+//! over the old file, and the directory fsynced: a crash at any point leaves
+//! either the old file or the new one, never a torn one. A file that cannot be
+//! read as sessions is moved aside (`sessions.json.corrupt`), never deleted,
+//! and the owner starts with no sessions.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::registry::Record;
+
+const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct File {
+    version: u32,
+    sessions: Vec<Record>,
+}
+
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("sessions.json")
+}
+
+/// Writes the sessions atomically (see the module docs).
+pub fn save(file: &Path, sessions: Vec<Record>) -> std::io::Result<()> {
+    let dir = file.parent().ok_or_else(|| std::io::Error::other("sessions file has no directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let text = serde_json::to_vec_pretty(&File { version: VERSION, sessions }).map_err(std::io::Error::other)?;
+    let temp = dir.join(format!(".sessions.json.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut out = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
+        out.write_all(&text)?;
+        out.sync_all()?;
+        std::fs::rename(&temp, file)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// What the file holds. A missing file is no sessions; a broken one is moved
+/// aside and reported in the `Err`, with no sessions restored.
+pub fn load(file: &Path) -> Result<Vec<Record>, String> {
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(format!("cannot read {}: {err}", file.display())),
+    };
+    let problem = match serde_json::from_slice::<File>(&bytes) {
+        Ok(parsed) if parsed.version == VERSION => return Ok(parsed.sessions),
+        Ok(parsed) => format!("version {} is not one this nxops reads ({VERSION})", parsed.version),
+        Err(err) => err.to_string(),
+    };
+    let aside = file.with_extension("json.corrupt");
+    let moved = match std::fs::rename(file, &aside) {
+        Ok(()) => format!("moved to {}", aside.display()),
+        Err(err) => format!("could not be moved aside: {err}"),
+    };
+    Err(format!("{}: {problem}; no sessions restored (the file was {moved})", file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::sessions::registry::Kind;
+
+    fn record(id: &str) -> Record {
+        Record {
+            id: id.into(),
+            kind: Kind::Named,
+            client_name: None,
+            client_version: None,
+            opened_at: 1,
+            last_seen: 2,
+            disconnected_at: None,
+            timeout_ms: 60_000,
+            labels: BTreeMap::new(),
+            processes: BTreeMap::from([("web".into(), serde_json::json!({"command": "sleep", "args": ["60"]}))]),
+            mcp: BTreeSet::from(["memory".into()]),
+            restarts: 1,
+        }
+    }
+
+    #[test]
+    fn sessions_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = path(dir.path());
+        assert_eq!(load(&file).unwrap(), Vec::new(), "no file, no sessions");
+        save(&file, vec![record("a"), record("b")]).unwrap();
+        assert_eq!(load(&file).unwrap(), vec![record("a"), record("b")]);
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names, vec!["sessions.json".to_string()], "no temporary file is left behind");
+    }
+
+    #[test]
+    fn a_write_that_died_before_the_rename_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = path(dir.path());
+        save(&file, vec![record("a")]).unwrap();
+        // What a crash mid-write leaves: a torn temporary file beside the real one.
+        std::fs::write(dir.path().join(".sessions.json.999.tmp"), b"{\"version\":1,\"sess").unwrap();
+        assert_eq!(load(&file).unwrap(), vec![record("a")]);
+    }
+
+    #[test]
+    fn a_broken_file_is_moved_aside_and_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = path(dir.path());
+        std::fs::write(&file, b"{\"version\":1,\"sessions\":[{\"id\":").unwrap();
+        let err = load(&file).unwrap_err();
+        assert!(err.contains("sessions.json") && err.contains("moved to"), "{err}");
+        assert!(!file.exists());
+        assert!(dir.path().join("sessions.json.corrupt").exists(), "kept for the user, not deleted");
+        assert_eq!(load(&file).unwrap(), Vec::new());
+    }
+}
