@@ -35,6 +35,8 @@ fn the_metrics_endpoint_serves_live_figures_over_loopback() {
     assert!(answer.contains("# TYPE nxops_process_up gauge"), "{answer}");
     let line = format!("nxops_process_up{{workspace=\"{}\",process=\"web\",state=\"running\"}} 1", ws.display());
     assert!(answer.contains(&line), "{answer}");
+    let line = format!("nxops_workspace_sessions{{workspace=\"{}\",state=\"active\"}} 1", ws.display());
+    assert!(answer.contains(&line), "the test's own connection session: {answer}");
     assert!(answer.lines().any(|l| l.starts_with("nxops_resident_memory_bytes ") && !l.ends_with(" 0")), "{answer}");
     assert!(scrape(port, "/other").starts_with("HTTP/1.1 404"), "only /metrics");
     drop(sidecar);

@@ -92,8 +92,9 @@ fn documented_examples_get_documented_answers() {
     let mcp = json!({"mcpServers": {"stubborn": {"command": stubborn}}});
     std::fs::write(ws.join(".mcp.json"), serde_json::to_vec(&mcp).unwrap()).unwrap();
     run_ok(s.nxops(&ws).args(["trust"]));
-    // Health checks often enough for the healthCheck example to arrive.
-    let mut sidecar = Sidecar::start(&s, &ws, &[("NXOPS_HEALTH_INTERVAL", "200ms")]);
+    // Health and maintenance checks often enough for their examples to arrive.
+    let quick = [("NXOPS_HEALTH_INTERVAL", "200ms"), ("NXOPS_CACHE_CHECK_INTERVAL", "200ms")];
+    let mut sidecar = Sidecar::start(&s, &ws, &quick);
     sidecar.initialize(&ws);
     sidecar.request("nxops/subscribe", json!({"events": nxops::sidecar::core::EVENTS})).unwrap();
     for section in sections(&doc, "Methods") {
@@ -119,6 +120,15 @@ fn documented_examples_get_documented_answers() {
     let leaky = json!({"name": "leaky", "command": "python3", "args": [grow], "env": {"STEP_MB": "4"},
         "health": {"command": ["true"], "interval": "100ms"}, "leak": {"window": "1s", "minGrowth": "8MB"}});
     sidecar.request("nxops/process/start", leaky).unwrap();
+    // A daemon record pointing at a process that is no Nx daemon, for the maintenance example
+    // (written now, so that no example before has tidied it first).
+    let mut impostor = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::create_dir_all(ws.join(".nx/workspace-data/d")).unwrap();
+    std::fs::write(
+        ws.join(".nx/workspace-data/d/server-process.json"),
+        format!(r#"{{"processId": {}}}"#, impostor.id()),
+    )
+    .unwrap();
     for section in sections(&doc, "Notifications").iter().filter(|s| s.name.starts_with("nxops/")) {
         let documented: Value = serde_json::from_str(block(section, "notification")).unwrap();
         let real = sidecar.notification(&section.name);
@@ -126,4 +136,7 @@ fn documented_examples_get_documented_answers() {
             panic!("docs/protocol.md disagrees with the code: {diff}\nreal notification: {real:#}");
         }
     }
+    assert!(impostor.try_wait().unwrap().is_none(), "maintenance removes a stale record, never the process");
+    let _ = impostor.kill();
+    let _ = impostor.wait();
 }

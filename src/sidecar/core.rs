@@ -41,6 +41,7 @@ pub const EVENTS: &[&str] = &[
     "sessionOpened",
     "sessionClosed",
     "sessionRestarted",
+    "maintenance",
 ];
 
 /// Something that happened, for subscribers.

@@ -10,6 +10,17 @@
 //! short batches, so Nx is never kept waiting; the interval is also the least
 //! time between two automatic cleans.
 //!
+//! At the same interval the owner looks after the workspace's Nx daemon: a
+//! record (`<workspace data>/d/server-process.json`) that points at a dead or
+//! foreign process is removed (Nx would otherwise try to talk to it), and a
+//! daemon above `DAEMON_RSS_LIMIT` (1 GiB) resident is stopped (SIGTERM, then
+//! SIGKILL after 2 s); Nx starts a fresh one when it next needs it. Each such
+//! action is published as `nxops/maintenance`. The other automatic actions
+//! live where their state is: idle MCP connections beyond `minIdle` are closed
+//! by their pool after its `idleTimeout`; a process whose spec sets
+//! `leak.restart` is restarted by its task when the leak detector fires; and
+//! orphans that end are reaped by `crate::reaper` as soon as they exit.
+//!
 //! Without a sidecar, `nxops maintain --if-due` does the same check once; it
 //! records when it last checked in `<state>/maintenance.json` and does nothing
 //! when that was less than `cache.checkInterval` ago, so a plugin that starts
@@ -28,12 +39,13 @@ use crate::config::units::{format_duration, format_size};
 use crate::output::{Report, Section};
 use crate::workspace::Workspace;
 
+/// An Nx daemon above this much resident memory is restarted.
+pub const DAEMON_RSS_LIMIT: u64 = 1 << 30;
+
 /// Runs until `stop` turns true; `wake` asks for a check now (a run just ended).
 pub async fn maintain(core: Core, workspace: Arc<Workspace>, mut stop: watch::Receiver<bool>, wake: Arc<Notify>) {
     let settings = &workspace.settings;
-    if settings.auto_clean_at() == 0 {
-        return;
-    }
+    let cleans = settings.auto_clean_at() > 0;
     let interval = settings.cache_check_interval().max(Duration::from_millis(100));
     let mut last_clean: Option<Instant> = None;
     loop {
@@ -45,7 +57,15 @@ pub async fn maintain(core: Core, workspace: Arc<Workspace>, mut stop: watch::Re
         if *stop.borrow() {
             return;
         }
-        if last_clean.is_some_and(|t| t.elapsed() < interval) {
+        let data_dir = workspace.nx.workspace_data_dir.clone();
+        if let Ok((true, done)) = tokio::task::spawn_blocking(move || tidy_nx_daemon(&data_dir)).await {
+            tracing::info!(target: "nxops::maintenance", "{}: nx daemon: {done}", workspace.root.display());
+            core.publish(
+                "maintenance",
+                serde_json::json!({"workspace": workspace.root, "action": "nx daemon", "done": done}),
+            );
+        }
+        if !cleans || last_clean.is_some_and(|t| t.elapsed() < interval) {
             continue;
         }
         let ws = workspace.clone();
@@ -63,6 +83,29 @@ pub async fn maintain(core: Core, workspace: Arc<Workspace>, mut stop: watch::Re
             Err(err) => tracing::warn!(target: "nxops::maintenance", "the automatic clean stopped: {err}"),
         }
     }
+}
+
+/// Removes a stale daemon record, or stops a bloated daemon; says what it
+/// found, and whether it acted.
+pub fn tidy_nx_daemon(workspace_data_dir: &std::path::Path) -> (bool, String) {
+    use crate::cache::reset::{daemon_pid, daemon_record, is_nx_daemon, stop_daemon};
+    let Some(pid) = daemon_pid(workspace_data_dir) else { return (false, "no Nx daemon recorded".into()) };
+    if !is_nx_daemon(pid) {
+        return match std::fs::remove_file(daemon_record(workspace_data_dir)) {
+            Ok(()) => (true, format!("removed a stale record (pid {pid} is not an Nx daemon)")),
+            Err(e) => (false, format!("a stale record (pid {pid}) could not be removed: {e}")),
+        };
+    }
+    let rss = crate::procfs::stat(pid).map_or(0, |s| s.rss_bytes);
+    if rss > DAEMON_RSS_LIMIT {
+        return match stop_daemon(workspace_data_dir) {
+            Some(_) => {
+                (true, format!("stopped the daemon (pid {pid}, {}); Nx starts it again when needed", format_size(rss)))
+            }
+            None => (false, format!("the daemon (pid {pid}, {}) could not be stopped", format_size(rss))),
+        };
+    }
+    (false, format!("the daemon (pid {pid}) uses {}: fine", format_size(rss)))
 }
 
 /// What one maintenance check found and did.

@@ -77,6 +77,8 @@ pub fn render(core: &Core) -> String {
     family("nxops_mcp_cold_starts_total", "counter", "MCP server processes started by a pool");
     family("nxops_mcp_warm_acquires_total", "counter", "leases served by an already warm connection");
     family("nxops_task_runs_kept", "gauge", "Nx runs reported by the plugin and kept by the owner");
+    family("nxops_workspace_sessions", "gauge", "the workspace's sessions by state (active, disconnected)");
+    family("nxops_sessions_ended_total", "counter", "sessions that ended, by how (closed, expired)");
     let mut lines = String::new();
     let rss = crate::procfs::stat(std::process::id()).map_or(0, |s| s.rss_bytes);
     let _ = writeln!(lines, "nxops_up 1");
@@ -125,6 +127,13 @@ pub fn render(core: &Core) -> String {
             );
         }
         let _ = writeln!(lines, "nxops_task_runs_kept{{workspace=\"{ws}\"}} {}", owned.runs.len());
+        let counts = owned.sessions.counts(0);
+        for (state, n) in [("active", counts.active), ("disconnected", counts.disconnected)] {
+            let _ = writeln!(lines, "nxops_workspace_sessions{{workspace=\"{ws}\",state=\"{state}\"}} {n}");
+        }
+        for (how, n) in [("closed", counts.closed_total), ("expired", counts.expired_total)] {
+            let _ = writeln!(lines, "nxops_sessions_ended_total{{workspace=\"{ws}\",ending=\"{how}\"}} {n}");
+        }
     }
     out + &lines
 }

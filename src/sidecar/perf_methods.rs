@@ -23,9 +23,6 @@ use crate::output::{Report, Section};
 use crate::rpc::errors::RpcError;
 use crate::workspace::Workspace;
 
-/// An Nx daemon above this much resident memory is restarted.
-pub const DAEMON_RSS_LIMIT: u64 = 1 << 30;
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OptimizeParams {
@@ -103,7 +100,9 @@ pub async fn run(ctx: &CallCtx, ws: &Arc<Workspace>, method: &str, raw: Value) -
     }
 
     let data_dir = ws.nx.workspace_data_dir.clone();
-    let done = tokio::task::spawn_blocking(move || nx_daemon(&data_dir)).await.unwrap_or_else(|e| e.to_string());
+    let done = tokio::task::spawn_blocking(move || super::maintenance::tidy_nx_daemon(&data_dir).1)
+        .await
+        .unwrap_or_else(|e| e.to_string());
     actions.push(Action { name: "nx daemon".into(), done });
 
     let after = figures(ctx, ws).await;
@@ -126,24 +125,4 @@ async fn figures(ctx: &CallCtx, ws: &Arc<Workspace>) -> Figures {
         servers.iter().filter_map(|s| s.pool.as_ref()).map(|p| p.idle).sum()
     });
     Figures { rating: health.rating, score: health.score, cache_bytes, idle_mcp_connections }
-}
-
-/// Cleans up a stale daemon record, or restarts a bloated daemon.
-fn nx_daemon(workspace_data_dir: &std::path::Path) -> String {
-    use crate::cache::reset::{daemon_pid, daemon_record, is_nx_daemon, stop_daemon};
-    let Some(pid) = daemon_pid(workspace_data_dir) else { return "no Nx daemon recorded".into() };
-    if !is_nx_daemon(pid) {
-        return match std::fs::remove_file(daemon_record(workspace_data_dir)) {
-            Ok(()) => format!("removed a stale record (pid {pid} is not an Nx daemon)"),
-            Err(e) => format!("a stale record (pid {pid}) could not be removed: {e}"),
-        };
-    }
-    let rss = crate::procfs::stat(pid).map_or(0, |s| s.rss_bytes);
-    if rss > DAEMON_RSS_LIMIT {
-        return match stop_daemon(workspace_data_dir) {
-            Some(_) => format!("stopped the daemon (pid {pid}, {}); Nx starts it again when needed", format_size(rss)),
-            None => format!("the daemon (pid {pid}, {}) could not be stopped", format_size(rss)),
-        };
-    }
-    format!("the daemon (pid {pid}) uses {}: fine", format_size(rss))
 }
