@@ -464,6 +464,9 @@ fn connect_owner(env: &Environment, root: &Path, bar: Option<ProgressBar>) -> an
 
 fn remote(client: &RpcClient, method: &str, params: Value) -> anyhow::Result<Value> {
     let result = client.request_blocking(method, params, Duration::from_secs(24 * 3600));
+    // A deliberate end: the owner closes this connection's session now (what the
+    // request made for it, if anything, ends with it) instead of expiring it later.
+    client.notify("exit", Value::Null);
     client.close();
     match result {
         Ok(value) => Ok(value),

@@ -119,3 +119,44 @@ fn monitor_start_prints_a_check_per_interval() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--interval"), "{bad:?}");
 }
+
+#[test]
+fn an_mcp_server_that_keeps_dying_makes_the_workspace_fair_and_says_so() {
+    let scratch = Scratch::new();
+    let server =
+        common::repo_root().join("fixtures/mcp/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
+    assert!(server.exists(), "the MCP fixtures are not installed: run fixtures/mcp/setup.sh (scripts/test does)");
+    let ws = scratch.workspace("ws", "none");
+    let servers = json!({"mcpServers": {"memory": {"command": "node", "args": [server],
+        "env": {"MEMORY_FILE_PATH": scratch.home().join("memory.jsonl")}}}});
+    std::fs::write(ws.join(".mcp.json"), serde_json::to_vec(&servers).unwrap()).unwrap();
+    std::fs::write(ws.join("nxops.json"), r#"{"mcp": {"defaults": {"minIdle": 0, "max": 1}}}"#).unwrap();
+    run_ok(scratch.nxops(&ws).args(["trust"]));
+    let mut sidecar = Sidecar::started(&scratch, &ws);
+    let call = json!({"server": "memory", "method": "tools/list"});
+    for round in 1..=3 {
+        sidecar.request("nxops/mcp/request", call.clone()).unwrap();
+        // The server dies under its lease (a crash, an OOM kill): the next request gets a fresh one.
+        for pid in common::supervised_by(scratch.home()) {
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !common::supervised_by(scratch.home()).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "round {round}: the server did not die");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    // The next request notices the third death and replaces the connection.
+    let answer = sidecar.request("nxops/mcp/request", call.clone());
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(_) => sidecar.request("nxops/mcp/request", call).unwrap(),
+    };
+    assert!(answer["result"]["tools"].is_array(), "{answer}");
+    let out = scratch.nxops(&ws).args(["--json", "monitor", "check"]).output().unwrap();
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert_eq!(report["rating"], "Fair", "{report}");
+    let reason = report["reasons"][0].as_str().unwrap();
+    assert_eq!(reason, "mcp server \"memory\" restarted 3 times in 10 min", "{report}");
+}

@@ -106,6 +106,14 @@ fn a_clients_session_holds_what_it_made_and_exit_closes_it_at_once() {
     let servers = owner.request("nxops/mcp/servers", json!({})).unwrap();
     assert_eq!(servers["servers"][0]["pool"]["leases"], json!([]), "{servers}");
     assert_eq!(servers["servers"][0]["pool"]["idle"], 1, "the connection stays warm for others");
+
+    // A one-shot `nxops call` is a connection too, and ends with `exit`: what it made ends with it.
+    let params = json!({"name": "oneshot", "command": "sleep", "args": ["1000"]}).to_string();
+    let answer = json_of(&run_ok(scratch.nxops(&ws).args(["call", "nxops/process/start", &params])));
+    let oneshot = answer["pid"].as_u64().unwrap() as u32;
+    eventually("the call's process stopped with its session", || !alive(oneshot));
+    let counts = owner.request("nxops/session/list", json!({})).unwrap()["counts"].clone();
+    assert_eq!((counts["expiredTotal"].as_u64(), counts["active"].as_u64()), (Some(0), Some(1)), "{counts}");
 }
 
 #[test]
