@@ -80,6 +80,7 @@ fn a_clients_session_holds_what_it_made_and_exit_closes_it_at_once() {
     let web = started["pid"].as_u64().unwrap() as u32;
     let session_id = started["session"].as_str().expect("a client's process belongs to its session").to_string();
     assert_eq!(session_id, format!("{}.1", follower.pid()), "the follower's client, named for the owner");
+    follower.request("nxops/subscribe", json!({"events": ["healthCheck"]})).unwrap();
     let leased = mcp_call(&mut follower, json!({}));
     assert!(leased["result"]["tools"].as_array().is_some_and(|t| !t.is_empty()), "{leased}");
 
@@ -90,6 +91,9 @@ fn a_clients_session_holds_what_it_made_and_exit_closes_it_at_once() {
     assert_eq!(theirs["clientName"], "nxops-tests", "announced with its client's name");
     assert_eq!(theirs["processes"]["web"]["command"], "sleep");
     assert_eq!(theirs["mcp"], json!(["memory"]));
+    eventually("the follower reported its client's subscriptions", || {
+        session(&sessions(&mut owner), &session_id).is_some_and(|s| s["subscriptions"] == json!(["healthCheck"]))
+    });
     let ours =
         session(&list, &format!("{}.1", owner.pid())).unwrap_or_else(|| panic!("the owner's own client: {list:#?}"));
     assert_eq!(ours["processes"], json!({}));

@@ -231,6 +231,12 @@ impl Sessions {
         self.persist();
     }
 
+    /// The events a connection session's client subscribed to, as its sidecar reports them.
+    pub fn set_subscriptions(&self, id: &str, events: std::collections::BTreeSet<String>) {
+        self.registry().set_subscriptions(id, events);
+        self.persist();
+    }
+
     pub fn record_mcp(&self, id: &str, server: &str) {
         self.registry().add_mcp(id, server);
         self.persist();

@@ -53,6 +53,9 @@ pub struct Record {
     pub mcp: BTreeSet<String>,
     #[serde(default)]
     pub restarts: u32,
+    /// Events its client subscribed to (kept by the sidecar the client is connected to).
+    #[serde(default)]
+    pub subscriptions: BTreeSet<String>,
 }
 
 impl Record {
@@ -170,6 +173,7 @@ impl Registry {
             processes: BTreeMap::new(),
             mcp: BTreeSet::new(),
             restarts: 0,
+            subscriptions: BTreeSet::new(),
         });
         let mut dirty = fresh || record.disconnected_at.is_some();
         record.disconnected_at = None;
@@ -211,6 +215,7 @@ impl Registry {
                 processes: BTreeMap::new(),
                 mcp: BTreeSet::new(),
                 restarts: 0,
+                subscriptions: BTreeSet::new(),
             },
         );
         self.changed();
@@ -283,6 +288,15 @@ impl Registry {
                 }
                 None => record.mcp.clear(),
             }
+            self.changed();
+        }
+    }
+
+    pub fn set_subscriptions(&mut self, id: &str, events: BTreeSet<String>) {
+        if let Some(record) = self.records.get_mut(id)
+            && record.subscriptions != events
+        {
+            record.subscriptions = events;
             self.changed();
         }
     }

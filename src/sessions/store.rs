@@ -90,6 +90,7 @@ mod tests {
             processes: BTreeMap::from([("web".into(), serde_json::json!({"command": "sleep", "args": ["60"]}))]),
             mcp: BTreeSet::from(["memory".into()]),
             restarts: 1,
+            subscriptions: BTreeSet::from(["healthCheck".into()]),
         }
     }
 

@@ -267,24 +267,28 @@ impl Core {
     /// through the forwarding connection on a follower.
     fn announce(&self, root: &Path, ids: &[u64]) {
         let Some(role) = self.state().workspaces.get(root).map(|a| a.role.clone()) else { return };
-        let clients: Vec<(u64, Option<String>, Option<String>)> = {
+        type Client = (u64, Option<String>, Option<String>, BTreeSet<String>);
+        let clients: Vec<Client> = {
             let state = self.state();
             ids.iter()
                 .filter_map(|id| state.sessions.get(id))
-                .map(|s| (s.id, s.client_name.clone(), s.client_version.clone()))
+                .map(|s| {
+                    (s.id, s.client_name.clone(), s.client_version.clone(), s.subscriptions.keys().cloned().collect())
+                })
                 .collect()
         };
         match &*lock(&role) {
             Role::Owner(_, owned) => {
-                for (id, name, version) in clients {
+                for (id, name, version, events) in clients {
                     owned.sessions.hold(&session_id(id), id, (name, version));
+                    owned.sessions.set_subscriptions(&session_id(id), events);
                 }
             }
             Role::Follower { client: Some(client), .. } => {
-                for (id, name, version) in clients {
+                for (id, name, version, events) in clients {
                     let client = client.clone();
                     let params = json!({"workspace": root, "session": session_id(id),
-                        "client": {"name": name, "version": version}});
+                        "client": {"name": name, "version": version}, "subscriptions": events});
                     self.0.runtime.spawn(async move { client.request("nxops/session/open", params).await });
                 }
             }
@@ -363,22 +367,41 @@ impl Core {
 
     /// Adds event names to a session's subscriptions and returns them all.
     pub fn subscribe(&self, id: u64, events: &[String]) -> BTreeSet<String> {
-        let mut state = self.state();
-        let published = state.events_published;
-        let Some(session) = state.sessions.get_mut(&id) else { return BTreeSet::new() };
-        for event in events {
-            session.subscriptions.entry(event.clone()).or_insert(published);
-        }
-        session.subscriptions.keys().cloned().collect()
+        let now = {
+            let mut state = self.state();
+            let published = state.events_published;
+            let Some(session) = state.sessions.get_mut(&id) else { return BTreeSet::new() };
+            for event in events {
+                session.subscriptions.entry(event.clone()).or_insert(published);
+            }
+            session.subscriptions.keys().cloned().collect()
+        };
+        self.subscriptions_changed(id);
+        now
     }
 
     pub fn unsubscribe(&self, id: u64, events: &[String]) -> BTreeSet<String> {
-        let mut state = self.state();
-        let Some(session) = state.sessions.get_mut(&id) else { return BTreeSet::new() };
-        for event in events {
-            session.subscriptions.remove(event);
+        let now = {
+            let mut state = self.state();
+            let Some(session) = state.sessions.get_mut(&id) else { return BTreeSet::new() };
+            for event in events {
+                session.subscriptions.remove(event);
+            }
+            session.subscriptions.keys().cloned().collect()
+        };
+        self.subscriptions_changed(id);
+        now
+    }
+
+    /// The workspaces' registries show what our own clients subscribed to.
+    fn subscriptions_changed(&self, id: u64) {
+        if !self.own_clients().contains(&id) {
+            return;
         }
-        session.subscriptions.keys().cloned().collect()
+        let roots: Vec<PathBuf> = self.state().workspaces.keys().cloned().collect();
+        for root in roots {
+            self.announce(&root, &[id]);
+        }
     }
 
     /// True when the event is for this session, or the session subscribed to it before it was published.

@@ -35,6 +35,8 @@ struct OpenParams {
     /// A follower's client: its connection session id.
     session: Option<String>,
     client: Option<ClientInfo>,
+    /// A follower's client: the events it subscribed to.
+    subscriptions: Option<std::collections::BTreeSet<String>>,
 }
 
 #[derive(Deserialize)]
@@ -110,7 +112,7 @@ pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Res
 
 fn open(ctx: &CallCtx, sessions: &Sessions, method: &str, params: OpenParams) -> Result<Value, RpcError> {
     if let Some(name) = params.name {
-        if params.session.is_some() || params.client.is_some() {
+        if params.session.is_some() || params.client.is_some() || params.subscriptions.is_some() {
             return Err(RpcError::invalid_params(method, "name: a named session takes no session or client"));
         }
         sessions::check_name(&name).map_err(|p| RpcError::invalid_params(method, format!("name: {p}")))?;
@@ -142,6 +144,9 @@ fn open(ctx: &CallCtx, sessions: &Sessions, method: &str, params: OpenParams) ->
         None => ctx.core.client_of(ctx.session),
     };
     sessions.hold(&id, ctx.session, client);
+    if let Some(events) = params.subscriptions {
+        sessions.set_subscriptions(&id, events);
+    }
     Ok(serde_json::to_value(sessions.view(&id)).expect("serializes"))
 }
 
