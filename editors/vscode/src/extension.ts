@@ -4,7 +4,7 @@
 // notifications and progress. Keep decisions out of this file.
 
 import * as vscode from 'vscode';
-import { LanguageClient, type LanguageClientOptions, type ServerOptions } from 'vscode-languageclient/node';
+import { LanguageClient, State, type LanguageClientOptions, type ServerOptions } from 'vscode-languageclient/node';
 
 import { NxopsClient, type Progress } from './core/client';
 import { cleanWithPreview, describeCleaned } from './core/clean';
@@ -18,7 +18,7 @@ import { chooseWorkspace } from './core/workspaces';
 let current: NxopsExtension | undefined;
 
 export function activate(context: vscode.ExtensionContext): void {
-  const ext = new NxopsExtension(context);
+  const ext = new NxopsExtension();
   current = ext;
   context.subscriptions.push(ext);
   registerCommands(context, ext);
@@ -77,7 +77,7 @@ class NxopsExtension implements vscode.Disposable {
   private state: SidecarState = { kind: 'starting' };
   private firstHealthLogged = false;
 
-  constructor(context: vscode.ExtensionContext) {
+  constructor() {
     this.status.name = 'nxops health';
     this.status.command = 'nxops.showHealth';
     this.status.show();
@@ -88,7 +88,6 @@ class NxopsExtension implements vscode.Disposable {
       vscode.workspace.onDidChangeConfiguration((e) => e.affectsConfiguration(SECTION) && void this.restart()),
     );
     this.render();
-    void context;
   }
 
   /** Starts the sidecar; a failure is shown in the status bar and as an error with what to fix. */
@@ -105,11 +104,24 @@ class NxopsExtension implements vscode.Disposable {
       this.languageClient = client;
       this.nxops = new NxopsClient(client);
       for (const event of EVENTS) client.onNotification(`nxops/${event}`, (params) => this.apply(this.decider.decide(event, params)));
+      // Also after the language client restarts a crashed sidecar: subscriptions belong to a session.
+      client.onDidChangeState(({ newState }) => this.stateChanged(client, newState));
       await client.start();
-      await this.nxops.subscribe(EVENTS);
-      await this.refreshHealth();
     } catch (error) {
       this.failed(explainStartError(error, settings));
+    }
+  }
+
+  private stateChanged(client: LanguageClient, state: State): void {
+    if (client !== this.languageClient) return;
+    if (state === State.Running) {
+      void this.guard(async () => {
+        await this.client().subscribe(EVENTS);
+        await this.refreshHealth();
+      });
+    }
+    if (state === State.Stopped && this.state.kind !== 'stopped') {
+      this.setState({ kind: 'stopped', reason: 'the sidecar stopped (see the nxops output; "nxops: Restart Sidecar" starts it again)' });
     }
   }
 
@@ -245,10 +257,8 @@ class NxopsExtension implements vscode.Disposable {
       documentSelector: [],
       outputChannel: this.output,
       initializationOptions: initializationOptions(settings),
-      initializationFailedHandler: (error) => {
-        this.failed(explainStartError(error, settings));
-        return false;
-      },
+      // No retry: start() rejects, and failed() says which setting to fix.
+      initializationFailedHandler: () => false,
     };
   }
 

@@ -15,6 +15,31 @@ export const repoRoot = join(extRoot, '../..');
 export const require = createRequire(import.meta.url);
 const rpc = require('vscode-jsonrpc/node');
 
+const cleanups = new WeakMap();
+
+/**
+ * Runs `fn` when the test ends, after the cleanups registered later (last in,
+ * first out: a sidecar stops before its HOME is removed; node:test runs its own
+ * `after` hooks first in, first out). Every cleanup runs even if one fails.
+ */
+export function cleanup(t, fn) {
+  if (!cleanups.has(t)) {
+    cleanups.set(t, []);
+    t.after(async () => {
+      let failure;
+      for (const step of cleanups.get(t).reverse()) {
+        try {
+          await step();
+        } catch (error) {
+          failure ??= error;
+        }
+      }
+      if (failure) throw failure;
+    });
+  }
+  cleanups.get(t).push(fn);
+}
+
 /** A compiled module of the extension: `core('health')`. */
 export function core(module) {
   return require(join(extRoot, 'out/core', module));
@@ -36,7 +61,7 @@ export function scratchHome(t) {
   mkdirSync(base, { recursive: true });
   const home = realpathSync(mkdtempSync(join(base, 'vscode-home-')));
   mkdirSync(join(home, 'run'));
-  t.after(() => rmSync(home, { recursive: true, force: true }));
+  cleanup(t, () => rmSync(home, { recursive: true, force: true }));
   return home;
 }
 
@@ -86,7 +111,7 @@ export async function startSidecar(t, { home, folders, settings = {}, env = {} }
   connection.onNotification((method, params) => notifications.push({ method, params }));
   connection.listen();
   const sidecar = { child, connection, client: new NxopsClient(connection), notifications, startedAt, stderr: () => stderr, exited };
-  t.after(() => stopSidecar(sidecar));
+  cleanup(t, () => stopSidecar(sidecar));
   sidecar.initializeResult = await connection.sendRequest('initialize', {
     processId: process.pid,
     clientInfo: { name: 'nxops-vscode-tests', version: '1' },
