@@ -134,8 +134,14 @@ fn an_mcp_server_that_keeps_dying_makes_the_workspace_fair_and_says_so() {
     run_ok(scratch.nxops(&ws).args(["trust"]));
     let mut sidecar = Sidecar::started(&scratch, &ws);
     let call = json!({"server": "memory", "method": "tools/list"});
+    // A request that meets a connection whose death was not noticed yet fails, and
+    // leaves the lease; the next one gets a fresh connection.
+    let mut request = |sidecar: &mut Sidecar| match sidecar.request("nxops/mcp/request", call.clone()) {
+        Ok(answer) => answer,
+        Err(_) => sidecar.request("nxops/mcp/request", call.clone()).unwrap(),
+    };
     for round in 1..=3 {
-        sidecar.request("nxops/mcp/request", call.clone()).unwrap();
+        request(&mut sidecar);
         // The server dies under its lease (a crash, an OOM kill): the next request gets a fresh one.
         for pid in common::supervised_by(scratch.home()) {
             let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
@@ -147,11 +153,7 @@ fn an_mcp_server_that_keeps_dying_makes_the_workspace_fair_and_says_so() {
         }
     }
     // The next request notices the third death and replaces the connection.
-    let answer = sidecar.request("nxops/mcp/request", call.clone());
-    let answer = match answer {
-        Ok(answer) => answer,
-        Err(_) => sidecar.request("nxops/mcp/request", call).unwrap(),
-    };
+    let answer = request(&mut sidecar);
     assert!(answer["result"]["tools"].is_array(), "{answer}");
     let out = scratch.nxops(&ws).args(["--json", "monitor", "check"]).output().unwrap();
     let report = json_of(&out);
