@@ -91,7 +91,9 @@ pub fn run(cli: Cli, env: Environment) -> anyhow::Result<()> {
             let answer = invoke(&env, &flags, Some(&root), "nxops/maintenance/run", params)?;
             show::<crate::sidecar::maintenance::MaintenanceReport>(answer, format)
         }
-        Command::Serve(args) => std::process::exit(crate::sidecar::serve_stdio(env, args.metrics_addr.as_deref())?),
+        Command::Serve(args) => {
+            std::process::exit(crate::sidecar::serve_stdio(env, flags.clone(), args.metrics_addr.as_deref())?)
+        }
         Command::Call(args) => call(&cli.global, &env, &flags, args),
     }
 }

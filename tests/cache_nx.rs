@@ -136,10 +136,21 @@ fn entries_used_in_the_last_hour_are_kept_unless_forced() {
     let report = f.nxops(&["cache", "clean", "--max-size", "1"]);
     assert_eq!(report["entries"], 0);
     assert_eq!(report["skipped"].as_array().unwrap().len(), 8);
+    // Nx just used them all: even --force keeps a 10-second grace, and a dry run says so too.
+    let conn = rusqlite::Connection::open(&f.db).unwrap();
+    conn.execute("UPDATE cache_outputs SET accessed_at = datetime('now')", []).unwrap();
+    drop(conn);
+    for args in [&["--dry-run"][..], &[]] {
+        let report = f.nxops(&[&["cache", "clean", "--max-size", "1", "--force"][..], args].concat());
+        assert_eq!(report["entries"], 0, "{args:?}: {report:#}");
+        let skipped = report["skipped"].as_array().unwrap();
+        assert_eq!(skipped.len(), 8, "{args:?}: {report:#}");
+        assert!(skipped.iter().all(|s| s["why"] == "used in the last 10 seconds"), "{args:?}: {report:#}");
+    }
+    std::thread::sleep(std::time::Duration::from_secs(11));
     let dry = f.nxops(&["cache", "clean", "--max-size", "1", "--force", "--dry-run"]);
     assert_eq!(dry["entries"], 8, "{dry:#}");
     assert_eq!(f.rows().len(), 8, "a dry run removes nothing");
-    std::thread::sleep(std::time::Duration::from_secs(11));
     let forced = f.nxops(&["cache", "clean", "--max-size", "1", "--force"]);
     assert_eq!(forced["entries"], 8, "{forced:#}");
     assert!(f.rows().is_empty() && f.entry_folders().is_empty());

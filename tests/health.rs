@@ -136,7 +136,7 @@ fn an_mcp_server_that_keeps_dying_makes_the_workspace_fair_and_says_so() {
     let call = json!({"server": "memory", "method": "tools/list"});
     // A request that meets a connection whose death was not noticed yet fails, and
     // leaves the lease; the next one gets a fresh connection.
-    let mut request = |sidecar: &mut Sidecar| match sidecar.request("nxops/mcp/request", call.clone()) {
+    let request = |sidecar: &mut Sidecar| match sidecar.request("nxops/mcp/request", call.clone()) {
         Ok(answer) => answer,
         Err(_) => sidecar.request("nxops/mcp/request", call.clone()).unwrap(),
     };

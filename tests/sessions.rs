@@ -237,12 +237,22 @@ fn a_sigkilled_owners_sessions_are_restored_by_the_next_owner() {
     mcp_call(&mut first, json!({"lease": "keep"}));
     // The owner's own client's process, which dies with it (its client is gone).
     first.request("nxops/process/start", sleeper("mine")).unwrap();
+    // A named session whose time runs out while no sidecar runs.
+    first.request("nxops/session/open", json!({"name": "brief", "timeout": "1s"})).unwrap();
+    first
+        .request(
+            "nxops/process/start",
+            json!({"name": "late", "command": "sleep", "args": ["1000"],
+        "session": "brief"}),
+        )
+        .unwrap();
     let file = sessions_file(&scratch, &ws);
     let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(saved["sessions"].as_array().unwrap().len(), 2, "{saved}");
+    assert_eq!(saved["sessions"].as_array().unwrap().len(), 3, "{saved}");
 
     first.child.kill().unwrap();
     let _ = first.child.wait();
+    std::thread::sleep(Duration::from_millis(1200));
     let mut second = Sidecar::started(&scratch, &ws);
     second.request("nxops/subscribe", json!({"events": ["sessionRestarted"]})).unwrap();
     eventually("keep's process runs again", || pid_of(&mut second, "db").is_some_and(|p| p != old && alive(p)));
@@ -252,12 +262,14 @@ fn a_sigkilled_owners_sessions_are_restored_by_the_next_owner() {
     assert_eq!((keep["labels"]["who"].as_str(), keep["mcp"].clone()), (Some("script"), json!(["memory"])));
     assert!(session(&list, &format!("{}.1", first.pid())).is_none(), "the dead owner's own client does not come back");
     assert_eq!(pid_of(&mut second, "mine"), None);
+    assert!(session(&list, "brief").is_none(), "expired while no sidecar ran");
+    assert_eq!(pid_of(&mut second, "late"), None, "and its process was not started again");
     eventually("the affinity is restored", || {
         let servers = second.request("nxops/mcp/servers", json!({})).unwrap();
         servers["servers"][0]["pool"]["leases"] == json!(["keep"])
     });
     let counts = second.request("nxops/session/list", json!({})).unwrap()["counts"].clone();
-    assert_eq!(counts["expiredTotal"], 1, "{counts}");
+    assert_eq!(counts["expiredTotal"], 2, "the dead owner's client and brief: {counts}");
     drop(second);
     assert!(supervised_by(scratch.home()).is_empty(), "a graceful exit stops the restored processes");
 }

@@ -181,11 +181,29 @@ fn initialization_options_override_settings_and_are_validated() {
     let err = sidecar.request("initialize", params(json!({"settings": {"cache": {"maxSzie": "1GB"}}}))).unwrap_err();
     assert_eq!(err["code"], -32602);
     assert!(err["message"].as_str().unwrap().contains("did you mean \"cache.maxSize\"?"), "{err}");
+    let err = sidecar.request("initialize", params(json!({"settings": {"cache.maxSize": "lots"}}))).unwrap_err();
+    let message = err["message"].as_str().unwrap();
+    assert!(message.contains("initializationOptions.settings.cache.maxSize: \"lots\""), "names the key: {err}");
     sidecar.request("initialize", params(json!({"settings": {"cache": {"maxSize": "2GB"}}}))).unwrap();
     let info = sidecar.request("nxops/env/info", json!({})).unwrap();
-    let max_size = info["settings"].as_array().unwrap().iter().find(|s| s["key"] == "cache.maxSize").unwrap().clone();
+    let setting = |info: &Value, key: &str| {
+        info["settings"].as_array().unwrap().iter().find(|s| s["key"] == key).unwrap().clone()
+    };
+    let max_size = setting(&info, "cache.maxSize");
     assert_eq!(max_size["raw"], 2u64 << 30);
     assert_eq!(max_size["origin"], "initializationOptions cache.maxSize");
+    // Neovim encodes empty params as `[]`: the same as `{}`.
+    assert!(sidecar.request("nxops/status", json!([])).is_ok());
+    drop(sidecar);
+
+    // `--set` on `nxops serve` applies to the workspaces it owns, under the client's options.
+    let mut cmd = s.nxops(&ws);
+    cmd.args(["--set", "cache.maxAge=1d", "--set", "cache.maxSize=3GB", "serve", "--stdio"]);
+    let mut sidecar = Sidecar::from_command(cmd, &s);
+    sidecar.request("initialize", params(json!({"settings": {"cache.maxSize": "2GB"}}))).unwrap();
+    let info = sidecar.request("nxops/env/info", json!({})).unwrap();
+    assert_eq!(setting(&info, "cache.maxAge")["origin"], "--set cache.maxAge", "{info}");
+    assert_eq!(setting(&info, "cache.maxSize")["raw"], 2u64 << 30, "the client's option wins");
 }
 
 #[test]

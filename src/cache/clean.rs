@@ -284,8 +284,12 @@ pub fn plan(paths: &CachePaths, db: &NxDb, options: CleanOptions) -> Result<Plan
     Ok(Plan { rows, evict, orphans, skipped, before, after })
 }
 
-/// Why an entry must be kept, if it must.
+/// Why an entry must be kept, if it must. The 10-second grace holds even with
+/// `force`, here as in `take_entry`, so a dry run lists what a clean would do.
 fn protected(row: &Row, now: i64, running: &HashSet<String>, force: bool) -> Option<String> {
+    if now - row.accessed < GRACE_SECS {
+        return Some("used in the last 10 seconds".into());
+    }
     if force {
         return None;
     }

@@ -353,7 +353,12 @@ impl Sessions {
             return;
         }
         self.0.sup.ready().await;
-        for record in &records {
+        // A session whose time ran out while no sidecar ran is expired, not started again.
+        let due = self.registry().due(now_ms());
+        for id in &due {
+            let _ = self.end(id, Mode::Graceful, Ending::Expired).await;
+        }
+        for record in records.iter().filter(|r| !due.contains(&r.id)) {
             let problems = self.start_resources(record).await;
             for problem in &problems {
                 tracing::warn!(target: "nxops::sessions", "restoring session {}: {problem}", record.id);

@@ -145,8 +145,10 @@ fn overrides(options: &Value) -> std::result::Result<Vec<FlagValue>, RpcError> {
             leaf => flags.push(flag(key, leaf).map_err(|m| bad(format!("settings.{key}: {m}")))?),
         }
     }
-    config::Settings::resolve(None, &crate::environment::Environment::default(), &flags)
-        .map_err(|e| bad(format!("settings: {}", e.problem)))?;
+    config::Settings::resolve(None, &crate::environment::Environment::default(), &flags).map_err(|e| {
+        let key = e.location.strip_prefix("initializationOptions ").unwrap_or(&e.location).to_string();
+        bad(format!("settings.{key}: {}", e.problem))
+    })?;
     Ok(flags)
 }
 

@@ -130,7 +130,11 @@ pub async fn clean(ctx: &CallCtx, ws: &Workspace, options: CleanOptions) -> Resu
     .await
     .map_err(|e| RpcError::Failed(anyhow::anyhow!("the cleaner stopped: {e}")))?
     .map_err(cache_error)?;
-    ctx.progress.end(&format!("{} entries removed", report.entries));
+    ctx.progress.end(&if report.dry_run {
+        format!("{} entries would be removed", report.entries)
+    } else {
+        format!("{} entries removed", report.entries)
+    });
     Ok(serde_json::to_value(report).expect("reports serialize"))
 }
 

@@ -90,6 +90,8 @@ struct State {
     workspaces: BTreeMap<PathBuf, Attached>,
     sessions: BTreeMap<u64, Session>,
     next_session: u64,
+    /// `--set` given to `nxops serve`: under the client's `initializationOptions`.
+    cli_overrides: Vec<FlagValue>,
     overrides: Vec<FlagValue>,
     events_published: u64,
 }
@@ -223,8 +225,14 @@ impl Core {
         self.state().overrides = overrides;
     }
 
+    /// Settings given on `nxops serve`'s command line (`--set`), which the client's may override.
+    pub fn set_cli_overrides(&self, overrides: Vec<FlagValue>) {
+        self.state().cli_overrides = overrides;
+    }
+
     pub fn overrides(&self) -> Vec<FlagValue> {
-        self.state().overrides.clone()
+        let state = self.state();
+        state.cli_overrides.iter().chain(&state.overrides).cloned().collect()
     }
 
     // --- sessions ---

@@ -177,6 +177,9 @@ pub fn parse<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcE
             map.remove("workDoneToken");
             Value::Object(map)
         }
+        // Omitted params, and `[]`, which is how Neovim's Lua encodes an empty table.
+        Value::Null => json!({}),
+        Value::Array(items) if items.is_empty() => json!({}),
         other => other,
     };
     serde_json::from_value(params).map_err(|e| RpcError::invalid_params(method, e.to_string()))

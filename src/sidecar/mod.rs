@@ -39,7 +39,11 @@ use crate::rpc::transport::{self, Ended};
 
 /// Serves stdin/stdout until `exit`, end of input, SIGTERM or SIGINT; then
 /// releases everything it owns and exits the process.
-pub fn serve_stdio(env: Environment, metrics_addr: Option<&str>) -> anyhow::Result<i32> {
+pub fn serve_stdio(
+    env: Environment,
+    flags: Vec<crate::config::FlagValue>,
+    metrics_addr: Option<&str>,
+) -> anyhow::Result<i32> {
     let (input, output) = take_stdio().context("failed to take over stdin and stdout")?;
     // Orphans of supervised processes come back to us, and are reaped by crate::reaper.
     crate::reaper::become_subreaper().context("failed to become the child subreaper")?;
@@ -50,11 +54,12 @@ pub fn serve_stdio(env: Environment, metrics_addr: Option<&str>) -> anyhow::Resu
         .build()
         .context("failed to start the async runtime")?;
     let core = Core::sidecar(env, runtime.handle().clone());
+    core.set_cli_overrides(flags);
     if let Some(addr) = metrics_addr {
         let bound = metrics::serve(core.clone(), addr)?;
         eprintln!("nxops: metrics on http://{bound}/metrics");
     }
-    let stop_timeout = crate::config::Settings::resolve(None, core.env(), &[])?.stop_timeout();
+    let stop_timeout = crate::config::Settings::resolve(None, core.env(), &core.overrides())?.stop_timeout();
     watch_signals(&core, stop_timeout);
     let ended = run_connection(&core, input, Outbox::new(output), TransportKind::Stdio);
     shut_down(&core, stop_timeout);
