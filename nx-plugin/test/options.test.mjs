@@ -19,7 +19,7 @@ const DURATION = 'expected a duration such as "7d", "30s" or "500ms"';
 const COUNT = 'expected a whole number such as 3';
 const KNOWN =
   'cache.maxSize, cache.maxAge, cache.autoCleanAt, cache.checkInterval, health.interval, ' +
-  'processes.healthInterval, processes.maxRestarts, processes.stopTimeout';
+  'processes.healthInterval, processes.maxRestarts, processes.stopTimeout, sessions.timeout, sessions.namedTimeout';
 
 /** The message validateOptions throws for `options`. */
 function problemOf(options, pointer = POINTER) {
