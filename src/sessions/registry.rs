@@ -90,6 +90,8 @@ pub struct Registry {
     closed_total: u64,
     /// Bumped on every change that must be persisted.
     generation: u64,
+    /// The sign of life last counted as a change, per session (see `touch`).
+    seen_saved: BTreeMap<String, u64>,
 }
 
 /// A session as `nxops/session/list` shows it.
@@ -222,12 +224,20 @@ impl Registry {
         true
     }
 
-    /// A sign of life; false for an unknown session.
+    /// A sign of life; false for an unknown session. It is worth a write to
+    /// disk only when it moves the expiry by a tenth of the timeout (at most
+    /// 30 s), so a script's stream of requests does not fsync on each one; a
+    /// restored session may then expire that much early, never late.
     pub fn touch(&mut self, id: &str, now: u64) -> bool {
         match self.records.get_mut(id) {
             Some(record) if !self.closing.contains(id) => {
+                let step = (record.timeout_ms / 10).min(30_000);
+                let saved = self.seen_saved.get(id).copied().unwrap_or(record.opened_at);
                 record.last_seen = now;
-                self.changed();
+                if now.saturating_sub(saved) >= step {
+                    self.seen_saved.insert(id.to_string(), now);
+                    self.changed();
+                }
                 true
             }
             _ => false,
@@ -322,6 +332,7 @@ impl Registry {
     pub fn finish_close(&mut self, id: &str, ending: Ending, now: u64) {
         self.closing.remove(id);
         self.holders.remove(id);
+        self.seen_saved.remove(id);
         if self.records.remove(id).is_some() {
             match ending {
                 Ending::Expired => self.expired.push(now),
@@ -494,5 +505,13 @@ mod tests {
         assert_eq!(r.generation(), g1, "holding again with nothing new is not a change to persist");
         r.add_mcp("41.1", "memory");
         assert!(r.generation() > g1);
+        r.open_named("e2e", 10 * MIN, BTreeMap::new(), 0);
+        let g2 = r.generation();
+        for second in 1..30 {
+            r.touch("e2e", second * 1_000);
+        }
+        assert_eq!(r.generation(), g2, "signs of life within 30 s of the last write are not worth another");
+        r.touch("e2e", 30_000);
+        assert!(r.generation() > g2, "30 s after the last write one is");
     }
 }
