@@ -123,15 +123,7 @@ fn monitor_start_prints_a_check_per_interval() {
 #[test]
 fn an_mcp_server_that_keeps_dying_makes_the_workspace_fair_and_says_so() {
     let scratch = Scratch::new();
-    let server =
-        common::repo_root().join("fixtures/mcp/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
-    assert!(server.exists(), "the MCP fixtures are not installed: run fixtures/mcp/setup.sh (scripts/test does)");
-    let ws = scratch.workspace("ws", "none");
-    let servers = json!({"mcpServers": {"memory": {"command": "node", "args": [server],
-        "env": {"MEMORY_FILE_PATH": scratch.home().join("memory.jsonl")}}}});
-    std::fs::write(ws.join(".mcp.json"), serde_json::to_vec(&servers).unwrap()).unwrap();
-    std::fs::write(ws.join("nxops.json"), r#"{"mcp": {"defaults": {"minIdle": 0, "max": 1}}}"#).unwrap();
-    run_ok(scratch.nxops(&ws).args(["trust"]));
+    let ws = common::memory_mcp_workspace(&scratch, r#"{"mcp": {"defaults": {"minIdle": 0, "max": 1}}}"#);
     let mut sidecar = Sidecar::started(&scratch, &ws);
     let call = json!({"server": "memory", "method": "tools/list"});
     // A request that meets a connection whose death was not noticed yet fails, and

@@ -16,16 +16,7 @@ use serde_json::{Value, json};
 
 /// A workspace with the real memory server in an allowed .mcp.json.
 fn workspace(scratch: &Scratch) -> PathBuf {
-    let server =
-        common::repo_root().join("fixtures/mcp/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
-    assert!(server.exists(), "the MCP fixtures are not installed: run fixtures/mcp/setup.sh (scripts/test does)");
-    let ws = scratch.workspace("ws", "none");
-    let servers = json!({"mcpServers": {"memory": {"command": "node", "args": [server],
-        "env": {"MEMORY_FILE_PATH": scratch.home().join("memory.jsonl")}}}});
-    std::fs::write(ws.join(".mcp.json"), serde_json::to_vec_pretty(&servers).unwrap()).unwrap();
-    std::fs::write(ws.join("nxops.json"), r#"{"mcp": {"defaults": {"minIdle": 0, "max": 3}}}"#).unwrap();
-    run_ok(scratch.nxops(&ws).args(["trust"]));
-    ws
+    common::memory_mcp_workspace(scratch, r#"{"mcp": {"defaults": {"minIdle": 0, "max": 3}}}"#)
 }
 
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {

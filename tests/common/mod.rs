@@ -381,3 +381,18 @@ pub fn supervisor(dir: &tempfile::TempDir) -> nxops::supervisor::Supervisor {
         std::sync::Arc::new(|_, _| {}),
     )
 }
+
+/// A fresh workspace `ws` whose allowed .mcp.json has the real memory server
+/// (@modelcontextprotocol/server-memory from fixtures/mcp), with `nxops_json`
+/// as its nxops.json (the pool settings).
+pub fn memory_mcp_workspace(scratch: &Scratch, nxops_json: &str) -> PathBuf {
+    let server = repo_root().join("fixtures/mcp/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
+    assert!(server.exists(), "the MCP fixtures are not installed: run fixtures/mcp/setup.sh (scripts/test does)");
+    let ws = scratch.workspace("ws", "none");
+    let servers = serde_json::json!({"mcpServers": {"memory": {"command": "node", "args": [server],
+        "env": {"MEMORY_FILE_PATH": scratch.home().join("memory.jsonl")}}}});
+    std::fs::write(ws.join(".mcp.json"), serde_json::to_vec_pretty(&servers).unwrap()).unwrap();
+    std::fs::write(ws.join("nxops.json"), nxops_json).unwrap();
+    run_ok(scratch.nxops(&ws).args(["trust"]));
+    ws
+}
