@@ -319,8 +319,8 @@ impl Core {
             .collect()
     }
 
-    /// A connection ended. `graceful` (the client sent `shutdown` and `exit`)
-    /// closes its session in every workspace now; otherwise the client vanished
+    /// A connection ended. `graceful` (the client sent `exit`) closes its
+    /// session in every workspace now; otherwise the client vanished
     /// and its sessions expire after `sessions.timeout`. Returns once the owner
     /// has acted (bounded), so a sidecar about to exit does not cut it short.
     pub fn end_session(&self, id: u64, graceful: bool) {
