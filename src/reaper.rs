@@ -193,6 +193,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// `Stdio::piped()` are handed over in the returned [`Child`].
 pub fn spawn(command: &mut Command) -> io::Result<Child> {
     STARTED.call_once(start_thread);
+    if let Some(&soft) = CHILD_FD_SOFT_LIMIT.get() {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure only calls setrlimit, which is
+        // async-signal-safe, and allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+                let restored = rustix::process::Rlimit { current: Some(soft), maximum: limit.maximum };
+                rustix::process::setrlimit(rustix::process::Resource::Nofile, restored).map_err(io::Error::from)
+            });
+        }
+    }
     let mut table = table();
     let mut child = command.spawn()?;
     let pid = child.id();
@@ -250,6 +262,29 @@ pub fn is_watched(pid: u32) -> bool {
 /// How many adopted orphans (not started by us) this process has reaped.
 pub fn orphans_reaped() -> u64 {
     ORPHANS_REAPED.load(Ordering::Relaxed)
+}
+
+/// The soft limit of open files this process started with, when
+/// `raise_fd_limit` raised it: every child gets it back.
+static CHILD_FD_SOFT_LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Raises this process's soft limit of open files to its hard limit (each
+/// supervised process holds 4 descriptors here; the usual soft limit of 1024
+/// would stop a sidecar at about 250). Children get the original soft limit
+/// back, so programs that use `select()` see what they always saw. Returns the
+/// limit now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (limit.current, limit.maximum) else { return Ok(u64::MAX) };
+    // An unlimited hard limit is capped at what the kernel allows a process (nr_open).
+    let target = hard.unwrap_or(1 << 20).min(1 << 20);
+    if target <= soft {
+        return Ok(soft);
+    }
+    setrlimit(Resource::Nofile, Rlimit { current: Some(target), maximum: hard })?;
+    let _ = CHILD_FD_SOFT_LIMIT.set(soft);
+    Ok(target)
 }
 
 /// Makes this process the child subreaper of its descendants: orphans are

@@ -535,3 +535,31 @@ fn followers_and_the_cli_reach_the_owners_processes_and_sigterm_stops_them() {
     assert!(supervised_by(scratch.home()).is_empty());
     drop(follower);
 }
+
+#[test]
+fn a_low_limit_of_open_files_does_not_cap_the_processes_and_children_keep_it() {
+    let scratch = Scratch::new();
+    let ws = workspace(&scratch, &json!({}));
+    // 200 open files at most, as a soft limit: each process holds 4 in the sidecar.
+    let mut cmd = scratch.tool(&ws, "sh");
+    cmd.args(["-c", "ulimit -Sn 200 && exec \"$0\" serve --stdio", common::nxops_bin().to_str().unwrap()]);
+    cmd.env("NXOPS_PROCESSES_HEALTH_INTERVAL", "1h");
+    let mut sidecar = Sidecar::from_command(cmd, &scratch);
+    sidecar.initialize(&ws);
+    let soft_limit = |pid: u32| -> u64 {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_string();
+        line.split_whitespace().nth(3).unwrap().parse().unwrap()
+    };
+    assert!(soft_limit(sidecar.pid()) > 200, "the sidecar raised its own soft limit");
+    for i in 0..60 {
+        let spec = json!({"name": format!("p{i}"), "command": "sleep", "args": ["1000"]});
+        let view = sidecar.request("nxops/process/start", spec).unwrap();
+        assert_eq!(view["state"], "running", "process {i}: {view}");
+    }
+    let listed = list(&mut sidecar);
+    let pids: Vec<u32> =
+        listed["processes"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap() as u32).collect();
+    assert_eq!(pids.len(), 60);
+    assert!(pids.iter().all(|pid| soft_limit(*pid) == 200), "children get the limit they would have had");
+}

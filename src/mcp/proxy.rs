@@ -33,6 +33,9 @@ use crate::sidecar::progress::Progress;
 pub fn run(env: Environment, root: &Path, server: &str) -> anyhow::Result<i32> {
     let (input, output) = crate::sidecar::take_stdio().context("failed to take over stdin and stdout")?;
     crate::reaper::become_subreaper().context("failed to become the child subreaper")?;
+    if let Err(err) = crate::reaper::raise_fd_limit() {
+        tracing::warn!(target: "nxops::sidecar", "cannot raise the limit of open files: {err}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("nxops-proxy")

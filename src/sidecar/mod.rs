@@ -47,6 +47,9 @@ pub fn serve_stdio(
     let (input, output) = take_stdio().context("failed to take over stdin and stdout")?;
     // Orphans of supervised processes come back to us, and are reaped by crate::reaper.
     crate::reaper::become_subreaper().context("failed to become the child subreaper")?;
+    if let Err(err) = crate::reaper::raise_fd_limit() {
+        tracing::warn!(target: "nxops::sidecar", "cannot raise the limit of open files: {err}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("nxops-worker")
