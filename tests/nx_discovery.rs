@@ -17,16 +17,23 @@ struct Case<'a> {
     git: &'a str,
     env: Vec<(&'a str, String)>,
     nx_json_patch: Option<(&'a str, serde_json::Value)>,
+    /// Files written into the workspace first: (relative path, content).
+    files: Vec<(&'a str, String)>,
     expect_layout: &'a str,
 }
 
 fn case(git: &str) -> Case<'_> {
-    Case { git, env: Vec::new(), nx_json_patch: None, expect_layout: "shared" }
+    Case { git, env: Vec::new(), nx_json_patch: None, files: Vec::new(), expect_layout: "shared" }
 }
 
 /// Asks nxops (before and after Nx has created its folders) and Nx, and compares.
 fn check(name: &str, c: Case, scratch: &Scratch) -> serde_json::Value {
     let ws = scratch.workspace(name, c.git);
+    for (path, content) in &c.files {
+        let path = ws.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
     if let Some((key, value)) = &c.nx_json_patch {
         let path = ws.join("nx.json");
         let mut nx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -101,6 +108,48 @@ fn nx_json_cache_directory() {
         ..case("remote")
     };
     check("cfg", c, &s);
+}
+
+#[test]
+fn an_extended_nx_json_is_read_as_nx_reads_it() {
+    let s = Scratch::new();
+    // A relative file: its cacheDirectory applies, as Nx's readNxJson merges it.
+    let c = Case {
+        nx_json_patch: Some(("extends", "./nx.base.json".into())),
+        files: vec![("nx.base.json", r#"{"cacheDirectory": "from-base"}"#.into())],
+        expect_layout: "local",
+        ..case("remote")
+    };
+    let info = check("ext-file", c, &s);
+    assert!(info["nx"]["cacheDir"].as_str().unwrap().ends_with("/from-base"), "{info:#}");
+    // A package's exports map (where Nx looks first: .nx/installation/node_modules),
+    // with conditions Node does not use for require listed before the one it does.
+    let manifest = r#"{"name": "@acme/nx-preset", "exports": {"./base": {"import": "./esm/base.json",
+        "types": "./x.d.ts", "default": "./dist/base.json"}}}"#;
+    let c = Case {
+        nx_json_patch: Some(("extends", "@acme/nx-preset/base".into())),
+        files: vec![
+            (".nx/installation/node_modules/@acme/nx-preset/package.json", manifest.into()),
+            (".nx/installation/node_modules/@acme/nx-preset/esm/base.json", r#"{"cacheDirectory": "wrong"}"#.into()),
+            (
+                ".nx/installation/node_modules/@acme/nx-preset/dist/base.json",
+                r#"{"nxCloudId": "0123456789abcdef01234567"}"#.into(),
+            ),
+        ],
+        ..case("none")
+    };
+    let info = check("ext-package", c, &s);
+    assert_eq!(info["nx"]["layout"]["dirName"], "8865fea8edb69716", "the cloud id came from the package: {info:#}");
+    // A name that resolves nowhere: Nx fails, and so does nxops, saying where.
+    let ws = s.workspace("ext-missing", "none");
+    let mut nx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.join("nx.json")).unwrap()).unwrap();
+    nx["extends"] = "@acme/missing/base".into();
+    std::fs::write(ws.join("nx.json"), nx.to_string()).unwrap();
+    let out = s.nxops(&ws).args(["env", "info"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nx.json: extends: package @acme/missing not found"), "{err}");
 }
 
 #[test]

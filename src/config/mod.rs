@@ -168,7 +168,7 @@ impl Settings {
         let mut entries: Vec<Resolved> = SETTINGS.iter().map(default_of).collect();
         if let Some(nx) = nx_json {
             for (key, raw, origin) in plugin_options(nx)? {
-                set(&mut entries, &key, raw_text(&raw), Source::NxJson, origin, Some(&nx.path))?;
+                set(&mut entries, &key, raw_text(&raw), Source::NxJson, origin, Some(nx.file_of("plugins")))?;
             }
         }
         for (name, value) in env.with_prefix("NXOPS_") {
@@ -388,7 +388,8 @@ fn raw_text(value: &Value) -> Result<String, String> {
 fn plugin_options(nx: &NxJson) -> Result<Vec<(String, Value, String)>, ConfigError> {
     let Some(entry) = nx.nxops_plugin() else { return Ok(Vec::new()) };
     let Some(options) = entry.options else { return Ok(Vec::new()) };
-    let err = |pointer: &str, problem: String| ConfigError::file(&nx.path, format!("{pointer}: {problem}"));
+    let err =
+        |pointer: &str, problem: String| ConfigError::file(nx.file_of("plugins"), format!("{pointer}: {problem}"));
     let sections = options.as_object().ok_or_else(|| err(&entry.pointer, "must be an object".into()))?;
     let mut out = Vec::new();
     for (section, body) in sections {

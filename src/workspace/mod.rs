@@ -1,6 +1,7 @@
 //! An Nx workspace: its root, its nx.json and where Nx keeps its cache.
 
 pub mod git_identity;
+pub mod node_resolve;
 pub mod nx_json;
 pub mod nx_paths;
 pub mod nxops_json;

@@ -1,9 +1,13 @@
 //! Reading `nx.json` the way Nx reads it: JSON with comments and trailing commas.
 //!
 //! Only the handful of fields nxops needs are looked at; everything else in the
-//! file is Nx's business. `extends` is not followed (see ARCHITECTURE.md,
-//! "Known gaps").
+//! file is Nx's business. `extends` is followed as Nx 24's `readNxJson` does:
+//! the file it names (resolved like `require.resolve` from the workspace's
+//! `.nx/installation`, then its root) is read, and its top-level keys fill in
+//! those nx.json lacks; one level only (the base's own `extends` is not
+//! followed, and nx.json's wins anyway).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -17,6 +21,8 @@ pub const PLUGIN_NAME: &str = "@nxops/nx-plugin";
 pub struct NxJson {
     pub path: PathBuf,
     value: Value,
+    /// Top-level keys taken from the file `extends` names, with that file.
+    inherited: BTreeMap<String, PathBuf>,
 }
 
 /// The nxops entry of nx.json's `plugins` array.
@@ -29,10 +35,30 @@ pub struct PluginEntry<'a> {
 
 impl NxJson {
     /// Reads and parses `path`; a syntax error names the file, line and column.
+    /// Reads and parses `path`, and the file its `extends` names.
     pub fn read(path: &Path) -> Result<NxJson, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError::file(path, format!("cannot read the file: {e}")))?;
-        NxJson::parse(path, &text)
+        let mut nx = NxJson::parse(path, &read_text(path)?)?;
+        let Some(spec) = nx.value.get("extends").cloned() else { return Ok(nx) };
+        let spec = spec.as_str().ok_or_else(|| ConfigError::file(path, "extends: must be a string".into()))?;
+        let root = path.parent().unwrap_or(Path::new("/"));
+        let paths = [root.join(".nx/installation"), root.to_path_buf()];
+        let base_path = super::node_resolve::resolve(spec, &paths).map_err(|problem| {
+            ConfigError::file(path, format!("extends: {problem} (Nx cannot read this configuration either)"))
+        })?;
+        let base = NxJson::parse(&base_path, &read_text(&base_path)?)?;
+        let (Value::Object(ours), Value::Object(theirs)) = (&mut nx.value, base.value) else { return Ok(nx) };
+        for (key, value) in theirs {
+            if !ours.contains_key(&key) {
+                nx.inherited.insert(key.clone(), base_path.clone());
+                ours.insert(key, value);
+            }
+        }
+        Ok(nx)
+    }
+
+    /// The file a top-level key was read from: nx.json, or the file it extends.
+    pub fn file_of(&self, key: &str) -> &Path {
+        self.inherited.get(key).map_or(&self.path, PathBuf::as_path)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<NxJson, ConfigError> {
@@ -42,7 +68,7 @@ impl NxJson {
         if !value.is_object() {
             return Err(ConfigError::file(path, "must hold a JSON object".to_string()));
         }
-        Ok(NxJson { path: path.to_path_buf(), value })
+        Ok(NxJson { path: path.to_path_buf(), value, inherited: BTreeMap::new() })
     }
 
     /// `cacheDirectory`, else `tasksRunnerOptions.default.options.cacheDirectory`,
@@ -88,6 +114,10 @@ impl NxJson {
     }
 }
 
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::file(path, format!("cannot read the file: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +155,26 @@ mod tests {
         assert!(entry.options.is_some());
         let nx = parse(r#"{"plugins":["@nxops/nx-plugin"]}"#);
         assert!(nx.nxops_plugin().unwrap().options.is_none());
+    }
+
+    #[test]
+    fn extends_fills_in_what_nx_json_lacks_one_level_deep() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(
+            root.join("nx.base.json"),
+            r#"{"cacheDirectory": "base-cache", "nxCloudId": "base-id", "extends": "./nope.json", // comment
+               "plugins": [{"plugin": "@nxops/nx-plugin", "options": {}}]}"#,
+        )
+        .unwrap();
+        std::fs::write(root.join("nx.json"), r#"{"extends": "./nx.base.json", "nxCloudId": "ours"}"#).unwrap();
+        let nx = NxJson::read(&root.join("nx.json")).unwrap();
+        assert_eq!(nx.cache_directory(), Some("base-cache"), "inherited");
+        assert_eq!(nx.nx_cloud_identity(), Some("ours"), "nx.json wins");
+        assert_eq!(nx.file_of("plugins"), root.join("nx.base.json"));
+        assert_eq!(nx.file_of("nxCloudId"), root.join("nx.json"));
+        std::fs::write(root.join("nx.json"), r#"{"extends": "./missing.json"}"#).unwrap();
+        let err = NxJson::read(&root.join("nx.json")).unwrap_err().to_string();
+        assert!(err.contains("nx.json: extends: ./missing.json is not a file"), "{err}");
     }
 }
