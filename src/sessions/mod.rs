@@ -61,6 +61,8 @@ struct Inner {
     publish: Publish,
     /// Wakes the expiry loop when deadlines may have moved.
     changed: Notify,
+    /// Wakes the writer: the registry changed.
+    dirty: Notify,
     connection_timeout: Duration,
     named_timeout: Duration,
 }
@@ -98,7 +100,11 @@ impl Sessions {
             mcp,
             publish,
             changed: Notify::new(),
+            dirty: Notify::new(),
         }));
+        let writer = sessions.clone();
+        let writer_stop = stop.clone();
+        sessions.0.sup.runtime().spawn(async move { writer.write_changes(writer_stop).await });
         let keeper = sessions.clone();
         sessions.0.sup.runtime().spawn(async move {
             // Their processes were ended with the crashed owner's leftovers.
@@ -123,8 +129,37 @@ impl Sessions {
         self.0.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the registry if it changed since the last write (atomically; see `store`).
+    /// A change to write: the writer task saves it in the background, so no
+    /// request waits for an fsync (a crash within those milliseconds loses the
+    /// change, never the file).
     fn persist(&self) {
+        self.0.dirty.notify_one();
+        self.0.changed.notify_one();
+    }
+
+    /// The writer: saves after each change (changes that come meanwhile are
+    /// saved together), and once more when the owner stops.
+    async fn write_changes(&self, mut stop: watch::Receiver<bool>) {
+        loop {
+            let stopping = tokio::select! {
+                () = self.0.dirty.notified() => false,
+                _ = stop.changed() => true,
+            };
+            self.flush().await;
+            if stopping || *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// Writes what changed now; the owner calls it last, before it lets go of the workspace.
+    pub async fn flush(&self) {
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.write_now()).await;
+    }
+
+    /// Writes the registry if it changed since the last write (atomically; see `store`).
+    fn write_now(&self) {
         let Some(file) = &self.0.file else { return };
         let mut written = self.0.written.lock().unwrap_or_else(|p| p.into_inner());
         let (generation, records) = {
@@ -138,7 +173,6 @@ impl Sessions {
             Ok(()) => *written = generation,
             Err(err) => tracing::warn!(target: "nxops::sessions", "cannot save {}: {err}", file.display()),
         }
-        self.0.changed.notify_one();
     }
 
     fn publish(&self, event: &'static str, mut params: Value) {

@@ -479,12 +479,14 @@ impl Core {
         if let Some(attached) = attached {
             attached.stop.send_replace(true);
             let previous = std::mem::replace(&mut *lock(&attached.role), Role::Detached);
-            if let Role::Owner(guard, Owned { supervisor, mcp, .. }) = previous {
-                // The processes stop first; only then is ownership released, so the
-                // next owner never meets them as leftovers.
+            if let Role::Owner(guard, Owned { supervisor, mcp, sessions, .. }) = previous {
+                // The processes stop first and the sessions are saved; only then is
+                // ownership released, so the next owner never meets them as leftovers
+                // and reads the sessions as they ended.
                 let stopping = self.0.runtime.spawn(async move {
                     mcp.shutdown().await;
                     supervisor.shutdown().await;
+                    sessions.flush().await;
                     drop(guard);
                 });
                 self.shutdowns().push(stopping);
