@@ -14,6 +14,8 @@
 //!
 //! Components (a component with nothing to judge scores 100):
 //! - processes: 100, minus 100 × failed / all and 50 × waiting-to-restart / all;
+//!   at most 85 while a process's tree holds zombies its own processes do not
+//!   reap (seen in two samples in a row);
 //! - cache: by utilization of `cache.maxSize`: up to 80% 100, up to 90% 85, up to
 //!   100% 70, over 40; and at most 60 when the cache's volume has under 10% free,
 //!   at most 20 under 5%;
@@ -105,16 +107,26 @@ impl Rating {
     }
 }
 
-/// Processes: `(name, state, given-up reason)` of each.
-pub fn processes(states: &[(String, String, Option<String>)]) -> Component {
+/// One supervised process, as the health check sees it.
+pub struct ProcessHealth {
+    pub name: String,
+    pub state: String,
+    pub given_up: Option<String>,
+    /// Zombies in its tree that its own processes have left unreaped.
+    pub zombies: usize,
+}
+
+/// Processes: failed, waiting to restart, or leaving zombies behind.
+pub fn processes(states: &[ProcessHealth]) -> Component {
     let all = states.len() as f64;
     let mut reasons = Vec::new();
-    let (mut failed, mut waiting) = (0.0, 0.0);
-    for (name, state, why) in states {
-        match state.as_str() {
+    let (mut failed, mut waiting, mut zombies) = (0.0, 0.0, false);
+    for process in states {
+        let name = &process.name;
+        match process.state.as_str() {
             "failed" => {
                 failed += 1.0;
-                reasons.push(match why {
+                reasons.push(match &process.given_up {
                     Some(why) => format!("process {name:?} failed: {why}"),
                     None => format!("process {name:?} failed"),
                 });
@@ -125,8 +137,18 @@ pub fn processes(states: &[(String, String, Option<String>)]) -> Component {
             }
             _ => {}
         }
+        if process.zombies > 0 {
+            zombies = true;
+            reasons.push(format!(
+                "process {name:?} leaves {} zombie process(es) unreaped (their parent does not wait for them)",
+                process.zombies
+            ));
+        }
     }
-    let score = if all == 0.0 { 100.0 } else { 100.0 - 100.0 * failed / all - 50.0 * waiting / all };
+    let mut score = if all == 0.0 { 100.0 } else { 100.0 - 100.0 * failed / all - 50.0 * waiting / all };
+    if zombies {
+        score = score.min(85.0);
+    }
     Component { name: "processes".into(), score: score.clamp(0.0, 100.0) as u32, reasons }
 }
 
@@ -228,8 +250,12 @@ mod tests {
     #[test]
     fn the_worst_component_rates_the_workspace() {
         let ok = cache(Some(10), 100, Some((100, 50)));
-        let failed =
-            processes(&[("web".into(), "failed".into(), Some("restarted 3 times within 10m; given up".into()))]);
+        let failed = processes(&[ProcessHealth {
+            name: "web".into(),
+            state: "failed".into(),
+            given_up: Some("restarted 3 times within 10m; given up".into()),
+            zombies: 0,
+        }]);
         let report = HealthReport::new("/ws".into(), vec![ok, failed], 0);
         assert_eq!((report.rating, report.score), (Rating::Critical, 0));
         assert_eq!(report.reasons, vec!["process \"web\" failed: restarted 3 times within 10m; given up"]);

@@ -154,3 +154,40 @@ fn an_mcp_server_that_keeps_dying_makes_the_workspace_fair_and_says_so() {
     let reason = report["reasons"][0].as_str().unwrap();
     assert_eq!(reason, "mcp server \"memory\" restarted 3 times in 10 min", "{report}");
 }
+
+#[test]
+fn zombies_a_process_leaves_unreaped_are_reported_and_lower_the_rating() {
+    let scratch = Scratch::new();
+    let ws = scratch.workspace("ws", "none");
+    let mut sidecar = Sidecar::start(&scratch, &ws, &[("NXOPS_PROCESSES_HEALTH_INTERVAL", "100ms")]);
+    sidecar.initialize(&ws);
+    // The shell starts two short children, then becomes `sleep`, which never waits for them.
+    let spec = json!({"name": "careless", "command": "sh", "args": ["-c", "true & true & exec sleep 1000"]});
+    sidecar.request("nxops/process/start", spec).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let view = loop {
+        let list = sidecar.request("nxops/process/list", json!({})).unwrap();
+        let view = list["processes"][0].clone();
+        if view["zombies"].as_array().is_some_and(|z| z.len() == 2) {
+            break view;
+        }
+        assert!(std::time::Instant::now() < deadline, "the zombies were never reported: {view}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    for pid in view["zombies"].as_array().unwrap() {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        assert!(stat.contains(") Z "), "{pid} is a zombie: {stat}");
+    }
+    let out = scratch.nxops(&ws).args(["--json", "monitor", "check"]).output().unwrap();
+    let report = json_of(&out);
+    assert_eq!((out.status.code(), report["rating"].as_str()), (Some(0), Some("Good")), "{report}");
+    assert_eq!(
+        report["reasons"][0],
+        "process \"careless\" leaves 2 zombie process(es) unreaped (their parent does not wait for them)"
+    );
+    // Stopping the process ends its tree; the sidecar, their new parent, reaps them.
+    sidecar.request("nxops/process/stop", json!({"name": "careless"})).unwrap();
+    for pid in view["zombies"].as_array().unwrap() {
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "{pid} was reaped");
+    }
+}

@@ -89,7 +89,7 @@ pub fn render(core: &Core) -> String {
     for view in core.workspaces() {
         let Some(owned) = core.owned(&view.root) else { continue };
         let ws = label(&view.root.display().to_string());
-        for (name, state, _) in owned.supervisor.states() {
+        for crate::health::ProcessHealth { name, state, .. } in owned.supervisor.states() {
             let up = u8::from(state == "running");
             let _ = writeln!(
                 lines,

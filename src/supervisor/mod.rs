@@ -493,6 +493,7 @@ impl Supervisor {
                 view.rss_bytes = rss;
                 view.cpu_percent = (cpu_percent * 10.0).round() / 10.0;
                 view.pids = members.iter().map(|p| p.pid).collect();
+                view.sampled_zombies(members.iter().filter(|p| p.is_zombie()).map(|p| p.pid).collect());
             }
             if !judge {
                 continue;
@@ -559,14 +560,19 @@ impl Supervisor {
         futures_util::future::join_all(stops).await;
     }
 
-    /// `(name, state, given-up reason)` of every process, without sampling `/proc`.
-    pub fn states(&self) -> Vec<(String, String, Option<String>)> {
+    /// Every process's state as of the last sample, without sampling `/proc`.
+    pub fn states(&self) -> Vec<crate::health::ProcessHealth> {
         self.services()
             .values()
             .map(|s| {
                 let v = s.view();
                 let state = serde_json::to_value(v.state).ok().and_then(|s| s.as_str().map(str::to_string));
-                (v.name.clone(), state.unwrap_or_default(), v.given_up.clone())
+                crate::health::ProcessHealth {
+                    name: v.name.clone(),
+                    state: state.unwrap_or_default(),
+                    given_up: v.given_up.clone(),
+                    zombies: v.zombies.len(),
+                }
             })
             .collect()
     }

@@ -91,6 +91,11 @@ pub struct View {
     pub cpu_percent: f64,
     /// The tree's processes at the last sample.
     pub pids: Vec<u32>,
+    /// Members that exited and that their parent (in the tree) has not reaped,
+    /// in two samples in a row: zombies nobody will reap while that parent lives.
+    pub zombies: Vec<u32>,
+    #[serde(skip)]
+    zombies_seen: Vec<u32>,
     pub last_exit: Option<LastExit>,
     pub next_restart_in_ms: Option<u64>,
     pub given_up: Option<String>,
@@ -103,6 +108,12 @@ pub struct View {
 }
 
 impl View {
+    /// Records the zombies of this sample; those also in the previous one linger.
+    pub fn sampled_zombies(&mut self, now: Vec<u32>) {
+        self.zombies = now.iter().copied().filter(|pid| self.zombies_seen.contains(pid)).collect();
+        self.zombies_seen = now;
+    }
+
     /// The view as of now (uptime and countdown computed at read time).
     pub fn current(&self) -> View {
         let mut view = self.clone();
@@ -186,6 +197,8 @@ pub fn create(shared: &Arc<Shared>, spec: ProcessSpec, origin: Origin, start_now
         rss_bytes: 0,
         cpu_percent: 0.0,
         pids: Vec::new(),
+        zombies: Vec::new(),
+        zombies_seen: Vec::new(),
         last_exit: None,
         next_restart_in_ms: None,
         given_up: None,
