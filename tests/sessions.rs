@@ -268,6 +268,13 @@ fn a_sigkilled_owners_sessions_are_restored_by_the_next_owner() {
     assert_eq!(counts["expiredTotal"], 2, "the dead owner's client and brief: {counts}");
     drop(second);
     assert!(supervised_by(scratch.home()).is_empty(), "a graceful exit stops the restored processes");
+    // Without a sidecar the CLI shows what the next one will restore.
+    let saved = json_of(&run_ok(scratch.nxops(&ws).args(["--json", "session", "list"])));
+    assert_eq!(saved["sidecar"], false);
+    let keep = session(saved["sessions"].as_array().unwrap(), "keep").expect("keep is saved").clone();
+    assert_eq!((keep["state"].as_str(), keep["processes"]["db"]["command"].as_str()), (Some("saved"), Some("sleep")));
+    let text = String::from_utf8_lossy(&run_ok(scratch.nxops(&ws).args(["session", "list"])).stdout).to_string();
+    assert!(text.contains("keep") && text.contains("No sidecar runs for this workspace"), "{text}");
 }
 
 #[test]

@@ -68,6 +68,14 @@ pub fn list(answer: &Value) -> String {
             out.push('\n');
         }
     }
+    if answer.get("sidecar").and_then(Value::as_bool) == Some(false) {
+        out.push_str(&format!(
+            "\nNo sidecar runs for this workspace: these are the sessions saved in {}; the next sidecar \
+             restores them (or expires those whose time ran out).\n",
+            text(answer, "file")
+        ));
+        return out;
+    }
     if let Some(counts) = answer.get("counts") {
         out.push_str(&format!(
             "\n{} expired in the last hour, {} closed since the sidecar started.\n",

@@ -48,25 +48,52 @@ pub fn save(file: &Path, sessions: Vec<Record>) -> std::io::Result<()> {
 
 use std::os::unix::fs::OpenOptionsExt;
 
-/// What the file holds. A missing file is no sessions; a broken one is moved
-/// aside and reported in the `Err`, with no sessions restored.
-pub fn load(file: &Path) -> Result<Vec<Record>, String> {
+/// Why the file could not be used.
+enum Unusable {
+    /// It could not be read (permissions, I/O): left alone.
+    Unreadable(String),
+    /// It was read and is not sessions: moved aside by `load`.
+    Broken(String),
+}
+
+fn read(file: &Path) -> Result<Vec<Record>, Unusable> {
     let bytes = match std::fs::read(file) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(format!("cannot read {}: {err}", file.display())),
+        Err(err) => return Err(Unusable::Unreadable(format!("cannot read {}: {err}", file.display()))),
     };
-    let problem = match serde_json::from_slice::<File>(&bytes) {
-        Ok(parsed) if parsed.version == VERSION => return Ok(parsed.sessions),
-        Ok(parsed) => format!("version {} is not one this nxops reads ({VERSION})", parsed.version),
-        Err(err) => err.to_string(),
+    match serde_json::from_slice::<File>(&bytes) {
+        Ok(parsed) if parsed.version == VERSION => Ok(parsed.sessions),
+        Ok(parsed) => Err(Unusable::Broken(format!(
+            "{}: version {} is not one this nxops reads ({VERSION})",
+            file.display(),
+            parsed.version
+        ))),
+        Err(err) => Err(Unusable::Broken(format!("{}: {err}", file.display()))),
+    }
+}
+
+/// What the file holds, touching nothing (for a CLI without a sidecar). A
+/// missing file is no sessions.
+pub fn peek(file: &Path) -> Result<Vec<Record>, String> {
+    read(file).map_err(|(Unusable::Unreadable(problem) | Unusable::Broken(problem))| problem)
+}
+
+/// What the file holds, for the owner that restores it. A missing file is no
+/// sessions; a broken one is moved aside and reported in the `Err`, with no
+/// sessions restored.
+pub fn load(file: &Path) -> Result<Vec<Record>, String> {
+    let problem = match read(file) {
+        Ok(records) => return Ok(records),
+        Err(Unusable::Unreadable(problem)) => return Err(problem),
+        Err(Unusable::Broken(problem)) => problem,
     };
     let aside = file.with_extension("json.corrupt");
     let moved = match std::fs::rename(file, &aside) {
         Ok(()) => format!("moved to {}", aside.display()),
         Err(err) => format!("could not be moved aside: {err}"),
     };
-    Err(format!("{}: {problem}; no sessions restored (the file was {moved})", file.display()))
+    Err(format!("{problem}; no sessions restored (the file was {moved})"))
 }
 
 #[cfg(test)]

@@ -70,6 +70,10 @@ struct SessionParams {
 
 pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Result<Value, RpcError> {
     let Some(sessions) = ctx.core.owned(&ws.root).map(|o| o.sessions) else {
+        if method == "nxops/session/list" {
+            parse::<ListParams>(method, raw)?;
+            return saved(ws);
+        }
         return Err(RpcError::OwnerUnavailable(format!(
             "no sidecar runs for {}: sessions live in the workspace's sidecar",
             ws.root.display()
@@ -79,7 +83,10 @@ pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Res
         "nxops/session/list" => {
             parse::<ListParams>(method, raw)?;
             let since = super::core::now_ms().saturating_sub(3_600_000);
-            Ok(json!({"workspace": ws.root, "sessions": sessions.list(), "counts": sessions.counts(since)}))
+            Ok(
+                json!({"workspace": ws.root, "sidecar": true, "file": ws.state_dir.as_deref().map(sessions::store::path),
+                      "sessions": sessions.list(), "counts": sessions.counts(since)}),
+            )
         }
         "nxops/session/open" => {
             let params: OpenParams = parse(method, raw)?;
@@ -108,6 +115,25 @@ pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Res
         }
         other => Err(RpcError::UnknownMethod(other.to_string())),
     }
+}
+
+/// Without a sidecar: the sessions saved by the last owner, which the next
+/// one restores (or expires, when their time ran out).
+fn saved(ws: &Workspace) -> Result<Value, RpcError> {
+    let file = ws.state_dir.as_deref().map(sessions::store::path);
+    let records = match &file {
+        Some(file) => sessions::store::peek(file).map_err(|p| RpcError::Failed(anyhow::anyhow!(p)))?,
+        None => Vec::new(),
+    };
+    let views: Vec<sessions::SessionView> = records
+        .into_iter()
+        .map(|record| {
+            let expires_at = record.expires_at(false);
+            sessions::SessionView { record, state: "saved", expires_at }
+        })
+        .collect();
+    Ok(json!({"workspace": ws.root, "sidecar": false, "file": file, "sessions": views,
+              "counts": sessions::Counts::default()}))
 }
 
 fn open(ctx: &CallCtx, sessions: &Sessions, method: &str, params: OpenParams) -> Result<Value, RpcError> {
