@@ -322,3 +322,52 @@ fn sessions_file(scratch: &Scratch, ws: &Path) -> PathBuf {
     let state = info["stateDir"].as_str().expect("env info names the state dir");
     PathBuf::from(state).join("sessions.json")
 }
+
+#[test]
+fn clients_that_come_and_go_leave_nothing_behind() {
+    let scratch = Scratch::new();
+    let ws = workspace(&scratch);
+    let timeout = [("NXOPS_SESSIONS_TIMEOUT", "1s")];
+    let mut owner = Sidecar::start(&scratch, &ws, &timeout);
+    owner.initialize(&ws);
+    // Six editors through their own sidecars: each starts two processes, and the first
+    // three (the pool's `max`) lease a connection to the MCP server.
+    let mut clients: Vec<Sidecar> = (0..6)
+        .map(|i| {
+            let mut client = Sidecar::start(&scratch, &ws, &timeout);
+            client.initialize(&ws);
+            for p in 0..2 {
+                client.request("nxops/process/start", sleeper(&format!("c{i}-p{p}"))).unwrap();
+            }
+            if i < 3 {
+                mcp_call(&mut client, json!({}));
+            }
+            client
+        })
+        .collect();
+    assert_eq!(sessions(&mut owner).len(), 7, "the owner's own client and six others");
+    let servers = owner.request("nxops/mcp/servers", json!({})).unwrap();
+    assert_eq!(servers["servers"][0]["pool"]["busy"], 3, "{servers}");
+    // Half vanish (SIGKILL), half end properly, in turn.
+    for (i, mut client) in clients.drain(..).enumerate() {
+        if i % 2 == 0 {
+            client.child.kill().unwrap();
+            let _ = client.child.wait();
+        } else {
+            exit_gracefully(client);
+        }
+    }
+    eventually("every client's session ended", || sessions(&mut owner).len() == 1);
+    let list = owner.request("nxops/process/list", json!({})).unwrap();
+    assert_eq!(list["processes"], json!([]), "{list}");
+    let servers = owner.request("nxops/mcp/servers", json!({})).unwrap();
+    let pool = &servers["servers"][0]["pool"];
+    assert_eq!((pool["busy"].as_u64(), pool["leases"].clone()), (Some(0), json!([])), "{pool}");
+    let counts = owner.request("nxops/session/list", json!({})).unwrap()["counts"].clone();
+    assert_eq!((counts["expiredTotal"].as_u64(), counts["closedTotal"].as_u64()), (Some(3), Some(3)), "{counts}");
+    // What runs now is the pool's warm connections only; they end with the owner.
+    let left = supervised_by(scratch.home());
+    assert!(left.len() <= 3, "only pooled MCP servers: {left:?}");
+    drop(owner);
+    assert!(supervised_by(scratch.home()).is_empty());
+}
