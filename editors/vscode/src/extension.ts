@@ -11,7 +11,16 @@ import { cleanWithPreview, describeCleaned } from './core/clean';
 import { EventDecider, type Choice, type UiAction } from './core/events';
 import { renderHealth, statusView, type SidecarState } from './core/health';
 import { EVENTS, type HealthReport, type WorkDoneProgress } from './core/protocol';
-import { renderCacheStats, renderLogs, renderMcpServers, renderOptimize, renderProcesses, renderReset, renderVerify } from './core/render';
+import {
+  renderCacheStats,
+  renderLogs,
+  renderMcpServers,
+  renderOptimize,
+  renderProcesses,
+  renderReset,
+  renderSessions,
+  renderVerify,
+} from './core/render';
 import { SECTION, explainStartError, initializationOptions, serverCommand, sidecarSettings } from './core/settings';
 import { chooseWorkspace } from './core/workspaces';
 
@@ -42,6 +51,7 @@ function registerCommands(context: vscode.ExtensionContext, ext: NxopsExtension)
     vscode.commands.registerCommand('nxops.processRestart', run((ws?: string, name?: string) => ext.processRestart(ws, name))),
     vscode.commands.registerCommand('nxops.processLogs', run((ws?: string, name?: string) => ext.processLogs(ws, name))),
     vscode.commands.registerCommand('nxops.mcpList', run(() => ext.mcpList())),
+    vscode.commands.registerCommand('nxops.sessionList', run(() => ext.sessionList())),
     vscode.commands.registerCommand('nxops.restartSidecar', run(() => ext.restart())),
     vscode.commands.registerCommand('nxops.showOutput', run(async () => ext.output.show())),
   );
@@ -243,6 +253,11 @@ class NxopsExtension implements vscode.Disposable {
     const ws = await this.workspace(preferred);
     const process = ws && (name ?? (await this.pickProcess(ws)));
     if (ws && process) await this.open(`logs-${process}`, renderLogs(await this.client().processLogs(ws, process)));
+  }
+
+  async sessionList(): Promise<void> {
+    const ws = await this.workspace();
+    if (ws) await this.open('sessions', renderSessions(await this.client().sessions(ws)));
   }
 
   async mcpList(): Promise<void> {

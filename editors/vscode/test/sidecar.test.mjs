@@ -209,6 +209,21 @@ describe('processes, events and several workspaces', () => {
     await assert.rejects(chooseWorkspace([], never), /no Nx workspace is attached/);
   });
 
+  test("sessions: the list renders the editor's own session and a script's named one", async (t) => {
+    const home = scratchHome(t);
+    const ws = filledWorkspace(home);
+    const sidecar = await startSidecar(t, { home, folders: [ws] });
+    await sidecar.client.request('nxops/session/open', { workspace: ws, name: 'e2e', timeout: '30m' });
+    await sidecar.client.request('nxops/process/start', { workspace: ws, name: 'db', command: 'sleep', args: ['1000'], session: 'e2e' });
+    const list = await sidecar.client.sessions(ws);
+    assert.equal(list.sidecar, true);
+    const doc = render.renderSessions(list, list.sessions.find((s) => s.id === 'e2e').lastSeen);
+    assert.match(doc, /^# Sessions of /);
+    assert.match(doc, /\| \d+\.\d+ \| connection \| active \| /, doc);
+    assert.match(doc, /\| e2e \| named \| active \| - \| db \| - \| in 30m \|/, doc);
+    assert.match(doc, /0 expired in the last hour/);
+  });
+
   test('MCP servers: the list renders what the sidecar found', async (t) => {
     const home = scratchHome(t);
     const ws = filledWorkspace(home);

@@ -4,23 +4,7 @@
 
 import { ProgressType } from 'vscode-jsonrpc';
 
-import type {
-  CacheStats,
-  CancellationToken,
-  CleanParams,
-  CleanResult,
-  HealthReport,
-  McpServers,
-  NxopsConnection,
-  OptimizeResult,
-  ProcessList,
-  ProcessLogs,
-  ProcessView,
-  ResetResult,
-  VerifyResult,
-  WorkDoneProgress,
-  WorkspaceInfo,
-} from './protocol';
+import type { CacheStats, CancellationToken, CleanParams, CleanResult, HealthReport, McpServers, NxopsConnection, OptimizeResult, ProcessList, ProcessLogs, ProcessView, ResetResult, SessionList, VerifyResult, WorkDoneProgress, WorkspaceInfo } from './protocol';
 
 /** How a long request reports to its caller. */
 export interface Progress {
@@ -79,6 +63,10 @@ export class NxopsClient {
 
   processLogs(workspace: string, name: string, lines = 200): Promise<ProcessLogs> {
     return this.request('nxops/process/logs', { workspace, name, lines });
+  }
+
+  sessions(workspace: string): Promise<SessionList> {
+    return this.request('nxops/session/list', { workspace });
   }
 
   mcpServers(workspace: string): Promise<McpServers> {

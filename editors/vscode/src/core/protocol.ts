@@ -186,6 +186,32 @@ export interface McpServers {
   servers: McpServer[];
 }
 
+/** One session, as `nxops/session/list` shows it. */
+export interface Session {
+  id: string;
+  kind: 'connection' | 'named';
+  clientName: string | null;
+  clientVersion: string | null;
+  openedAt: number;
+  lastSeen: number;
+  timeoutMs: number;
+  labels: Record<string, string>;
+  processes: Record<string, unknown>;
+  mcp: string[];
+  subscriptions: string[];
+  restarts: number;
+  state: 'active' | 'disconnected' | 'closing' | 'saved';
+  expiresAt: number | null;
+}
+
+/** `nxops/session/list` result. */
+export interface SessionList {
+  workspace: string;
+  sidecar: boolean;
+  sessions: Session[];
+  counts: { active: number; disconnected: number; expiredRecently: number; expiredTotal: number; closedTotal: number };
+}
+
 /** `nxops/processFailure` params. */
 export interface ProcessFailure {
   workspace: string;

@@ -1,7 +1,7 @@
 // The sidecar's answers as Markdown documents, shown read-only in the editor.
 
 import { formatBytes, formatDuration, formatPercent } from './format';
-import type { CacheStats, McpServers, OptimizeResult, ProcessList, ProcessLogs, ResetResult, VerifyResult } from './protocol';
+import type { CacheStats, McpServers, OptimizeResult, ProcessList, ProcessLogs, ResetResult, SessionList, VerifyResult } from './protocol';
 
 function table(head: string[], rows: (string | number)[][]): string[] {
   const align = head.map((h) => (h.endsWith(' ') ? '---:' : '---'));
@@ -129,5 +129,33 @@ export function renderMcpServers(servers: McpServers): string {
   else lines.push('No MCP server configured (.mcp.json, .vscode/mcp.json, .cursor/mcp.json, Claude Desktop).');
   if (servers.problems.length) lines.push('', '## Problems', '', ...servers.problems.map((p) => `- ${p}`));
   if (!servers.sidecar) lines.push('', 'No sidecar owns this workspace: nothing is pooled.');
+  return lines.join('\n') + '\n';
+}
+
+/** `when` as "in 42s" from `now` (ms since the epoch), "-" for never. */
+function expiry(when: number | null, now: number): string {
+  if (when == null) return '-';
+  return when <= now ? 'now' : `in ${formatDuration(when - now)}`;
+}
+
+export function renderSessions(list: SessionList, now: number = Date.now()): string {
+  const rows = list.sessions.map((s) => [
+    s.id,
+    s.kind,
+    s.state,
+    s.clientName ? `${s.clientName}${s.clientVersion ? ` ${s.clientVersion}` : ''}` : '-',
+    Object.keys(s.processes).join(', ') || '-',
+    s.mcp.join(', ') || '-',
+    expiry(s.expiresAt, now),
+  ]);
+  const lines = [`# Sessions of ${list.workspace}`, ''];
+  if (rows.length) lines.push(...table(['id', 'kind', 'state', 'client', 'processes', 'mcp', 'expires'], rows));
+  else lines.push('No sessions.');
+  if (!list.sidecar) {
+    lines.push('', 'No sidecar owns this workspace: these are the sessions saved for the next one.');
+  } else {
+    const c = list.counts;
+    lines.push('', `${c.expiredRecently} expired in the last hour (clients gone without closing), ${c.closedTotal} closed since the sidecar started.`);
+  }
   return lines.join('\n') + '\n';
 }
