@@ -191,3 +191,29 @@ fn zombies_a_process_leaves_unreaped_are_reported_and_lower_the_rating() {
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "{pid} was reaped");
     }
 }
+
+#[test]
+fn a_rating_change_is_published_at_once_not_at_the_next_interval() {
+    let scratch = Scratch::new();
+    let ws = scratch.workspace("ws", "none");
+    let mut sidecar = Sidecar::start(&scratch, &ws, &[("NXOPS_HEALTH_INTERVAL", "1h")]);
+    sidecar.initialize(&ws);
+    sidecar.request("nxops/subscribe", json!({"events": ["healthCheck"]})).unwrap();
+    let spec = json!({"name": "broken", "command": "sh", "args": ["-c", "exit 1"], "restart": "never"});
+    let started = std::time::Instant::now();
+    sidecar.request("nxops/process/start", spec).unwrap();
+    let check = sidecar.notification("nxops/healthCheck");
+    assert_eq!(
+        (check["params"]["rating"].as_str(), check["params"]["changed"].as_bool()),
+        (Some("Critical"), Some(true))
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?} (the interval is 1 h)", started.elapsed());
+    // Starting it again moves the rating back, and that is said at once too.
+    let spec = json!({"name": "broken", "command": "sleep", "args": ["1000"], "restart": "never"});
+    sidecar.request("nxops/process/start", spec).unwrap();
+    let check = sidecar.notification("nxops/healthCheck");
+    assert_eq!(
+        (check["params"]["rating"].as_str(), check["params"]["changed"].as_bool()),
+        (Some("Excellent"), Some(true))
+    );
+}

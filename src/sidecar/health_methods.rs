@@ -68,24 +68,52 @@ fn cache_component(ws: &Workspace) -> Component {
     health::cache(bytes, max_size, volume)
 }
 
-/// The owner's checks: every `health.interval`, a `healthCheck` event (with
-/// `changed` when the rating moved).
+/// Events after which the rating may have moved: a check follows at once.
+const TRIGGERS: &[&str] =
+    &["processFailure", "processStarted", "processMemoryLeak", "cacheCleanup", "sessionClosed", "maintenance"];
+
+/// The owner's checks: every `health.interval` a `healthCheck` event (with
+/// `changed` when the rating moved), and between two, a check right after
+/// anything that may move the rating, published only when it did.
 pub async fn watch(core: Core, ws: Arc<Workspace>, mut stop: watch::Receiver<bool>) {
     let interval = ws.settings.health_interval().max(std::time::Duration::from_millis(100));
-    let mut last: Option<Rating> = None;
+    let mut events = core.events();
+    // The rating to compare the first change with.
+    let mut last: Option<Rating> = Some(check(&core, &ws).await.rating);
+    let mut next = tokio::time::Instant::now() + interval;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
+        let scheduled = tokio::select! {
+            () = tokio::time::sleep_until(next) => true,
+            event = events.recv() => match event {
+                Ok(event) if TRIGGERS.contains(&event.name) && about(&event.params, &ws) => {
+                    // Let a burst (a crash and its restart) settle into one check.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    while events.try_recv().is_ok() {}
+                    false
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
             _ = stop.changed() => return,
-        }
+        };
         if *stop.borrow() {
             return;
+        }
+        if scheduled {
+            next = tokio::time::Instant::now() + interval;
         }
         let report = check(&core, &ws).await;
         let changed = last.is_some_and(|r| r != report.rating);
         last = Some(report.rating);
-        let mut params = serde_json::to_value(&report).expect("reports serialize");
-        params["changed"] = Value::Bool(changed);
-        core.publish("healthCheck", params);
+        if scheduled || changed {
+            let mut params = serde_json::to_value(&report).expect("reports serialize");
+            params["changed"] = Value::Bool(changed);
+            core.publish("healthCheck", params);
+        }
     }
+}
+
+/// Whether an event is about this workspace.
+fn about(params: &Value, ws: &Workspace) -> bool {
+    params.get("workspace").and_then(Value::as_str).is_some_and(|w| std::path::Path::new(w) == ws.root)
 }
