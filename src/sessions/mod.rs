@@ -185,7 +185,7 @@ impl Sessions {
     }
 
     pub fn view(&self, id: &str) -> Option<SessionView> {
-        self.registry().views().into_iter().find(|v| v.record.id == id)
+        self.registry().view(id)
     }
 
     pub fn counts(&self, since: u64) -> Counts {
@@ -234,13 +234,21 @@ impl Sessions {
         view
     }
 
-    /// A sign of life from `id`.
-    pub fn touch(&self, id: &str) -> Result<SessionView, RpcError> {
-        if !self.registry().touch(id, now_ms()) {
-            return Err(self.unknown(id));
+    /// A sign of life from `id` (saved only when the registry says it is worth it).
+    pub fn touch(&self, id: &str) -> Result<(), RpcError> {
+        let saved = {
+            let mut registry = self.registry();
+            let before = registry.generation();
+            if !registry.touch(id, now_ms()) {
+                drop(registry);
+                return Err(self.unknown(id));
+            }
+            registry.generation() != before
+        };
+        if saved {
+            self.persist();
         }
-        self.persist();
-        self.view(id).ok_or_else(|| self.unknown(id))
+        Ok(())
     }
 
     pub fn unknown(&self, id: &str) -> RpcError {
@@ -317,13 +325,13 @@ impl Sessions {
         closed
     }
 
+    /// Gives back every lease of the session; `discard` closes their connections first.
     fn release_mcp(&self, record: &Record, discard: bool) {
-        for server in &record.mcp {
-            if let Some(pool) = self.0.mcp.pool(server) {
-                if discard { pool.discard(&record.id) } else { pool.release(&record.id) }
+        if discard {
+            for pool in record.mcp.iter().filter_map(|server| self.0.mcp.pool(server)) {
+                pool.discard(&record.id);
             }
         }
-        // Leases on servers it never asked for by name (none today) go too.
         self.0.mcp.release_all(&record.id);
     }
 

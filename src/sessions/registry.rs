@@ -361,27 +361,32 @@ impl Registry {
             .min()
     }
 
+    fn state_of(&self, r: &Record) -> &'static str {
+        match (self.closing.contains(&r.id), r.kind, self.is_held(&r.id)) {
+            (true, ..) => "closing",
+            (false, Kind::Connection, true) | (false, Kind::Named, _) => "active",
+            (false, Kind::Connection, false) => "disconnected",
+        }
+    }
+
+    fn view_of(&self, r: &Record) -> SessionView {
+        SessionView { record: r.clone(), state: self.state_of(r), expires_at: r.expires_at(self.is_held(&r.id)) }
+    }
+
+    pub fn view(&self, id: &str) -> Option<SessionView> {
+        self.records.get(id).map(|r| self.view_of(r))
+    }
+
     pub fn views(&self) -> Vec<SessionView> {
-        self.records
-            .values()
-            .map(|r| {
-                let held = self.is_held(&r.id);
-                let state = match (self.closing.contains(&r.id), r.kind, held) {
-                    (true, ..) => "closing",
-                    (false, Kind::Connection, true) | (false, Kind::Named, _) => "active",
-                    (false, Kind::Connection, false) => "disconnected",
-                };
-                SessionView { record: r.clone(), state, expires_at: r.expires_at(held) }
-            })
-            .collect()
+        self.records.values().map(|r| self.view_of(r)).collect()
     }
 
     /// `(open, disconnected, expired since `since`, closed in all)`, for health and metrics.
     pub fn counts(&self, since: u64) -> Counts {
-        let views = self.views();
+        let in_state = |state: &str| self.records.values().filter(|r| self.state_of(r) == state).count();
         Counts {
-            active: views.iter().filter(|v| v.state == "active").count(),
-            disconnected: views.iter().filter(|v| v.state == "disconnected").count(),
+            active: in_state("active"),
+            disconnected: in_state("disconnected"),
             expired_recently: self.expired.iter().filter(|at| **at >= since).count(),
             expired_total: self.expired.len() as u64,
             closed_total: self.closed_total,

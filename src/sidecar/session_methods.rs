@@ -105,7 +105,8 @@ pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Res
         "nxops/session/heartbeat" => {
             let params: SessionParams = parse(method, raw)?;
             let id = target(ctx, params.session);
-            Ok(serde_json::to_value(sessions.touch(&id)?).expect("serializes"))
+            sessions.touch(&id)?;
+            Ok(serde_json::to_value(sessions.view(&id)).expect("serializes"))
         }
         "nxops/session/leave" => {
             let params: SessionParams = parse(method, raw)?;
