@@ -17,5 +17,6 @@ pub mod rpc;
 pub mod sessions;
 pub mod sidecar;
 pub mod supervisor;
+pub mod sync;
 pub mod trust;
 pub mod workspace;

@@ -42,6 +42,8 @@ pub struct RpcClient {
     next_id: Arc<AtomicI64>,
     closed: watch::Receiver<bool>,
     stream: Arc<UnixStream>,
+    /// Whether the peer answers liveness checks (kept by whoever checks; see `sidecar::core`).
+    responsive: Arc<watch::Sender<bool>>,
 }
 
 impl RpcClient {
@@ -49,7 +51,12 @@ impl RpcClient {
     pub fn connect(path: &Path, on_notification: NotificationSink) -> std::io::Result<RpcClient> {
         let stream = UnixStream::connect(path)?;
         let reader = stream.try_clone()?;
-        let outbox = Outbox::new(stream.try_clone()?);
+        let cut = stream.try_clone()?;
+        // An owner that takes no request for the outbox's deadline is cut off:
+        // every pending request then fails with `Closed`.
+        let outbox = Outbox::new(stream.try_clone()?, move || {
+            let _ = cut.shutdown(std::net::Shutdown::Both);
+        });
         let pending: Pending = Arc::default();
         let (closed_tx, closed) = watch::channel(false);
         let routes = pending.clone();
@@ -58,7 +65,14 @@ impl RpcClient {
             routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
             let _ = closed_tx.send(true);
         })?;
-        Ok(RpcClient { outbox, pending, next_id: Arc::new(AtomicI64::new(1)), closed, stream: Arc::new(stream) })
+        Ok(RpcClient {
+            outbox,
+            pending,
+            next_id: Arc::new(AtomicI64::new(1)),
+            closed,
+            stream: Arc::new(stream),
+            responsive: Arc::new(watch::channel(true).0),
+        })
     }
 
     /// Sends a request and waits for its answer.
@@ -97,6 +111,20 @@ impl RpcClient {
     pub async fn closed(&self) {
         let mut closed = self.closed.clone();
         let _ = closed.wait_for(|c| *c).await;
+    }
+
+    pub fn is_responsive(&self) -> bool {
+        *self.responsive.borrow()
+    }
+
+    pub fn set_responsive(&self, responsive: bool) {
+        self.responsive.send_replace(responsive);
+    }
+
+    /// Resolves when the peer is marked unresponsive.
+    pub async fn unresponsive(&self) {
+        let mut responsive = self.responsive.subscribe();
+        let _ = responsive.wait_for(|r| !*r).await;
     }
 
     /// Ends the connection now (both directions); the reader thread then stops.

@@ -67,7 +67,7 @@ pub fn serve<S: LanguageServer>(
             }
             Ok(Some(Err(bad_frame))) => {
                 tracing::warn!(target: "nxops::rpc", "bad frame: {bad_frame}");
-                outbox.send(&Response::from_error(Id::Null, frame_error(&bad_frame)));
+                outbox.send_now(&Response::from_error(Id::Null, frame_error(&bad_frame)));
                 continue;
             }
             Ok(Some(Ok(body))) => body,
@@ -75,7 +75,7 @@ pub fn serve<S: LanguageServer>(
         match parse_message(&body) {
             Err(rejected) => {
                 tracing::warn!(target: "nxops::rpc", "rejected message: {}", rejected.error.message);
-                outbox.send(&Response::from_error(rejected.id.unwrap_or(Id::Null), rejected.error));
+                outbox.send_now(&Response::from_error(rejected.id.unwrap_or(Id::Null), rejected.error));
             }
             Ok(Incoming::Response(response)) => {
                 if runtime.block_on(client_responses.send(response)).is_err() {
@@ -112,11 +112,13 @@ fn dispatch<S: LanguageServer>(
     let mut future = Box::pin(future);
     let mut cx = Context::from_waker(Waker::noop());
     match future.as_mut().poll(&mut cx) {
-        Poll::Ready(outcome) => answer(outcome, id, method, outbox),
+        // Ready at once: this (the connection's own) thread writes the answer.
+        Poll::Ready(outcome) => answer(outcome, id, method, |r| outbox.send_now(r)),
         Poll::Pending => {
+            // Answered from the runtime, which only queues it.
             let outbox = outbox.clone();
             let method = method.to_string();
-            runtime.spawn(async move { answer(future.await, id, &method, &outbox) });
+            runtime.spawn(async move { answer(future.await, id, &method, |r| outbox.send(r)) });
         }
     }
     true
@@ -124,20 +126,20 @@ fn dispatch<S: LanguageServer>(
 
 type Outcome = std::thread::Result<Result<Option<Response>, tower_lsp_server::ExitedError>>;
 
-fn answer(outcome: Outcome, id: Option<Id>, method: &str, outbox: &Outbox) {
+fn answer(outcome: Outcome, id: Option<Id>, method: &str, send: impl Fn(&Response) -> bool) {
     match outcome {
         Ok(Ok(Some(response))) => {
             let response = match response.into_parts() {
                 (id, Err(err)) => Response::from_error(id, errors::name_unknown_method(err)),
                 (id, Ok(value)) => Response::from_ok(id, value),
             };
-            outbox.send(&response);
+            send(&response);
         }
         Ok(Ok(None)) | Ok(Err(_)) => {}
         Err(payload) => {
             tracing::error!(target: "nxops::rpc", "handler for {method} panicked");
             if let Some(id) = id {
-                outbox.send(&Response::from_error(id, errors::panicked(method, payload.as_ref())));
+                send(&Response::from_error(id, errors::panicked(method, payload.as_ref())));
             }
         }
     }

@@ -12,18 +12,20 @@ pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use self::registry::Registry;
 pub use self::registry::{Counts, Ending, Kind, Record, SessionView};
 use crate::mcp::McpPools;
 use crate::rpc::errors::RpcError;
 use crate::supervisor::{Publish, Supervisor};
+use crate::sync::Exclusive;
 use crate::workspace::Workspace;
 
 /// How a session is closed.
@@ -53,9 +55,14 @@ pub struct Sessions(Arc<Inner>);
 struct Inner {
     workspace: Arc<Workspace>,
     file: Option<PathBuf>,
-    registry: Mutex<Registry>,
+    registry: Exclusive<Registry>,
     /// The generation last written, so an older snapshot never overwrites a newer one.
-    written: Mutex<u64>,
+    /// Only the writer task writes the file (or `flush`, once that task has ended).
+    written: AtomicU64,
+    /// Asks the writer to write now and say when it has.
+    flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    /// Set once the writer task has ended.
+    writer_done: watch::Sender<bool>,
     sup: Supervisor,
     mcp: McpPools,
     publish: Publish,
@@ -88,14 +95,17 @@ impl Sessions {
             None => Vec::new(),
         };
         let (registry, lost) = Registry::restored(records, now_ms(), sidecar_alive);
+        let (flushes, flush_requests) = mpsc::unbounded_channel();
         let restored: Vec<Record> = registry.records();
         let sessions = Sessions(Arc::new(Inner {
             connection_timeout: workspace.settings.session_timeout(),
             named_timeout: workspace.settings.named_session_timeout(),
             workspace,
             file,
-            registry: Mutex::new(registry),
-            written: Mutex::new(0),
+            registry: Exclusive::new("sessions registry", registry),
+            written: AtomicU64::new(0),
+            flushes,
+            writer_done: watch::channel(false).0,
             sup,
             mcp,
             publish,
@@ -104,7 +114,7 @@ impl Sessions {
         }));
         let writer = sessions.clone();
         let writer_stop = stop.clone();
-        sessions.0.sup.runtime().spawn(async move { writer.write_changes(writer_stop).await });
+        sessions.0.sup.runtime().spawn(async move { writer.write_changes(flush_requests, writer_stop).await });
         let keeper = sessions.clone();
         sessions.0.sup.runtime().spawn(async move {
             // Their processes were ended with the crashed owner's leftovers.
@@ -125,8 +135,9 @@ impl Sessions {
         sessions
     }
 
-    fn registry(&self) -> MutexGuard<'_, Registry> {
-        self.0.registry.lock().unwrap_or_else(|p| p.into_inner())
+    /// The registry, for plain reads and writes: the lock never outlives `f`.
+    fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        self.0.registry.with(f)
     }
 
     /// A change to write: the writer task saves it in the background, so no
@@ -137,23 +148,56 @@ impl Sessions {
         self.0.changed.notify_one();
     }
 
-    /// The writer: saves after each change (changes that come meanwhile are
-    /// saved together), and once more when the owner stops.
-    async fn write_changes(&self, mut stop: watch::Receiver<bool>) {
+    /// The writer, the one task that writes the file: saves after each change
+    /// (changes that come meanwhile are saved together), on request
+    /// (`flush`), and once more when the owner stops.
+    async fn write_changes(
+        &self,
+        mut requests: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         loop {
-            let stopping = tokio::select! {
-                () = self.0.dirty.notified() => false,
-                _ = stop.changed() => true,
+            let (stopping, ack) = tokio::select! {
+                () = self.0.dirty.notified() => (false, None),
+                request = requests.recv() => (false, request),
+                _ = stop.changed() => (true, None),
             };
-            self.flush().await;
+            self.write_off_runtime().await;
+            if let Some(ack) = ack {
+                let _ = ack.send(());
+            }
             if stopping || *stop.borrow() {
-                return;
+                break;
             }
         }
+        // Requests that came before the end are answered after one more write.
+        requests.close();
+        let mut late = Vec::new();
+        while let Ok(ack) = requests.try_recv() {
+            late.push(ack);
+        }
+        if !late.is_empty() {
+            self.write_off_runtime().await;
+        }
+        for ack in late {
+            let _ = ack.send(());
+        }
+        self.0.writer_done.send_replace(true);
     }
 
     /// Writes what changed now; the owner calls it last, before it lets go of the workspace.
     pub async fn flush(&self) {
+        let (ack, written) = oneshot::channel();
+        if self.0.flushes.send(ack).is_ok() && written.await.is_ok() {
+            return;
+        }
+        // The writer has ended (the owner is stopping): nobody else writes now.
+        let mut done = self.0.writer_done.subscribe();
+        let _ = done.wait_for(|d| *d).await;
+        self.write_off_runtime().await;
+    }
+
+    async fn write_off_runtime(&self) {
         let this = self.clone();
         let _ = tokio::task::spawn_blocking(move || this.write_now()).await;
     }
@@ -161,16 +205,12 @@ impl Sessions {
     /// Writes the registry if it changed since the last write (atomically; see `store`).
     fn write_now(&self) {
         let Some(file) = &self.0.file else { return };
-        let mut written = self.0.written.lock().unwrap_or_else(|p| p.into_inner());
-        let (generation, records) = {
-            let registry = self.registry();
-            (registry.generation(), registry.records())
-        };
-        if generation <= *written {
+        let (generation, records) = self.with(|registry| (registry.generation(), registry.records()));
+        if generation <= self.0.written.load(Ordering::Acquire) {
             return;
         }
         match store::save(file, records) {
-            Ok(()) => *written = generation,
+            Ok(()) => self.0.written.store(generation, Ordering::Release),
             Err(err) => tracing::warn!(target: "nxops::sessions", "cannot save {}: {err}", file.display()),
         }
     }
@@ -181,29 +221,29 @@ impl Sessions {
     }
 
     pub fn list(&self) -> Vec<SessionView> {
-        self.registry().views()
+        self.with(|r| r.views())
     }
 
     pub fn view(&self, id: &str) -> Option<SessionView> {
-        self.registry().view(id)
+        self.with(|r| r.view(id))
     }
 
     pub fn counts(&self, since: u64) -> Counts {
-        self.registry().counts(since)
+        self.with(|r| r.counts(since))
     }
 
     pub fn exists(&self, id: &str) -> bool {
-        self.registry().get(id).is_some()
+        self.with(|r| r.get(id).is_some())
     }
 
     /// A connection session, opened if new, held by the connection `holder`.
     pub fn hold(&self, id: &str, holder: u64, client: (Option<String>, Option<String>)) {
-        let created = {
-            let mut registry = self.registry();
+        let (timeout, now) = (self.0.connection_timeout.as_millis() as u64, now_ms());
+        let created = self.with(|registry| {
             let created = registry.get(id).is_none();
-            registry.hold_connection(id, holder, client, self.0.connection_timeout.as_millis() as u64, now_ms());
+            registry.hold_connection(id, holder, client, timeout, now);
             created
-        };
+        });
         self.persist();
         if created && let Some(view) = self.view(id) {
             self.publish("sessionOpened", json!({"session": view}));
@@ -212,20 +252,23 @@ impl Sessions {
 
     /// The connection `holder` stops holding `id` (its client vanished without closing).
     pub fn let_go(&self, id: &str, holder: u64) {
-        self.registry().let_go(id, holder, now_ms());
+        let now = now_ms();
+        self.with(|r| r.let_go(id, holder, now));
         self.persist();
     }
 
     /// A connection ended: whatever it held starts its expiry clock.
     pub fn connection_ended(&self, holder: u64) {
-        self.registry().connection_ended(holder, now_ms());
+        let now = now_ms();
+        self.with(|r| r.connection_ended(holder, now));
         self.persist();
     }
 
     /// Opens a named session (or finds it: a sign of life) and returns it.
     pub fn open_named(&self, name: &str, timeout: Option<Duration>, labels: BTreeMap<String, String>) -> SessionView {
         let timeout = timeout.unwrap_or(self.0.named_timeout).as_millis() as u64;
-        let created = self.registry().open_named(name, timeout, labels, now_ms());
+        let now = now_ms();
+        let created = self.with(|r| r.open_named(name, timeout, labels, now));
         self.persist();
         let view = self.view(name).expect("just opened");
         if created {
@@ -236,15 +279,12 @@ impl Sessions {
 
     /// A sign of life from `id` (saved only when the registry says it is worth it).
     pub fn touch(&self, id: &str) -> Result<(), RpcError> {
-        let saved = {
-            let mut registry = self.registry();
+        let now = now_ms();
+        let touched = self.with(|registry| {
             let before = registry.generation();
-            if !registry.touch(id, now_ms()) {
-                drop(registry);
-                return Err(self.unknown(id));
-            }
-            registry.generation() != before
-        };
+            registry.touch(id, now).then(|| registry.generation() != before)
+        });
+        let Some(saved) = touched else { return Err(self.unknown(id)) };
         if saved {
             self.persist();
         }
@@ -265,27 +305,27 @@ impl Sessions {
 
     /// The session a process belongs to, if any.
     pub fn owner_of_process(&self, name: &str) -> Option<String> {
-        self.registry().owner_of_process(name).map(str::to_string)
+        self.with(|r| r.owner_of_process(name).map(str::to_string))
     }
 
     pub fn record_process(&self, id: &str, name: &str, spec: Value) {
-        self.registry().add_process(id, name, spec);
+        self.with(|r| r.add_process(id, name, spec));
         self.persist();
     }
 
     /// The events a connection session's client subscribed to, as its sidecar reports them.
     pub fn set_subscriptions(&self, id: &str, events: std::collections::BTreeSet<String>) {
-        self.registry().set_subscriptions(id, events);
+        self.with(|r| r.set_subscriptions(id, events));
         self.persist();
     }
 
     pub fn record_mcp(&self, id: &str, server: &str) {
-        self.registry().add_mcp(id, server);
+        self.with(|r| r.add_mcp(id, server));
         self.persist();
     }
 
     pub fn forget_mcp(&self, id: &str, server: Option<&str>) {
-        self.registry().remove_mcp(id, server);
+        self.with(|r| r.remove_mcp(id, server));
         self.persist();
     }
 
@@ -300,7 +340,7 @@ impl Sessions {
     }
 
     async fn end(&self, id: &str, mode: Mode, ending: Ending) -> Option<Closed> {
-        let record = self.registry().begin_close(id)?;
+        let record = self.with(|r| r.begin_close(id))?;
         Some(self.finish(record, mode, ending).await)
     }
 
@@ -312,7 +352,8 @@ impl Sessions {
         let force = mode == Mode::Force;
         let stops = record.processes.keys().map(|name| self.0.sup.remove_process(name, force));
         futures_util::future::join_all(stops).await;
-        self.registry().finish_close(id, ending, now_ms());
+        let now = now_ms();
+        self.with(|r| r.finish_close(id, ending, now));
         self.persist();
         let closed = Closed {
             session: id.to_string(),
@@ -338,7 +379,9 @@ impl Sessions {
     /// Stops the session's resources and starts them again: the same id,
     /// labels, process specs, and a fresh connection to each of its MCP servers.
     pub async fn restart(&self, id: &str) -> Result<SessionView, RpcError> {
-        let record = self.registry().get(id).cloned().ok_or_else(|| self.unknown(id))?;
+        // Copied out first: `unknown` takes the registry's lock itself.
+        let record = self.with(|r| r.get(id).cloned());
+        let record = record.ok_or_else(|| self.unknown(id))?;
         for server in &record.mcp {
             if let Some(pool) = self.0.mcp.pool(server) {
                 pool.discard(id);
@@ -347,11 +390,11 @@ impl Sessions {
         let stops = record.processes.keys().map(|name| self.0.sup.stop_process(name, false));
         futures_util::future::join_all(stops).await;
         let problems = self.start_resources(&record).await;
-        {
-            let mut registry = self.registry();
+        let now = now_ms();
+        self.with(|registry| {
             registry.count_restart(id);
-            registry.touch(id, now_ms());
-        }
+            registry.touch(id, now);
+        });
         self.persist();
         let view = self.view(id).ok_or_else(|| self.unknown(id))?;
         self.publish("sessionRestarted", json!({"session": view, "cause": "request", "problems": problems}));
@@ -396,7 +439,8 @@ impl Sessions {
         }
         self.0.sup.ready().await;
         // A session whose time ran out while no sidecar ran is expired, not started again.
-        let due = self.registry().due(now_ms());
+        let now = now_ms();
+        let due = self.with(|r| r.due(now));
         for id in &due {
             let _ = self.end(id, Mode::Graceful, Ending::Expired).await;
         }
@@ -418,16 +462,15 @@ impl Sessions {
             tokio::pin!(changed);
             changed.as_mut().enable();
             let now = now_ms();
-            let due: Vec<Record> = {
-                let mut registry = self.registry();
+            let due: Vec<Record> = self.with(|registry| {
                 let ids = registry.due(now);
                 ids.iter().filter_map(|id| registry.begin_close(id)).collect()
-            };
+            });
             for record in due {
                 let this = self.clone();
                 self.0.sup.runtime().spawn(async move { this.finish(record, Mode::Graceful, Ending::Expired).await });
             }
-            let wait = match self.registry().next_expiry() {
+            let wait = match self.with(|r| r.next_expiry()) {
                 Some(at) => Duration::from_millis(at.saturating_sub(now_ms()).max(10)),
                 None => Duration::from_secs(3600),
             };

@@ -1,15 +1,20 @@
 //! The sidecar's shared state: attached workspaces with their ownership role,
 //! client sessions, and the event bus.
 //!
-//! `Core` is a cheap cloneable handle. The registry behind it is one mutex held
-//! only for map reads and writes (never across an await or I/O), so cheap
-//! methods such as `nxops/status` answer without a task hop; long-lived
-//! per-workspace activity (the follower loop, the owner's accept loop) runs in
-//! its own task or thread and reports through the `Role` slot it owns.
+//! `Core` is a cheap cloneable handle. The registry behind it and each
+//! workspace's `Role` slot are `Exclusive` locks (see `crate::sync`): taken for
+//! map reads and writes only, never across an await or I/O, and never one
+//! inside the other, so cheap methods such as `nxops/status` answer without a
+//! task hop. Whatever acts on a role (its sessions, its forwarding client)
+//! works on a copy taken out of the slot (`RoleNow`). Long-lived per-workspace
+//! activity (the follower loop, the owner's accept loop) runs in its own task
+//! or thread and reports through the `Role` slot it owns.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::sync::Exclusive;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -75,7 +80,7 @@ struct Inner {
     runtime: Handle,
     started: Instant,
     started_at_ms: u64,
-    state: Mutex<State>,
+    state: Exclusive<State>,
     events: broadcast::Sender<Event>,
     /// `NXOPS_FAULTS`: test-only fault injection, e.g. `panic:nxops/status`.
     faults: Vec<String>,
@@ -99,15 +104,45 @@ struct State {
 struct Attached {
     workspace: Arc<Workspace>,
     attached_at_ms: u64,
-    role: Arc<Mutex<Role>>,
+    role: Arc<Exclusive<Role>>,
     stop: watch::Sender<bool>,
 }
 
 enum Role {
     InProcess,
     Owner(OwnerGuard, Owned),
-    Follower { client: Option<RpcClient>, owner_pid: Option<u32> },
+    Follower(Following),
     Detached,
+}
+
+/// A follower's view of its owner.
+#[derive(Clone, Default)]
+struct Following {
+    /// The forwarding connection, while there is one.
+    client: Option<RpcClient>,
+    owner_pid: Option<u32>,
+    /// False while the owner leaves liveness checks unanswered (stopped or stuck).
+    responsive: bool,
+}
+
+/// A copy of a workspace's role, to act on outside the role's lock.
+#[derive(Clone)]
+enum RoleNow {
+    InProcess,
+    Owner(Owned),
+    Follower(Following),
+    Detached,
+}
+
+impl Role {
+    fn now(&self) -> RoleNow {
+        match self {
+            Role::InProcess => RoleNow::InProcess,
+            Role::Owner(_, owned) => RoleNow::Owner(owned.clone()),
+            Role::Follower(following) => RoleNow::Follower(following.clone()),
+            Role::Detached => RoleNow::Detached,
+        }
+    }
 }
 
 /// What the owner of a workspace keeps for it.
@@ -119,6 +154,8 @@ pub struct Owned {
     /// Wakes the maintenance check (a run was just reported).
     pub maintenance: Arc<tokio::sync::Notify>,
     pub sessions: crate::sessions::Sessions,
+    /// The connections accepted on this workspace's socket, closed when ownership ends.
+    pub connections: Arc<super::Connections>,
 }
 
 /// A client connection, for `nxops/status` and event delivery.
@@ -157,6 +194,9 @@ pub enum RoleView {
     Follower {
         owner_pid: Option<u32>,
         connected: bool,
+        /// False while the owner does not answer liveness checks (stopped or stuck);
+        /// requests then fail at once with -32004.
+        responsive: bool,
     },
     /// The CLI working without a sidecar.
     InProcess,
@@ -187,7 +227,7 @@ impl Core {
             runtime,
             started: Instant::now(),
             started_at_ms: now_ms(),
-            state: Mutex::default(),
+            state: Exclusive::new("core state", State::default()),
             events: broadcast::channel(256).0,
             faults,
             takes_ownership,
@@ -216,56 +256,72 @@ impl Core {
         !self.0.faults.is_empty() && self.0.faults.iter().any(|f| f.strip_prefix("panic:") == Some(method))
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.0.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        self.0.state.with(f)
+    }
+
+    /// A copy of the role of `root`, if attached.
+    fn role_now(&self, root: &Path) -> Option<RoleNow> {
+        let role = self.with_state(|state| state.workspaces.get(root).map(|a| a.role.clone()))?;
+        Some(role.with(|role| role.now()))
+    }
+
+    /// Copies of every attached workspace's role.
+    fn roles_now(&self) -> Vec<(PathBuf, RoleNow)> {
+        let roles: Vec<(PathBuf, Arc<Exclusive<Role>>)> =
+            self.with_state(|state| state.workspaces.iter().map(|(root, a)| (root.clone(), a.role.clone())).collect());
+        roles.into_iter().map(|(root, role)| (root, role.with(|role| role.now()))).collect()
+    }
+
+    fn roots(&self) -> Vec<PathBuf> {
+        self.with_state(|state| state.workspaces.keys().cloned().collect())
     }
 
     /// Settings given by the client (`initializationOptions`), applied to workspaces attached later.
     pub fn set_overrides(&self, overrides: Vec<FlagValue>) {
-        self.state().overrides = overrides;
+        self.with_state(|state| state.overrides = overrides);
     }
 
     /// Settings given on `nxops serve`'s command line (`--set`), which the client's may override.
     pub fn set_cli_overrides(&self, overrides: Vec<FlagValue>) {
-        self.state().cli_overrides = overrides;
+        self.with_state(|state| state.cli_overrides = overrides);
     }
 
     pub fn overrides(&self) -> Vec<FlagValue> {
-        let state = self.state();
-        state.cli_overrides.iter().chain(&state.overrides).cloned().collect()
+        self.with_state(|state| state.cli_overrides.iter().chain(&state.overrides).cloned().collect())
     }
 
     // --- sessions ---
 
     pub fn open_session(&self, transport: TransportKind) -> u64 {
-        let mut state = self.state();
-        state.next_session += 1;
-        let id = state.next_session;
-        let session = Session {
-            id,
-            transport,
-            client_name: None,
-            client_version: None,
-            opened_at: now_ms(),
-            subscriptions: BTreeMap::new(),
-        };
-        state.sessions.insert(id, session);
-        id
+        let opened_at = now_ms();
+        self.with_state(|state| {
+            state.next_session += 1;
+            let id = state.next_session;
+            let session = Session {
+                id,
+                transport,
+                client_name: None,
+                client_version: None,
+                opened_at,
+                subscriptions: BTreeMap::new(),
+            };
+            state.sessions.insert(id, session);
+            id
+        })
     }
 
     /// Records the client's name and, for a client of our own (not a forwarder
     /// or a one-shot CLI on a socket), opens its session in every attached workspace.
     pub fn identify_session(&self, id: u64, name: Option<String>, version: Option<String>) {
-        let announce = {
-            let mut state = self.state();
-            let Some(session) = state.sessions.get_mut(&id) else { return };
+        let announce = self.with_state(|state| {
+            let session = state.sessions.get_mut(&id)?;
             session.client_name = name;
             session.client_version = version;
-            session.transport == TransportKind::Stdio
-        };
-        if announce {
-            let roots: Vec<PathBuf> = self.state().workspaces.keys().cloned().collect();
-            for root in roots {
+            Some(session.transport == TransportKind::Stdio)
+        });
+        if announce == Some(true) {
+            for root in self.roots() {
                 self.announce(&root, &[id]);
             }
         }
@@ -274,25 +330,24 @@ impl Core {
     /// Opens these local sessions in `root`'s registry: directly on its owner,
     /// through the forwarding connection on a follower.
     fn announce(&self, root: &Path, ids: &[u64]) {
-        let Some(role) = self.state().workspaces.get(root).map(|a| a.role.clone()) else { return };
+        let Some(role) = self.role_now(root) else { return };
         type Client = (u64, Option<String>, Option<String>, BTreeSet<String>);
-        let clients: Vec<Client> = {
-            let state = self.state();
+        let clients: Vec<Client> = self.with_state(|state| {
             ids.iter()
                 .filter_map(|id| state.sessions.get(id))
                 .map(|s| {
                     (s.id, s.client_name.clone(), s.client_version.clone(), s.subscriptions.keys().cloned().collect())
                 })
                 .collect()
-        };
-        match &*lock(&role) {
-            Role::Owner(_, owned) => {
+        });
+        match role {
+            RoleNow::Owner(owned) => {
                 for (id, name, version, events) in clients {
                     owned.sessions.hold(&session_id(id), id, (name, version));
                     owned.sessions.set_subscriptions(&session_id(id), events);
                 }
             }
-            Role::Follower { client: Some(client), .. } => {
+            RoleNow::Follower(Following { client: Some(client), .. }) => {
                 for (id, name, version, events) in clients {
                     let client = client.clone();
                     let params = json!({"workspace": root, "session": session_id(id),
@@ -306,17 +361,21 @@ impl Core {
 
     /// The client name and version a local session gave at `initialize`.
     pub fn client_of(&self, id: u64) -> (Option<String>, Option<String>) {
-        self.state().sessions.get(&id).map(|s| (s.client_name.clone(), s.client_version.clone())).unwrap_or_default()
+        self.with_state(|state| {
+            state.sessions.get(&id).map(|s| (s.client_name.clone(), s.client_version.clone())).unwrap_or_default()
+        })
     }
 
     /// Local sessions that clients of our own opened (see `identify_session`).
     fn own_clients(&self) -> Vec<u64> {
-        self.state()
-            .sessions
-            .values()
-            .filter(|s| s.transport == TransportKind::Stdio && s.client_name.is_some())
-            .map(|s| s.id)
-            .collect()
+        self.with_state(|state| {
+            state
+                .sessions
+                .values()
+                .filter(|s| s.transport == TransportKind::Stdio && s.client_name.is_some())
+                .map(|s| s.id)
+                .collect()
+        })
     }
 
     /// A connection ended. `graceful` (the client sent `exit`) closes its
@@ -324,16 +383,12 @@ impl Core {
     /// and its sessions expire after `sessions.timeout`. Returns once the owner
     /// has acted (bounded), so a sidecar about to exit does not cut it short.
     pub fn end_session(&self, id: u64, graceful: bool) {
-        let roles: Vec<(PathBuf, Arc<Mutex<Role>>)> = {
-            let mut state = self.state();
-            state.sessions.remove(&id);
-            state.workspaces.iter().map(|(root, a)| (root.clone(), a.role.clone())).collect()
-        };
+        self.with_state(|state| state.sessions.remove(&id));
         let sid = session_id(id);
         let mut pending = Vec::new();
-        for (root, role) in roles {
-            match &*lock(&role) {
-                Role::Owner(_, owned) => {
+        for (root, role) in self.roles_now() {
+            match role {
+                RoleNow::Owner(owned) => {
                     let sessions = owned.sessions.clone();
                     let sid = sid.clone();
                     pending.push(self.0.runtime.spawn(async move {
@@ -343,13 +398,12 @@ impl Core {
                         sessions.connection_ended(id);
                     }));
                 }
-                Role::Follower { client: Some(client), .. } => {
+                RoleNow::Follower(Following { client: Some(client), .. }) => {
                     let (method, params) = if graceful {
                         ("nxops/session/close", json!({"workspace": root, "session": sid, "mode": "graceful"}))
                     } else {
                         ("nxops/session/leave", json!({"workspace": root, "session": sid}))
                     };
-                    let client = client.clone();
                     pending.push(self.0.runtime.spawn(async move {
                         let _ = client.request(method, params).await;
                     }));
@@ -370,33 +424,31 @@ impl Core {
     }
 
     pub fn sessions(&self) -> Vec<Session> {
-        self.state().sessions.values().cloned().collect()
+        self.with_state(|state| state.sessions.values().cloned().collect())
     }
 
     /// Adds event names to a session's subscriptions and returns them all.
     pub fn subscribe(&self, id: u64, events: &[String]) -> BTreeSet<String> {
-        let now = {
-            let mut state = self.state();
+        let now = self.with_state(|state| {
             let published = state.events_published;
             let Some(session) = state.sessions.get_mut(&id) else { return BTreeSet::new() };
             for event in events {
                 session.subscriptions.entry(event.clone()).or_insert(published);
             }
             session.subscriptions.keys().cloned().collect()
-        };
+        });
         self.subscriptions_changed(id);
         now
     }
 
     pub fn unsubscribe(&self, id: u64, events: &[String]) -> BTreeSet<String> {
-        let now = {
-            let mut state = self.state();
+        let now = self.with_state(|state| {
             let Some(session) = state.sessions.get_mut(&id) else { return BTreeSet::new() };
             for event in events {
                 session.subscriptions.remove(event);
             }
             session.subscriptions.keys().cloned().collect()
-        };
+        });
         self.subscriptions_changed(id);
         now
     }
@@ -406,8 +458,7 @@ impl Core {
         if !self.own_clients().contains(&id) {
             return;
         }
-        let roots: Vec<PathBuf> = self.state().workspaces.keys().cloned().collect();
-        for root in roots {
+        for root in self.roots() {
             self.announce(&root, &[id]);
         }
     }
@@ -417,26 +468,30 @@ impl Core {
         if let Some(target) = event.session {
             return target == id;
         }
-        self.state()
-            .sessions
-            .get(&id)
-            .is_some_and(|s| s.subscriptions.get(event.name).is_some_and(|since| event.seq > *since))
+        self.with_state(|state| {
+            state
+                .sessions
+                .get(&id)
+                .is_some_and(|s| s.subscriptions.get(event.name).is_some_and(|since| event.seq > *since))
+        })
     }
 
     // --- events ---
 
     pub fn publish(&self, name: &'static str, params: Value) {
         // Numbered and sent under the registry lock, so `subscribe` sees a consistent count.
-        let mut state = self.state();
-        state.events_published += 1;
-        let _ = self.0.events.send(Event { name, params, seq: state.events_published, session: None });
+        self.with_state(|state| {
+            state.events_published += 1;
+            let _ = self.0.events.send(Event { name, params, seq: state.events_published, session: None });
+        });
     }
 
     /// Sends a notification to one session only (no subscription needed).
     pub fn publish_to(&self, session: u64, name: &'static str, params: Value) {
-        let mut state = self.state();
-        state.events_published += 1;
-        let _ = self.0.events.send(Event { name, params, seq: state.events_published, session: Some(session) });
+        self.with_state(|state| {
+            state.events_published += 1;
+            let _ = self.0.events.send(Event { name, params, seq: state.events_published, session: Some(session) });
+        });
     }
 
     pub fn events(&self) -> broadcast::Receiver<Event> {
@@ -453,20 +508,20 @@ impl Core {
         }
         let workspace = Arc::new(Workspace::open(&root, &self.0.env, &self.overrides())?);
         let (stop, stop_rx) = watch::channel(false);
-        let role = Arc::new(Mutex::new(Role::InProcess));
+        let role = Arc::new(Exclusive::new("workspace role", Role::InProcess));
         if self.0.takes_ownership {
             let paths = Paths::for_workspace(&self.0.env, &workspace_key(&root)).map_err(RpcError::Failed)?;
             match ownership::try_own(&paths, &root).map_err(RpcError::Failed)? {
                 Some(guard) => self.become_owner(&workspace, guard, &role, stop_rx),
                 None => {
-                    *lock(&role) = Role::Follower { client: None, owner_pid: None };
+                    role.with(|role| *role = Role::Follower(Following::default()));
                     let task = follow(self.clone(), workspace.clone(), paths, role.clone(), stop_rx);
                     self.0.runtime.spawn(task);
                 }
             }
         }
         let attached = Attached { workspace, attached_at_ms: now_ms(), role, stop };
-        self.state().workspaces.insert(root.clone(), attached);
+        self.with_state(|state| state.workspaces.insert(root.clone(), attached));
         let view = self.view(&root).expect("just inserted");
         self.publish("workspaceAttached", json!({"workspace": root, "role": view.role}));
         Ok(view)
@@ -475,14 +530,19 @@ impl Core {
     /// Detaches a workspace: a follower stops following, an owner releases the lock.
     pub fn detach(&self, path: &Path) -> Result<PathBuf, RpcError> {
         let root = self.resolve(Some(path))?;
-        let attached = self.state().workspaces.remove(&root);
+        let attached = self.with_state(|state| state.workspaces.remove(&root));
         if let Some(attached) = attached {
             attached.stop.send_replace(true);
-            let previous = std::mem::replace(&mut *lock(&attached.role), Role::Detached);
-            if let Role::Owner(guard, Owned { supervisor, mcp, sessions, .. }) = previous {
-                // The processes stop first and the sessions are saved; only then is
-                // ownership released, so the next owner never meets them as leftovers
-                // and reads the sessions as they ended.
+            let previous = attached.role.with(|role| std::mem::replace(role, Role::Detached));
+            if let Role::Owner(guard, Owned { supervisor, mcp, sessions, connections, .. }) = previous {
+                // No one reaches this owner any more: the socket stops accepting
+                // and its connections are closed, so followers stop forwarding here
+                // at once and race for the lock. The processes stop first and the
+                // sessions are saved; only then is ownership released, so the next
+                // owner never meets them as leftovers and reads the sessions as
+                // they ended.
+                guard.stop_listening();
+                connections.close_all();
                 let stopping = self.0.runtime.spawn(async move {
                     mcp.shutdown().await;
                     supervisor.shutdown().await;
@@ -503,8 +563,7 @@ impl Core {
     /// Detaches everything (the sidecar is exiting) and waits, from a thread
     /// outside the runtime, until every supervisor has stopped its processes.
     pub fn detach_all(&self) {
-        let roots: Vec<PathBuf> = self.state().workspaces.keys().cloned().collect();
-        for root in roots {
+        for root in self.roots() {
             let _ = self.detach(&root);
         }
         let pending: Vec<_> = self.shutdowns().drain(..).collect();
@@ -515,9 +574,8 @@ impl Core {
 
     /// What this process keeps for a workspace it owns.
     pub fn owned(&self, root: &Path) -> Option<Owned> {
-        let role = self.state().workspaces.get(root)?.role.clone();
-        match &*lock(&role) {
-            Role::Owner(_, owned) => Some(owned.clone()),
+        match self.role_now(root)? {
+            RoleNow::Owner(owned) => Some(owned),
             _ => None,
         }
     }
@@ -529,11 +587,10 @@ impl Core {
 
     /// How long the sidecar may take to stop every supervised process.
     pub fn longest_stop(&self) -> Duration {
-        let roles: Vec<_> = self.state().workspaces.values().map(|a| a.role.clone()).collect();
-        roles
-            .iter()
-            .filter_map(|role| match &*lock(role) {
-                Role::Owner(_, owned) => Some(owned.supervisor.longest_stop()),
+        self.roles_now()
+            .into_iter()
+            .filter_map(|(_, role)| match role {
+                RoleNow::Owner(owned) => Some(owned.supervisor.longest_stop()),
                 _ => None,
             })
             .max()
@@ -541,37 +598,36 @@ impl Core {
     }
 
     pub fn workspace(&self, root: &Path) -> Option<Arc<Workspace>> {
-        self.state().workspaces.get(root).map(|a| a.workspace.clone())
+        self.with_state(|state| state.workspaces.get(root).map(|a| a.workspace.clone()))
     }
 
     pub fn workspaces(&self) -> Vec<WorkspaceView> {
-        let roots: Vec<PathBuf> = self.state().workspaces.keys().cloned().collect();
-        roots.iter().filter_map(|r| self.view(r)).collect()
+        self.roots().iter().filter_map(|r| self.view(r)).collect()
     }
 
     fn view(&self, root: &Path) -> Option<WorkspaceView> {
-        let state = self.state();
-        let attached = state.workspaces.get(root)?;
-        let role = match &*lock(&attached.role) {
+        let (role, attached_at, cache_dir) = self.with_state(|state| {
+            let attached = state.workspaces.get(root)?;
+            Some((attached.role.clone(), attached.attached_at_ms, attached.workspace.nx.cache_dir.clone()))
+        })?;
+        let role = role.with(|role| match role {
             Role::Owner(guard, _) => RoleView::Owner { socket: guard.socket().to_path_buf() },
-            Role::Follower { client, owner_pid } => {
-                RoleView::Follower { owner_pid: *owner_pid, connected: client.is_some() }
+            Role::Follower(f) => {
+                RoleView::Follower { owner_pid: f.owner_pid, connected: f.client.is_some(), responsive: f.responsive }
             }
             Role::InProcess => RoleView::InProcess,
             Role::Detached => RoleView::Detached,
-        };
-        Some(WorkspaceView {
-            root: root.to_path_buf(),
-            role,
-            attached_at: attached.attached_at_ms,
-            cache_dir: attached.workspace.nx.cache_dir.clone(),
-        })
+        });
+        Some(WorkspaceView { root: root.to_path_buf(), role, attached_at, cache_dir })
     }
 
     /// The attached workspace a request means: the one containing `selector`, or
     /// the only one attached when the request names none.
     pub fn resolve(&self, selector: Option<&Path>) -> Result<PathBuf, RpcError> {
-        let state = self.state();
+        self.with_state(|state| Self::resolve_in(state, selector))
+    }
+
+    fn resolve_in(state: &State, selector: Option<&Path>) -> Result<PathBuf, RpcError> {
         match selector {
             Some(path) => {
                 let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -605,21 +661,21 @@ impl Core {
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             let root = self.resolve(selector)?;
-            let (workspace, role) = {
-                let state = self.state();
-                let attached = state
-                    .workspaces
-                    .get(&root)
-                    .ok_or_else(|| RpcError::NotAttached(format!("{} was detached", root.display())))?;
-                (attached.workspace.clone(), attached.role.clone())
-            };
-            match &*lock(&role) {
-                Role::Owner(..) | Role::InProcess => return Ok(Route::Local(workspace)),
-                Role::Follower { client: Some(client), .. } => {
-                    return Ok(Route::Forward { client: client.clone(), root });
+            let workspace = self
+                .workspace(&root)
+                .ok_or_else(|| RpcError::NotAttached(format!("{} was detached", root.display())))?;
+            match self.role_now(&root) {
+                Some(RoleNow::Owner(..) | RoleNow::InProcess) => return Ok(Route::Local(workspace)),
+                Some(RoleNow::Follower(Following { client: Some(_), responsive: false, owner_pid })) => {
+                    return Err(owner_unresponsive(&root, owner_pid));
                 }
-                Role::Follower { client: None, .. } => {}
-                Role::Detached => return Err(RpcError::NotAttached(format!("{} was detached", root.display()))),
+                Some(RoleNow::Follower(Following { client: Some(client), .. })) => {
+                    return Ok(Route::Forward { client, root });
+                }
+                Some(RoleNow::Follower(Following { client: None, .. })) => {}
+                Some(RoleNow::Detached) | None => {
+                    return Err(RpcError::NotAttached(format!("{} was detached", root.display())));
+                }
             }
             if Instant::now() >= deadline {
                 return Err(RpcError::OwnerUnavailable(format!(
@@ -635,7 +691,7 @@ impl Core {
         &self,
         workspace: &Arc<Workspace>,
         guard: OwnerGuard,
-        role: &Arc<Mutex<Role>>,
+        role: &Arc<Exclusive<Role>>,
         stop: watch::Receiver<bool>,
     ) {
         let root = workspace.root.as_path();
@@ -666,13 +722,17 @@ impl Core {
         for id in self.own_clients() {
             sessions.hold(&session_id(id), id, self.client_of(id));
         }
-        let owned = Owned { supervisor, mcp, runs: Arc::default(), maintenance: wake, sessions };
-        *lock(role) = Role::Owner(guard, owned);
+        let connections = Arc::new(super::Connections::default());
+        let owned = Owned { supervisor, mcp, runs: Arc::default(), maintenance: wake, sessions, connections };
+        let accepted = owned.connections.clone();
+        role.with(|role| *role = Role::Owner(guard, owned));
         let core = self.clone();
         let spawned = std::thread::Builder::new().name("nxops-accept".into()).spawn(move || {
             for stream in listener.incoming() {
                 match stream {
-                    Ok(stream) if ownership::peer_is_us(&stream) => super::serve_socket(core.clone(), stream),
+                    Ok(stream) if ownership::peer_is_us(&stream) => {
+                        super::serve_socket(core.clone(), stream, &accepted);
+                    }
                     Ok(_) => tracing::warn!(target: "nxops::sidecar", "refused a connection from another user"),
                     Err(_) => break,
                 }
@@ -692,7 +752,7 @@ async fn follow(
     core: Core,
     workspace: Arc<Workspace>,
     paths: Paths,
-    role: Arc<Mutex<Role>>,
+    role: Arc<Exclusive<Role>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let root = workspace.root.clone();
@@ -714,16 +774,20 @@ async fn follow(
         }
         if let Some(client) = connect_to_owner(&core, &root, &paths).await {
             let owner_pid = paths.owner_info().map(|i| i.pid);
-            *lock(&role) = Role::Follower { client: Some(client.clone()), owner_pid };
+            let following = Following { client: Some(client.clone()), owner_pid, responsive: true };
+            role.with(|role| *role = Role::Follower(following));
             backoff = Backoff::default();
             core.announce(&root, &core.own_clients());
             tokio::select! {
                 () = client.closed() => {}
+                () = watch_owner(&core, &role, &client, &root) => {}
                 _ = stop.changed() => { client.close(); return; }
             }
-            if matches!(&*lock(&role), Role::Follower { .. }) {
-                *lock(&role) = Role::Follower { client: None, owner_pid: None };
-            }
+            role.with(|role| {
+                if let Role::Follower(_) = role {
+                    *role = Role::Follower(Following::default());
+                }
+            });
             continue;
         }
         tokio::select! {
@@ -731,6 +795,61 @@ async fn follow(
             _ = stop.changed() => return,
         }
     }
+}
+
+/// How often a follower checks that its owner answers, and how long it waits.
+pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Checks, every `LIVENESS_INTERVAL`, that the owner answers `nxops/status`
+/// (answered on the owner's connection thread, so a busy owner still answers).
+/// An owner that stays silent for `LIVENESS_TIMEOUT` (SIGSTOPped, or stuck) is
+/// marked unresponsive: requests forwarded to it fail with -32004 at once, and
+/// so do new ones, until it answers again. It is not taken over: it still holds
+/// the lock and its processes run (see ARCHITECTURE.md, "Failover"). Never returns.
+async fn watch_owner(core: &Core, role: &Exclusive<Role>, client: &RpcClient, root: &Path) {
+    loop {
+        tokio::time::sleep(LIVENESS_INTERVAL).await;
+        let answered = tokio::time::timeout(LIVENESS_TIMEOUT, client.request("nxops/status", json!({}))).await;
+        let responsive = matches!(answered, Ok(Ok(_)));
+        if responsive == client.is_responsive() {
+            continue;
+        }
+        client.set_responsive(responsive);
+        let owner_pid = role.with(|role| match role {
+            Role::Follower(following) => {
+                following.responsive = responsive;
+                following.owner_pid
+            }
+            _ => None,
+        });
+        if responsive {
+            tracing::info!(target: "nxops::sidecar", "the owner of {} answers again", root.display());
+        } else {
+            tracing::warn!(
+                target: "nxops::sidecar",
+                "the owner of {} (pid {}) left a liveness check unanswered for {LIVENESS_TIMEOUT:?}: stopped or stuck",
+                root.display(),
+                owner_pid.map_or("?".into(), |p| p.to_string())
+            );
+        }
+        core.publish(
+            "ownershipChanged",
+            json!({"workspace": root, "role": {"kind": "follower", "ownerPid": owner_pid, "connected": true,
+                "responsive": responsive}}),
+        );
+    }
+}
+
+/// The error for a request meant for an owner that does not answer.
+fn owner_unresponsive(root: &Path, owner_pid: Option<u32>) -> RpcError {
+    RpcError::OwnerUnavailable(format!(
+        "the owner of {} (pid {}) does not answer (stopped or stuck: no answer to a liveness check within {} s); \
+         retry when it answers, or end it so another sidecar takes over",
+        root.display(),
+        owner_pid.map_or("?".into(), |p| p.to_string()),
+        LIVENESS_TIMEOUT.as_secs()
+    ))
 }
 
 /// Opens a forwarding connection: handshake, then subscribe to the owner's events
@@ -756,7 +875,9 @@ async fn connect_to_owner(core: &Core, root: &Path, paths: &Paths) -> Option<Rpc
             relay.publish(name, params);
         }
     });
-    let client = RpcClient::connect(&paths.socket, on_notification).ok()?;
+    // A stopped owner's full backlog would block `connect`: off the runtime's threads.
+    let socket = paths.socket.clone();
+    let client = tokio::task::spawn_blocking(move || RpcClient::connect(&socket, on_notification)).await.ok()?.ok()?;
     let opened = async {
         client.handshake("nxops-forwarder").await?;
         client.request("nxops/subscribe", json!({"events": EVENTS})).await
@@ -780,10 +901,6 @@ fn publish_for(inner: &Arc<Inner>, root: &Path) -> crate::supervisor::Publish {
             Core(inner).publish(name, params);
         }
     })
-}
-
-fn lock(role: &Mutex<Role>) -> MutexGuard<'_, Role> {
-    role.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn event_names<S: serde::Serializer>(subscriptions: &BTreeMap<String, u64>, out: S) -> Result<S::Ok, S::Error> {

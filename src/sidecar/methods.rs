@@ -363,7 +363,18 @@ async fn forward(
 ) -> Result<Value, RpcError> {
     let mut params = raw;
     params["workspace"] = json!(root);
-    client.request(method, params).await.map_err(|err| match err {
+    let answered = tokio::select! {
+        answered = client.request(method, params) => answered,
+        () = client.unresponsive() => {
+            return Err(RpcError::OwnerUnavailable(format!(
+                "the owner of {} stopped answering during the request (no answer to a liveness check within {} s); \
+                 it may have been stopped or be stuck",
+                root.display(),
+                super::core::LIVENESS_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    answered.map_err(|err| match err {
         ClientError::Rpc(remote) => RpcError::Remote(remote),
         ClientError::Closed | ClientError::TimedOut(_) => RpcError::OwnerUnavailable(format!(
             "the owner of {} went away during the request; retry it",

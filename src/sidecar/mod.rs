@@ -28,6 +28,8 @@ pub mod task_runs;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -35,6 +37,7 @@ use anyhow::Context;
 use self::core::{Core, TransportKind};
 use crate::environment::Environment;
 use crate::rpc::outbox::Outbox;
+use crate::sync::Exclusive;
 use crate::rpc::transport::{self, Ended};
 
 /// Serves stdin/stdout until `exit`, end of input, SIGTERM or SIGINT; then
@@ -64,7 +67,15 @@ pub fn serve_stdio(
     }
     let stop_timeout = crate::config::Settings::resolve(None, core.env(), &core.overrides())?.stop_timeout();
     watch_signals(&core, stop_timeout);
-    let ended = run_connection(&core, input, Outbox::new(output), TransportKind::Stdio);
+    // An editor that takes no answer for the outbox's deadline is treated as gone:
+    // the sidecar ends as it does at the end of its input.
+    let cut_core = core.clone();
+    let outbox = Outbox::new(output, move || {
+        tracing::warn!(target: "nxops::sidecar", "the editor stopped reading its answers; shutting down");
+        exit_gracefully(&cut_core, stop_timeout);
+    });
+    let ended = run_connection(&core, input, outbox.clone(), TransportKind::Stdio);
+    outbox.flush(Duration::from_secs(2));
     shut_down(&core, stop_timeout);
     Ok(match ended {
         Ended::Exit { after_shutdown: false } => 1,
@@ -72,15 +83,109 @@ pub fn serve_stdio(
     })
 }
 
-/// Serves one connection accepted on an owner socket (on its own thread).
-pub(crate) fn serve_socket(core: Core, stream: UnixStream) {
+/// Socket connections served at once; past it a connection is refused with an error.
+pub const MAX_SOCKET_CONNECTIONS: usize = 256;
+static SOCKET_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// Serves one connection accepted on an owner socket, on its own thread (plus
+/// its writer's), at most `MAX_SOCKET_CONNECTIONS` at once. The connection is
+/// kept in `open` while it lasts, so the owner can close it when it lets go.
+pub(crate) fn serve_socket(core: Core, stream: UnixStream, open: &Arc<Connections>) {
+    if SOCKET_CONNECTIONS.fetch_add(1, Ordering::AcqRel) >= MAX_SOCKET_CONNECTIONS {
+        SOCKET_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
+        refuse(&stream);
+        return;
+    }
+    let handles = (stream.try_clone(), stream.try_clone());
+    let (Ok(writer), Ok(cut)) = handles else {
+        SOCKET_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
+        return;
+    };
+    let Some(id) = open.add(&stream) else {
+        SOCKET_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
+        return;
+    };
+    let open = open.clone();
     let spawned = std::thread::Builder::new().name("nxops-conn".into()).spawn(move || {
-        let Ok(writer) = stream.try_clone() else { return };
-        run_connection(&core, stream, Outbox::new(writer), TransportKind::Socket);
+        let outbox = Outbox::new(writer, move || {
+            let _ = cut.shutdown(std::net::Shutdown::Both);
+        });
+        run_connection(&core, stream, outbox.clone(), TransportKind::Socket);
+        outbox.flush(Duration::from_secs(1));
+        open.remove(id);
+        SOCKET_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
     });
     if let Err(err) = spawned {
+        SOCKET_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
         tracing::error!(target: "nxops::sidecar", "cannot serve a connection: {err}");
     }
+}
+
+/// The connections accepted on one owner socket, so they can be closed together.
+#[derive(Default)]
+pub struct Connections {
+    open: Exclusive<ConnectionSet>,
+}
+
+#[derive(Default)]
+struct ConnectionSet {
+    next: u64,
+    streams: std::collections::BTreeMap<u64, UnixStream>,
+    closed: bool,
+}
+
+impl Connections {
+    /// Keeps a handle to `stream`; None (and the stream shut down) once `close_all` ran.
+    fn add(&self, stream: &UnixStream) -> Option<u64> {
+        let handle = stream.try_clone().ok()?;
+        let added = self.open.with(|set| {
+            if set.closed {
+                return None;
+            }
+            set.next += 1;
+            set.streams.insert(set.next, handle);
+            Some(set.next)
+        });
+        if added.is_none() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        added
+    }
+
+    fn remove(&self, id: u64) {
+        self.open.with(|set| set.streams.remove(&id));
+    }
+
+    /// Shuts every connection down (their readers see the end) and refuses later ones.
+    pub fn close_all(&self) {
+        let streams = self.open.with(|set| {
+            set.closed = true;
+            std::mem::take(&mut set.streams)
+        });
+        for stream in streams.values() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.with(|set| set.streams.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Tells a connection past the cap why it is closed (without waiting for it), and closes it.
+fn refuse(stream: &UnixStream) {
+    tracing::warn!(target: "nxops::sidecar", "refused a connection: {MAX_SOCKET_CONNECTIONS} are open");
+    let error = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32005, "message": format!(
+        "this sidecar already serves {MAX_SOCKET_CONNECTIONS} connections, the most it accepts; close some and retry"
+    )}});
+    let mut bytes = Vec::new();
+    crate::rpc::frame::encode(&serde_json::to_vec(&error).expect("serializes"), &mut bytes);
+    let _ = rustix::net::send(stream, &bytes, rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 /// One session: open it, serve it, deliver its events, close it.
@@ -95,6 +200,8 @@ fn run_connection(core: &Core, reader: impl Read, outbox: Outbox, kind: Transpor
 }
 
 /// Forwards subscribed events to this session as `nxops/<event>` notifications.
+/// Queuing never waits for the peer: a reader that falls behind loses events
+/// (see `Outbox::event`), never the delivery task's time.
 fn deliver_events(core: &Core, session: u64, outbox: Outbox) -> tokio::task::JoinHandle<()> {
     let mut events = core.events();
     let core = core.clone();
@@ -102,7 +209,7 @@ fn deliver_events(core: &Core, session: u64, outbox: Outbox) -> tokio::task::Joi
         loop {
             match events.recv().await {
                 Ok(event) if core.wants(session, &event) => {
-                    if !outbox.notify(&format!("nxops/{}", event.name), event.params) {
+                    if !outbox.event(&format!("nxops/{}", event.name), event.params) {
                         return;
                     }
                 }
@@ -128,6 +235,20 @@ fn shut_down(core: &Core, stop_timeout: Duration) {
     }
 }
 
+/// Ends the sidecar as a signal does: graceful teardown on a thread of its
+/// own (callable from any thread, once), then exit.
+fn exit_gracefully(core: &Core, stop_timeout: Duration) {
+    static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if EXITING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let core = core.clone();
+    let _ = std::thread::Builder::new().name("nxops-exit".into()).spawn(move || {
+        shut_down(&core, stop_timeout);
+        std::process::exit(0);
+    });
+}
+
 /// SIGTERM and SIGINT end the sidecar gracefully, like end of input.
 fn watch_signals(core: &Core, stop_timeout: Duration) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -141,9 +262,7 @@ fn watch_signals(core: &Core, stop_timeout: Duration) {
             _ = int.recv() => {}
         }
         tracing::info!(target: "nxops::sidecar", "signal received, shutting down");
-        let core = core_for_task.clone();
-        let _ = tokio::task::spawn_blocking(move || shut_down(&core, stop_timeout)).await;
-        std::process::exit(0);
+        exit_gracefully(&core_for_task, stop_timeout);
     });
 }
 

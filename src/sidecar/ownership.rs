@@ -150,6 +150,12 @@ impl OwnerGuard {
     pub fn socket(&self) -> &Path {
         &self.paths.socket
     }
+
+    /// Stops accepting connections (the accept loop ends) while the lock is still held.
+    pub fn stop_listening(&self) {
+        let _ = std::fs::remove_file(&self.paths.socket);
+        let _ = rustix::net::shutdown(&*self.listener, rustix::net::Shutdown::Both);
+    }
 }
 
 impl Drop for OwnerGuard {
