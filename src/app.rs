@@ -465,7 +465,15 @@ fn connect_owner(env: &Environment, root: &Path, bar: Option<ProgressBar>) -> an
 }
 
 fn remote(client: &RpcClient, method: &str, params: Value) -> anyhow::Result<Value> {
-    let result = client.request_blocking(method, params, Duration::from_secs(24 * 3600));
+    // However long the request takes, the owner must keep answering: a stopped
+    // (SIGSTOP) or stuck owner fails the command instead of hanging it.
+    let result = client.request_watched_blocking(
+        method,
+        params,
+        "nxops/status",
+        crate::sidecar::core::LIVENESS_INTERVAL,
+        crate::sidecar::core::LIVENESS_TIMEOUT,
+    );
     // A deliberate end: the owner closes this connection's session now (what the
     // request made for it, if anything, ends with it) instead of expiring it later.
     client.notify("exit", Value::Null);
@@ -473,6 +481,11 @@ fn remote(client: &RpcClient, method: &str, params: Value) -> anyhow::Result<Val
     match result {
         Ok(value) => Ok(value),
         Err(ClientError::Rpc(err)) => Err(CallFailed(err).into()),
+        Err(ClientError::Unresponsive(limit)) => Err(anyhow::anyhow!(
+            "the workspace's sidecar stopped answering (no answer to a liveness check within {} s): it may be \
+             stopped (SIGSTOP) or stuck",
+            limit.as_secs()
+        )),
         Err(other) => Err(anyhow::anyhow!("the workspace's sidecar: {other}")),
     }
 }

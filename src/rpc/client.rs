@@ -30,6 +30,8 @@ pub enum ClientError {
     Closed,
     #[error("no answer within {0:?}")]
     TimedOut(Duration),
+    #[error("the peer stopped answering (a liveness check went unanswered for {0:?})")]
+    Unresponsive(Duration),
 }
 
 type Pending = Arc<Mutex<HashMap<i64, oneshot::Sender<Result<Value, Error>>>>>;
@@ -91,6 +93,46 @@ impl RpcClient {
             Ok(Err(err)) => Err(ClientError::Rpc(err)),
             Err(_) => Err(ClientError::Closed),
         }
+    }
+
+    /// `request` that gives up when the peer stops answering: every `interval`
+    /// while it waits, it sends `probe` (a cheap method the peer answers on its
+    /// connection thread), and fails with `Unresponsive` when that goes
+    /// unanswered for `limit`. A slow answer from a live peer is waited for.
+    pub async fn request_watched(
+        &self,
+        method: &str,
+        params: Value,
+        probe: &str,
+        interval: Duration,
+        limit: Duration,
+    ) -> Result<Value, ClientError> {
+        let answer = self.request(method, params);
+        tokio::pin!(answer);
+        loop {
+            tokio::select! {
+                answered = &mut answer => return answered,
+                () = tokio::time::sleep(interval) => {
+                    match tokio::time::timeout(limit, self.request(probe, json!({}))).await {
+                        Ok(_) => {}
+                        Err(_) => return Err(ClientError::Unresponsive(limit)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// `request_watched` for callers outside a runtime.
+    pub fn request_watched_blocking(
+        &self,
+        method: &str,
+        params: Value,
+        probe: &str,
+        interval: Duration,
+        limit: Duration,
+    ) -> Result<Value, ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a current-thread runtime");
+        rt.block_on(self.request_watched(method, params, probe, interval, limit))
     }
 
     /// `request` for callers outside a runtime, with a deadline.

@@ -499,7 +499,8 @@ mod tests {
         let (ours, _theirs) = UnixStream::pair().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
         let flag = cut.clone();
-        let outbox = Outbox::with_deadline(ours, Duration::from_millis(300), move || flag.store(true, Ordering::Relaxed));
+        let outbox =
+            Outbox::with_deadline(ours, Duration::from_millis(300), move || flag.store(true, Ordering::Relaxed));
         for n in 0..200 {
             outbox.event("nxops/tick", json!({"n": n, "pad": "p".repeat(8192)}));
         }

@@ -396,3 +396,96 @@ pub fn memory_mcp_workspace(scratch: &Scratch, nxops_json: &str) -> PathBuf {
     run_ok(scratch.nxops(&ws).args(["trust"]));
     ws
 }
+
+/// A raw client on a sidecar's socket: requests with our own ids, every message
+/// read by a thread into a channel (or, for a stalled reader, never read).
+pub struct SocketClient {
+    pub stream: std::os::unix::net::UnixStream,
+    incoming: Option<std::sync::mpsc::Receiver<serde_json::Value>>,
+    next_id: i64,
+    pub notifications: Vec<serde_json::Value>,
+}
+
+impl SocketClient {
+    /// Connects and, with `read`, starts reading everything the sidecar sends.
+    pub fn connect(socket: &Path, read: bool) -> SocketClient {
+        let stream = std::os::unix::net::UnixStream::connect(socket).expect("connect to the owner's socket");
+        let incoming = read.then(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let reader = stream.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(reader);
+                while let Some(message) = read_frame(&mut reader) {
+                    if tx.send(message).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
+        SocketClient { stream, incoming, next_id: 0, notifications: Vec::new() }
+    }
+
+    pub fn send(&mut self, message: &serde_json::Value) {
+        use std::io::Write;
+        let body = serde_json::to_vec(message).unwrap();
+        let mut bytes = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+        bytes.extend(body);
+        self.stream.write_all(&bytes).unwrap();
+    }
+
+    /// Sends a request without waiting; returns its id.
+    pub fn send_request(&mut self, method: &str, params: serde_json::Value) -> i64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(&serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        id
+    }
+
+    /// Sends a request and waits (up to `limit`) for its answer: result or error object.
+    pub fn request_within(
+        &mut self,
+        method: &str,
+        params: serde_json::Value,
+        limit: std::time::Duration,
+    ) -> Option<Result<serde_json::Value, serde_json::Value>> {
+        let id = self.send_request(method, params);
+        let deadline = std::time::Instant::now() + limit;
+        let incoming = self.incoming.as_ref().expect("a reading client");
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            let message = incoming.recv_timeout(left).ok()?;
+            if message.get("method").is_some() && message.get("id").is_none() {
+                self.notifications.push(message);
+                continue;
+            }
+            if message["id"] == id {
+                return Some(match message.get("error") {
+                    Some(err) => Err(err.clone()),
+                    None => Ok(message["result"].clone()),
+                });
+            }
+        }
+    }
+
+    pub fn request(&mut self, method: &str, params: serde_json::Value) -> Result<serde_json::Value, serde_json::Value> {
+        self.request_within(method, params, TIMEOUT).unwrap_or_else(|| panic!("no answer to {method}"))
+    }
+
+    /// `initialize` and `initialized` (a reading client waits for the answer).
+    pub fn handshake(&mut self, name: &str) {
+        let params = serde_json::json!({"processId": null, "capabilities": {}, "clientInfo": {"name": name}});
+        if self.incoming.is_some() {
+            self.request("initialize", params).expect("initialize");
+        } else {
+            self.send_request("initialize", params);
+        }
+        self.send(&serde_json::json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}));
+    }
+}
+
+/// The owner's socket of the only workspace a sidecar reports in `nxops/status`.
+pub fn owner_socket(status: &serde_json::Value) -> PathBuf {
+    let socket = status["workspaces"][0]["role"]["socket"].as_str().expect("an owner's status names its socket");
+    PathBuf::from(socket)
+}
