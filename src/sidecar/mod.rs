@@ -37,8 +37,8 @@ use anyhow::Context;
 use self::core::{Core, TransportKind};
 use crate::environment::Environment;
 use crate::rpc::outbox::Outbox;
-use crate::sync::Exclusive;
 use crate::rpc::transport::{self, Ended};
+use crate::sync::Exclusive;
 
 /// Serves stdin/stdout until `exit`, end of input, SIGTERM or SIGINT; then
 /// releases everything it owns and exits the process.
