@@ -624,3 +624,25 @@ fn a_missing_changed_or_extra_table_row_is_reported() {
         "a missing plugin table row is not reported"
     );
 }
+
+// ---- the plugin's message where no binary fits -------------------------------------------------
+
+/// The plugin's warning when it finds no binary, as `warnOnce('binary', 'a' + 'b')` in
+/// nx-plugin/src/hooks.ts prints it (`[nxops] ` and the joined string literals).
+fn plugin_no_binary_message(hooks_ts: &str) -> String {
+    let call = hooks_ts.find("warnOnce(\n      'binary',").or_else(|| hooks_ts.find("warnOnce('binary',"));
+    let call = &hooks_ts[call.expect("nx-plugin/src/hooks.ts has no warnOnce('binary', ...)")..];
+    let args = &call[call.find("'binary',").unwrap() + "'binary',".len()..call.find(");").unwrap()];
+    let pieces: Vec<&str> = args.split('\'').skip(1).step_by(2).collect();
+    format!("[nxops] {}", pieces.concat())
+}
+
+#[test]
+fn the_docs_quote_the_plugins_message_where_no_binary_fits() {
+    let message = plugin_no_binary_message(&read_doc(Path::new("nx-plugin/src/hooks.ts")));
+    assert!(message.starts_with("[nxops] no nxops binary found"), "read from hooks.ts: {message:?}");
+    for doc in ["README.md", "nx-plugin/README.md"] {
+        let text = read_doc(Path::new(doc));
+        assert!(text.lines().any(|l| l == message), "{doc} does not quote the plugin's message as it is:\n{message}");
+    }
+}
