@@ -36,6 +36,9 @@ use super::frame;
 pub const EVENT_QUEUE_LIMIT: usize = 1024;
 /// How long a reliable message may wait with no byte accepted before the connection is cut.
 pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(10);
+/// The notification that tells a peer how many events it missed (documented in docs/protocol.md,
+/// whose drift test lists it with the events).
+pub const EVENTS_DROPPED: &str = "nxops/eventsDropped";
 /// How often a waiting write looks at the deadline.
 const POLL_SLICE: Duration = Duration::from_millis(200);
 /// A pipe accepts this much without blocking once `poll` says it is writable.
@@ -370,7 +373,7 @@ fn writer_loop(shared: &Shared, rx: &mpsc::Receiver<Item>) {
         {
             shared.dropped_unreported.fetch_sub(unreported, Ordering::Relaxed);
             let total = shared.dropped.load(Ordering::Relaxed);
-            let notice = json!({"jsonrpc": "2.0", "method": "nxops/eventsDropped",
+            let notice = json!({"jsonrpc": "2.0", "method": EVENTS_DROPPED,
                 "params": {"dropped": unreported, "total": total}});
             if let Some(bytes) = encode(&notice) {
                 shared.write_all(&bytes, false);
@@ -447,7 +450,7 @@ mod tests {
         while !(answered && told.is_some()) {
             let message: Value = serde_json::from_slice(&reader.read_frame().unwrap().unwrap().unwrap()).unwrap();
             answered |= message["result"] == "answer";
-            if message["method"] == "nxops/eventsDropped" {
+            if message["method"] == EVENTS_DROPPED {
                 told = message["params"]["dropped"].as_u64();
             }
         }

@@ -60,9 +60,9 @@ pub struct Event {
     pub session: Option<u64>,
 }
 
-/// Notifications sent to one session without a subscription: `Core::publish_to`'s,
-/// and the outbox's own count of the events a slow reader lost (`rpc::outbox`).
-pub const TARGETED: &[&str] = &["mcp/notification", "eventsDropped"];
+/// Notifications sent to one session without a subscription (see `Core::publish_to`;
+/// the outbox sends `rpc::outbox::EVENTS_DROPPED` on its own).
+pub const TARGETED: &[&str] = &["mcp/notification"];
 
 /// How a client reached the sidecar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
