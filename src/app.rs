@@ -77,7 +77,7 @@ pub fn run(cli: Cli, env: Environment) -> anyhow::Result<()> {
         }
         Command::Mcp { command: McpCommand::Proxy { server } } => {
             let root = find_root(&start_dir(&cli.global)?)?;
-            std::process::exit(crate::mcp::proxy::run(env, &root, &server)?)
+            std::process::exit(crate::sidecar::mcp_proxy::run(env, &root, &server)?)
         }
         Command::Mcp { command: McpCommand::List } => {
             let root = find_root(&start_dir(&cli.global)?)?;
@@ -270,7 +270,7 @@ fn monitor(
             Ok(answer) => {
                 let report: crate::health::HealthReport =
                     serde_json::from_value(answer).context("the sidecar's answer does not match this nxops version")?;
-                let clock = crate::sidecar::core::now_ms() / 1000 % 86_400;
+                let clock = crate::clock::now_ms() / 1000 % 86_400;
                 let stamp = format!("{:02}:{:02}:{:02} UTC", clock / 3600, clock / 60 % 60, clock % 60);
                 format!("{}  (every {interval}; Ctrl-C to stop)\n{}", stamp, report.human())
             }

@@ -5,10 +5,12 @@
 pub mod app;
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod environment;
 pub mod health;
 pub mod info;
+pub mod input_error;
 pub mod mcp;
 pub mod output;
 pub mod procfs;

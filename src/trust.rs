@@ -71,7 +71,7 @@ pub fn check(env: &Environment, file: &Path, sha256: &str) -> Trust {
 /// Allows `file` with exactly this content hash.
 pub fn allow(env: &Environment, file: &Path, sha256: &str) -> std::io::Result<()> {
     let mut store = load(env);
-    let allowance = Allowance { sha256: sha256.to_string(), allowed_at: crate::sidecar::core::now_ms() };
+    let allowance = Allowance { sha256: sha256.to_string(), allowed_at: crate::clock::now_ms() };
     store.allowed.insert(file.to_path_buf(), allowance);
     save(env, &store)
 }

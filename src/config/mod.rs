@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::environment::Environment;
-use crate::workspace::nx_json::NxJson;
+pub use crate::input_error::ConfigError;
 
 /// What a setting holds, which decides how its text is parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,27 +148,17 @@ pub struct Settings {
     entries: Vec<Resolved>,
 }
 
-/// A configuration mistake: where it is, what was given and what was expected.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{location}: {problem}")]
-pub struct ConfigError {
-    pub location: String,
-    pub problem: String,
-}
-
-impl ConfigError {
-    pub fn file(path: &Path, problem: String) -> Self {
-        ConfigError { location: path.display().to_string(), problem }
-    }
-}
-
 impl Settings {
     /// Resolves every setting from the layers, highest precedence last.
-    pub fn resolve(nx_json: Option<&NxJson>, env: &Environment, flags: &[FlagValue]) -> Result<Settings, ConfigError> {
+    pub fn resolve(
+        plugin: Option<PluginOptions<'_>>,
+        env: &Environment,
+        flags: &[FlagValue],
+    ) -> Result<Settings, ConfigError> {
         let mut entries: Vec<Resolved> = SETTINGS.iter().map(default_of).collect();
-        if let Some(nx) = nx_json {
-            for (key, raw, origin) in plugin_options(nx)? {
-                set(&mut entries, &key, raw_text(&raw), Source::NxJson, origin, Some(nx.file_of("plugins")))?;
+        if let Some(plugin) = plugin {
+            for (key, raw, origin) in plugin_options(&plugin)? {
+                set(&mut entries, &key, raw_text(&raw), Source::NxJson, origin, Some(plugin.file))?;
             }
         }
         for (name, value) in env.with_prefix("NXOPS_") {
@@ -385,12 +375,22 @@ fn raw_text(value: &Value) -> Result<String, String> {
 }
 
 /// Flattens the plugin's nested options into (dotted key, leaf, origin) triples.
-fn plugin_options(nx: &NxJson) -> Result<Vec<(String, Value, String)>, ConfigError> {
-    let Some(entry) = nx.nxops_plugin() else { return Ok(Vec::new()) };
+/// The nxops plugin's entry in nx.json, as `workspace` found it (this module
+/// reads no files: the arrow goes from `workspace` to `config`, not back).
+#[derive(Debug, Clone, Copy)]
+pub struct PluginOptions<'a> {
+    /// The file whose `plugins` array holds the entry (nx.json, or the one it extends).
+    pub file: &'a Path,
+    /// Where the options sit, for messages: `plugins[2].options`.
+    pub pointer: &'a str,
+    pub options: Option<&'a Value>,
+}
+
+fn plugin_options(plugin: &PluginOptions<'_>) -> Result<Vec<(String, Value, String)>, ConfigError> {
+    let entry = plugin;
     let Some(options) = entry.options else { return Ok(Vec::new()) };
-    let err =
-        |pointer: &str, problem: String| ConfigError::file(nx.file_of("plugins"), format!("{pointer}: {problem}"));
-    let sections = options.as_object().ok_or_else(|| err(&entry.pointer, "must be an object".into()))?;
+    let err = |pointer: &str, problem: String| ConfigError::file(plugin.file, format!("{pointer}: {problem}"));
+    let sections = options.as_object().ok_or_else(|| err(entry.pointer, "must be an object".into()))?;
     let mut out = Vec::new();
     for (section, body) in sections {
         let pointer = format!("{}.{section}", entry.pointer);
@@ -443,12 +443,25 @@ pub fn workspace_key(workspace_root: &Path) -> String {
 mod tests {
     use super::*;
 
+    use crate::workspace::nx_json::NxJson;
+
     fn nx(text: &str) -> NxJson {
         NxJson::parse(Path::new("/ws/nx.json"), text).unwrap()
     }
 
     fn plugin(options: &str) -> NxJson {
         nx(&format!(r#"{{"plugins":[{{"plugin":"@nxops/nx-plugin","options":{options}}}]}}"#))
+    }
+
+    /// What `Workspace::open` hands to `Settings::resolve`.
+    fn resolve(nx: Option<&NxJson>, env: &Environment, flags: &[FlagValue]) -> Result<Settings, ConfigError> {
+        let entry = nx.and_then(NxJson::nxops_plugin);
+        let plugin = entry.as_ref().zip(nx).map(|(entry, nx)| PluginOptions {
+            file: nx.file_of("plugins"),
+            pointer: &entry.pointer,
+            options: entry.options,
+        });
+        Settings::resolve(plugin, env, flags)
     }
 
     #[test]
@@ -488,29 +501,28 @@ mod tests {
         let nx = plugin(r#"{"cache":{"maxSize":"1GB","maxAge":"2d"},"processes":{"maxRestarts":5}}"#);
         let env = Environment::from_pairs([("NXOPS_CACHE_MAX_SIZE", "2GB"), ("NXOPS_BIN", "/x")]);
         let flags = [FlagValue { key: "cache.maxSize".into(), value: "3GB".into(), flag: "--max-size".into() }];
-        let s = Settings::resolve(Some(&nx), &env, &flags).unwrap();
+        let s = resolve(Some(&nx), &env, &flags).unwrap();
         let by_key = |k: &str| s.iter().find(|r| r.def.key == k).unwrap().clone();
         assert_eq!(by_key("cache.maxSize").value, SettingValue::Size(3 << 30));
         assert_eq!(by_key("cache.maxSize").source, Source::Flag);
         assert_eq!(by_key("cache.maxAge").origin, "nx.json plugins[0].options.cache.maxAge");
         assert_eq!(s.max_restarts(), 5);
-        let s = Settings::resolve(Some(&nx), &env, &[]).unwrap();
+        let s = resolve(Some(&nx), &env, &[]).unwrap();
         assert_eq!(s.cache_max_size(), 2 << 30);
         assert_eq!(by_key("health.interval").source, Source::Default);
     }
 
     #[test]
     fn unknown_keys_are_named_with_a_suggestion() {
-        let err = Settings::resolve(Some(&plugin(r#"{"cache":{"maxSzie":"1GB"}}"#)), &Environment::default(), &[])
-            .unwrap_err();
+        let err = resolve(Some(&plugin(r#"{"cache":{"maxSzie":"1GB"}}"#)), &Environment::default(), &[]).unwrap_err();
         assert_eq!(err.location, "/ws/nx.json (plugins[0].options.cache.maxSzie)");
         assert!(err.problem.contains("unknown setting \"cache.maxSzie\"; did you mean \"cache.maxSize\"?"), "{err}");
 
-        let err = Settings::resolve(Some(&plugin(r#"{"cahce":{}}"#)), &Environment::default(), &[]).unwrap_err();
+        let err = resolve(Some(&plugin(r#"{"cahce":{}}"#)), &Environment::default(), &[]).unwrap_err();
         assert!(err.to_string().contains("unknown section \"cahce\"; did you mean \"cache\"?"), "{err}");
 
         let env = Environment::from_pairs([("NXOPS_CACHE_MAXSIZE", "1GB")]);
-        let err = Settings::resolve(None, &env, &[]).unwrap_err();
+        let err = resolve(None, &env, &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "environment: unknown variable NXOPS_CACHE_MAXSIZE; did you mean NXOPS_CACHE_MAX_SIZE?"
@@ -519,24 +531,23 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_value_and_what_was_expected() {
-        let err = Settings::resolve(Some(&plugin(r#"{"cache":{"maxSize":"5 gigs"}}"#)), &Environment::default(), &[])
-            .unwrap_err();
+        let err =
+            resolve(Some(&plugin(r#"{"cache":{"maxSize":"5 gigs"}}"#)), &Environment::default(), &[]).unwrap_err();
         assert!(
             err.to_string().starts_with("/ws/nx.json (plugins[0].options.cache.maxSize): \"5 gigs\" is not valid"),
             "{err}"
         );
         assert!(err.problem.contains("expected a size"), "{err}");
 
-        let err = Settings::resolve(Some(&plugin(r#"{"processes":{"stopTimeout":5}}"#)), &Environment::default(), &[])
-            .unwrap_err();
+        let err =
+            resolve(Some(&plugin(r#"{"processes":{"stopTimeout":5}}"#)), &Environment::default(), &[]).unwrap_err();
         assert!(err.problem.contains("needs a unit"), "{err}");
 
-        let err = Settings::resolve(Some(&plugin(r#"{"cache":{"maxSize":true}}"#)), &Environment::default(), &[])
-            .unwrap_err();
+        let err = resolve(Some(&plugin(r#"{"cache":{"maxSize":true}}"#)), &Environment::default(), &[]).unwrap_err();
         assert!(err.problem.contains("the JSON value true is not valid"), "{err}");
 
         let env = Environment::from_pairs([("NXOPS_PROCESSES_MAX_RESTARTS", "three")]);
-        let err = Settings::resolve(None, &env, &[]).unwrap_err();
+        let err = resolve(None, &env, &[]).unwrap_err();
         assert_eq!(err.location, "NXOPS_PROCESSES_MAX_RESTARTS");
         assert!(err.problem.contains("expected a whole number"), "{err}");
     }
@@ -545,7 +556,7 @@ mod tests {
     fn plugin_without_options_and_empty_env_values_are_fine() {
         let nx = nx(r#"{"plugins":["@nxops/nx-plugin"]}"#);
         let env = Environment::from_pairs([("NXOPS_CACHE_MAX_SIZE", "")]);
-        let s = Settings::resolve(Some(&nx), &env, &[]).unwrap();
+        let s = resolve(Some(&nx), &env, &[]).unwrap();
         assert_eq!(s.cache_max_size(), 5 << 30);
     }
 }

@@ -8,7 +8,6 @@
 pub mod config;
 pub mod conn;
 pub mod pool;
-pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

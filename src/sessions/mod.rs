@@ -22,6 +22,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use self::registry::Registry;
 pub use self::registry::{Counts, Ending, Kind, Record, SessionView};
+use crate::clock::now_ms;
 use crate::mcp::McpPools;
 use crate::rpc::errors::RpcError;
 use crate::supervisor::{Publish, Supervisor};
@@ -504,10 +505,6 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err(format!("{name:?} may hold only letters, digits, '-' and '_' (not {bad:?})"));
     }
     Ok(())
-}
-
-pub fn now_ms() -> u64 {
-    crate::sidecar::core::now_ms()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::sync::Exclusive;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -23,6 +23,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{broadcast, watch};
 
 use super::ownership::{self, Backoff, OwnerGuard, Paths};
+use crate::clock::now_ms;
 use crate::config::{FlagValue, workspace_key};
 use crate::environment::Environment;
 use crate::rpc::client::RpcClient;
@@ -911,8 +912,4 @@ fn event_names<S: serde::Serializer>(subscriptions: &BTreeMap<String, u64>, out:
 /// A local connection's session id everywhere: `<pid>.<n>` (also its MCP lease key).
 pub fn session_id(session: u64) -> String {
     format!("{}.{session}", std::process::id())
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -8,8 +8,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::core::{Core, now_ms};
+use super::core::Core;
 use super::methods::{CallCtx, parse};
+use crate::clock::now_ms;
 use crate::health::{self, Component, HealthReport, Rating};
 use crate::rpc::errors::RpcError;
 use crate::workspace::Workspace;

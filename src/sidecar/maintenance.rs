@@ -170,7 +170,7 @@ struct Stamp {
 pub fn run_once(ws: &Workspace, if_due: bool) -> Result<MaintenanceReport, crate::cache::CacheError> {
     let stamp = ws.state_dir.as_ref().map(|d| d.join("maintenance.json"));
     let interval = ws.settings.cache_check_interval();
-    let now_ms = super::core::now_ms();
+    let now_ms = crate::clock::now_ms();
     if if_due
         && let Some(last) = stamp
             .as_ref()

@@ -16,6 +16,7 @@ pub mod core;
 pub mod health_methods;
 pub mod maintenance;
 pub mod mcp_methods;
+pub mod mcp_proxy;
 pub mod methods;
 pub mod metrics;
 pub mod ownership;

@@ -82,7 +82,7 @@ pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Res
     match method {
         "nxops/session/list" => {
             parse::<ListParams>(method, raw)?;
-            let since = super::core::now_ms().saturating_sub(3_600_000);
+            let since = crate::clock::now_ms().saturating_sub(3_600_000);
             Ok(
                 json!({"workspace": ws.root, "sidecar": true, "file": ws.state_dir.as_deref().map(sessions::store::path),
                       "sessions": sessions.list(), "counts": sessions.counts(since)}),

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::core::now_ms;
 use super::methods::{CallCtx, parse};
+use crate::clock::now_ms;
 use crate::rpc::errors::RpcError;
 use crate::workspace::Workspace;
 

@@ -394,7 +394,7 @@ impl Actor {
             view.pid = Some(pid);
             view.pgid = Some(pid);
             view.run = run;
-            view.started_at = Some(crate::sidecar::core::now_ms());
+            view.started_at = Some(crate::clock::now_ms());
             view.started_instant = Some(started);
             view.next_restart_at = None;
             view.given_up = None;
@@ -425,8 +425,7 @@ impl Actor {
 
     fn after_failed_start(&mut self, reason: String) -> Next {
         tracing::warn!(target: "nxops::supervisor", "{}: {reason}", self.spec.name);
-        let last =
-            LastExit { pid: 0, exit: None, reason: reason.clone(), at: crate::sidecar::core::now_ms(), uptime_ms: 0 };
+        let last = LastExit { pid: 0, exit: None, reason: reason.clone(), at: crate::clock::now_ms(), uptime_ms: 0 };
         self.view().last_exit = Some(last);
         self.decide(0, None, reason, Duration::ZERO, true)
     }
@@ -509,7 +508,7 @@ impl Actor {
             pid: running.pid,
             exit,
             reason: reason.clone(),
-            at: crate::sidecar::core::now_ms(),
+            at: crate::clock::now_ms(),
             uptime_ms: uptime.as_millis() as u64,
         };
         {
@@ -580,7 +579,7 @@ impl Actor {
             pid: running.pid,
             exit,
             reason: if force { "killed on request".into() } else { "stopped on request".into() },
-            at: crate::sidecar::core::now_ms(),
+            at: crate::clock::now_ms(),
             uptime_ms: uptime.as_millis() as u64,
         };
         {

@@ -8,7 +8,7 @@ pub mod nxops_json;
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{ConfigError, FlagValue, Settings, state_dir};
+use crate::config::{self, ConfigError, FlagValue, Settings, state_dir};
 use crate::environment::Environment;
 use nx_json::NxJson;
 use nx_paths::NxLocations;
@@ -60,7 +60,13 @@ impl Workspace {
     pub fn open(start: &Path, env: &Environment, flags: &[FlagValue]) -> Result<Workspace, WorkspaceError> {
         let root = find_root(start)?;
         let nx_json = NxJson::read(&root.join("nx.json"))?;
-        let settings = Settings::resolve(Some(&nx_json), env, flags)?;
+        let entry = nx_json.nxops_plugin();
+        let plugin = entry.as_ref().map(|entry| config::PluginOptions {
+            file: nx_json.file_of("plugins"),
+            pointer: &entry.pointer,
+            options: entry.options,
+        });
+        let settings = Settings::resolve(plugin, env, flags)?;
         let nx = nx_paths::resolve(&root, Some(&nx_json), env);
         let state_dir = state_dir(env, &root);
         Ok(Workspace { root, nx_json, nx, settings, state_dir })

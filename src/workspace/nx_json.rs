@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::config::ConfigError;
+use crate::input_error::ConfigError;
 
 /// The package name users register the nxops plugin under.
 pub const PLUGIN_NAME: &str = "@nxops/nx-plugin";

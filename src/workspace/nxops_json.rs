@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::config::ConfigError;
+use crate::input_error::ConfigError;
 
 pub const FILE_NAME: &str = "nxops.json";
 const KNOWN_KEYS: &[&str] = &["$schema", "processes", "mcp"];
