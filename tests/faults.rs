@@ -450,3 +450,79 @@ fn a_detaching_owner_hands_over_to_a_follower() {
         assert!(owner.request("nxops/status", json!({})).unwrap()["workspaces"].as_array().unwrap().is_empty());
     }
 }
+
+/// A client that takes no answers is cut off after the outbox's deadline (10 s
+/// with an answer waiting and no byte accepted): on a socket its connection is
+/// closed and its session is left to expire like a vanished client's; the
+/// sidecar's own stdio client is treated as gone and the sidecar shuts down.
+#[test]
+fn a_client_that_takes_no_answers_is_disconnected() {
+    let scratch = Scratch::new();
+    let ws = scratch.workspace("ws", "none");
+    // The owner's own editor sends requests and never reads an answer.
+    let mut owner = RawOwner::start(&scratch, &ws);
+    owner.initialize(&ws);
+    let socket = wait_for_owner(&scratch, &ws);
+    let mut watcher = SocketClient::connect(&socket, true);
+    watcher.handshake("watcher");
+    let mut greedy = SocketClient::connect(&socket, false);
+    greedy.handshake("greedy");
+    let flood_started = Instant::now();
+    // Far more answers than the socket and the pipe hold; sending stops when
+    // the sidecar stops reading (it is busy waiting for us) or cuts us off.
+    let mut asking = greedy.stream.try_clone().unwrap();
+    let asker = std::thread::spawn(move || {
+        for n in 0..3000 {
+            let request = json!({"jsonrpc": "2.0", "id": n, "method": "nxops/session/list", "params": {}});
+            if asking.write_all(&lsp_frame(&request)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut editor = owner.stdin.try_clone_pipe();
+    let editor_asker = std::thread::spawn(move || {
+        for n in 0..300 {
+            let request = json!({"jsonrpc": "2.0", "id": 100 + n, "method": "nxops/status", "params": {}});
+            if editor.write_all(&lsp_frame(&request)).is_err() {
+                return;
+            }
+        }
+    });
+    // Meanwhile everyone else is answered at once.
+    let slowest = slowest_answer(&mut watcher, "nxops/status", Duration::from_secs(3));
+    assert!(slowest < ANSWER_LIMIT);
+    // The socket client is cut off: reading it now drains what was sent, then ends.
+    greedy.stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut drained = std::io::BufReader::new(greedy.stream.try_clone().unwrap());
+    while common::read_frame(&mut drained).is_some() {}
+    let cut_after = flood_started.elapsed();
+    assert!(cut_after >= Duration::from_secs(9), "cut off after {cut_after:?}, before the deadline");
+    // The sidecar whose own stdio client took no answers has shut down.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while owner.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the owner still runs though its editor takes no answers");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("socket client cut off after {cut_after:?}; the owner ended after {:?}", flood_started.elapsed());
+    asker.join().unwrap();
+    editor_asker.join().unwrap();
+}
+
+fn lsp_frame(message: &Value) -> Vec<u8> {
+    let body = serde_json::to_vec(message).unwrap();
+    let mut bytes = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+    bytes.extend(body);
+    bytes
+}
+
+trait ClonePipe {
+    fn try_clone_pipe(&self) -> std::fs::File;
+}
+
+impl ClonePipe for std::process::ChildStdin {
+    /// A second handle on the same pipe, for a writer thread.
+    fn try_clone_pipe(&self) -> std::fs::File {
+        use std::os::fd::AsFd;
+        std::fs::File::from(self.as_fd().try_clone_to_owned().unwrap())
+    }
+}
