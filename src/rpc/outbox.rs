@@ -60,7 +60,18 @@ enum Class {
 
 struct Item {
     class: Class,
-    bytes: Vec<u8>,
+    bytes: Arc<[u8]>,
+}
+
+/// An event framed once, to be queued on many connections.
+#[derive(Clone)]
+pub struct Frame(Arc<[u8]>);
+
+impl Frame {
+    /// The notification `{method, params}`, framed.
+    pub fn event(method: &str, params: Value) -> Option<Frame> {
+        encode(&json!({"jsonrpc": "2.0", "method": method, "params": params})).map(|bytes| Frame(bytes.into()))
+    }
 }
 
 #[derive(Clone)]
@@ -149,7 +160,7 @@ impl Outbox {
     /// Returns false when the peer is gone.
     pub fn send(&self, message: &impl Serialize) -> bool {
         match encode(message) {
-            Some(bytes) => self.push(Class::Reliable, bytes),
+            Some(bytes) => self.push(Class::Reliable, bytes.into()),
             None => !self.is_broken(),
         }
     }
@@ -165,16 +176,32 @@ impl Outbox {
         if self.is_broken() {
             return false;
         }
-        if self.shared.events_queued.load(Ordering::Relaxed) >= EVENT_QUEUE_LIMIT {
-            self.shared.dropped_unreported.fetch_add(1, Ordering::Relaxed);
-            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            DROPPED_EVENTS.fetch_add(1, Ordering::Relaxed);
+        if self.drop_event() {
             return true;
         }
         match encode(&json!({"jsonrpc": "2.0", "method": method, "params": params})) {
-            Some(bytes) => self.push(Class::Event, bytes),
+            Some(bytes) => self.push(Class::Event, bytes.into()),
             None => true,
         }
+    }
+
+    /// `event` for a notification already framed (one publish, many connections).
+    pub fn event_frame(&self, frame: &Frame) -> bool {
+        if self.is_broken() {
+            return false;
+        }
+        self.drop_event() || self.push(Class::Event, frame.0.clone())
+    }
+
+    /// True (and counted) when the queue already holds `EVENT_QUEUE_LIMIT` events.
+    fn drop_event(&self) -> bool {
+        if self.shared.events_queued.load(Ordering::Relaxed) < EVENT_QUEUE_LIMIT {
+            return false;
+        }
+        self.shared.dropped_unreported.fetch_add(1, Ordering::Relaxed);
+        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        DROPPED_EVENTS.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Writes a reliable message from the calling thread when nothing is queued
@@ -188,10 +215,10 @@ impl Outbox {
             shared.release_busy();
             return written;
         }
-        self.push(Class::Reliable, bytes)
+        self.push(Class::Reliable, bytes.into())
     }
 
-    fn push(&self, class: Class, bytes: Vec<u8>) -> bool {
+    fn push(&self, class: Class, bytes: Arc<[u8]>) -> bool {
         let shared = &*self.shared;
         if shared.gone.load(Ordering::Relaxed) {
             return false;

@@ -96,6 +96,8 @@ struct Inner {
 struct State {
     workspaces: BTreeMap<PathBuf, Attached>,
     sessions: BTreeMap<u64, Session>,
+    /// Where each connection's events go (sessions of in-process calls have none).
+    outboxes: BTreeMap<u64, crate::rpc::outbox::Outbox>,
     next_session: u64,
     /// `--set` given to `nxops serve`: under the client's `initializationOptions`.
     cli_overrides: Vec<FlagValue>,
@@ -385,7 +387,10 @@ impl Core {
     /// and its sessions expire after `sessions.timeout`. Returns once the owner
     /// has acted (bounded), so a sidecar about to exit does not cut it short.
     pub fn end_session(&self, id: u64, graceful: bool) {
-        self.with_state(|state| state.sessions.remove(&id));
+        self.with_state(|state| {
+            state.sessions.remove(&id);
+            state.outboxes.remove(&id);
+        });
         let sid = session_id(id);
         let mut pending = Vec::new();
         for (root, role) in self.roles_now() {
@@ -465,35 +470,45 @@ impl Core {
         }
     }
 
-    /// True when the event is for this session, or the session subscribed to it before it was published.
-    pub fn wants(&self, id: u64, event: &Event) -> bool {
-        if let Some(target) = event.session {
-            return target == id;
-        }
-        self.with_state(|state| {
-            state
-                .sessions
-                .get(&id)
-                .is_some_and(|s| s.subscriptions.get(event.name).is_some_and(|since| event.seq > *since))
-        })
-    }
-
     // --- events ---
 
+    /// Publishes an event: numbered, seen by the in-process listeners (the bus),
+    /// and queued for every connection subscribed to it at this moment. The
+    /// notification is serialized once for all of them, and queuing never waits
+    /// for a peer (see `rpc::outbox`), so one publish costs the same whoever reads.
     pub fn publish(&self, name: &'static str, params: Value) {
-        // Numbered and sent under the registry lock, so `subscribe` sees a consistent count.
-        self.with_state(|state| {
+        let targets = self.with_state(|state| {
             state.events_published += 1;
-            let _ = self.0.events.send(Event { name, params, seq: state.events_published, session: None });
+            let targets: Vec<crate::rpc::outbox::Outbox> = state
+                .sessions
+                .values()
+                .filter(|s| s.subscriptions.contains_key(name))
+                .filter_map(|s| state.outboxes.get(&s.id).cloned())
+                .collect();
+            let event = Event { name, params, seq: state.events_published, session: None };
+            let params = (!targets.is_empty()).then(|| event.params.clone());
+            let _ = self.0.events.send(event);
+            (targets, params)
         });
+        deliver(name, targets);
     }
 
     /// Sends a notification to one session only (no subscription needed).
     pub fn publish_to(&self, session: u64, name: &'static str, params: Value) {
-        self.with_state(|state| {
+        let targets = self.with_state(|state| {
             state.events_published += 1;
-            let _ = self.0.events.send(Event { name, params, seq: state.events_published, session: Some(session) });
+            let targets: Vec<_> = state.outboxes.get(&session).cloned().into_iter().collect();
+            let event = Event { name, params, seq: state.events_published, session: Some(session) };
+            let params = (!targets.is_empty()).then(|| event.params.clone());
+            let _ = self.0.events.send(event);
+            (targets, params)
         });
+        deliver(name, targets);
+    }
+
+    /// Where this connection's events go, until `end_session`.
+    pub fn set_outbox(&self, id: u64, outbox: crate::rpc::outbox::Outbox) {
+        self.with_state(|state| state.outboxes.insert(id, outbox));
     }
 
     pub fn events(&self) -> broadcast::Receiver<Event> {
@@ -890,6 +905,16 @@ async fn connect_to_owner(core: &Core, root: &Path, paths: &Paths) -> Option<Rpc
             client.close();
             None
         }
+    }
+}
+
+/// Queues one event, serialized once, for each of `targets`.
+fn deliver(name: &str, (targets, params): (Vec<crate::rpc::outbox::Outbox>, Option<Value>)) {
+    let Some(params) = params else { return };
+    let method = format!("nxops/{name}");
+    let Some(frame) = crate::rpc::outbox::Frame::event(&method, params) else { return };
+    for outbox in targets {
+        outbox.event_frame(&frame);
     }
 }
 

@@ -189,39 +189,14 @@ fn refuse(stream: &UnixStream) {
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
-/// One session: open it, serve it, deliver its events, close it.
+/// One session: open it (its events go to `outbox`), serve it, close it.
 fn run_connection(core: &Core, reader: impl Read, outbox: Outbox, kind: TransportKind) -> Ended {
     let session = core.open_session(kind);
+    core.set_outbox(session, outbox.clone());
     let (service, socket) = backend::build(core.clone(), session, outbox.clone());
-    let events = deliver_events(core, session, outbox.clone());
     let ended = transport::serve(reader, outbox, service, socket, core.runtime());
-    events.abort();
     core.end_session(session, matches!(ended, Ended::Exit { .. }));
     ended
-}
-
-/// Forwards subscribed events to this session as `nxops/<event>` notifications.
-/// Queuing never waits for the peer: a reader that falls behind loses events
-/// (see `Outbox::event`), never the delivery task's time.
-fn deliver_events(core: &Core, session: u64, outbox: Outbox) -> tokio::task::JoinHandle<()> {
-    let mut events = core.events();
-    let core = core.clone();
-    core.clone().runtime().spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(event) if core.wants(session, &event) => {
-                    if !outbox.event(&format!("nxops/{}", event.name), event.params) {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(target: "nxops::sidecar", "session {session} missed {missed} events");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    })
 }
 
 /// Graceful teardown: every supervised process gets its stop timeout, and the
