@@ -526,3 +526,46 @@ impl ClonePipe for std::process::ChildStdin {
         std::fs::File::from(self.as_fd().try_clone_to_owned().unwrap())
     }
 }
+
+/// At most 256 socket connections are served at once: one more is told why
+/// with -32005 and closed, and a slot that frees up is used again.
+#[test]
+fn connections_past_the_cap_are_refused_clearly() {
+    let scratch = Scratch::new();
+    let ws = scratch.workspace("ws", "none");
+    let mut owner = Sidecar::started(&scratch, &ws);
+    let socket = owner_socket(&owner.request("nxops/status", json!({})).unwrap());
+    let mut idle: Vec<std::os::unix::net::UnixStream> =
+        (0..256).map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap()).collect();
+    // Every one of them is served: wait until the owner counts them all.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while owner.request("nxops/status", json!({})).unwrap()["sessions"].as_array().unwrap().len() < 257 {
+        assert!(Instant::now() < deadline, "the owner never served 256 connections");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", owner.pid())).unwrap();
+    let rss = status.lines().find(|l| l.starts_with("VmRSS")).unwrap_or("").to_string();
+    eprintln!("the owner with 256 idle connections: {rss}");
+    // The refusal is the first (and only) thing the 257th connection reads.
+    let mut raw = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = std::io::BufReader::new(&mut raw);
+    let error = common::read_frame(&mut reader).expect("an error before the close");
+    assert_eq!(error["error"]["code"], -32005, "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("256"), "{error}");
+    assert!(common::read_frame(&mut reader).is_none(), "the refused connection is closed");
+    // The owner's own client is not affected, and a freed slot is served again.
+    assert!(owner.request("nxops/status", json!({})).is_ok());
+    idle.truncate(250);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = SocketClient::connect(&socket, true);
+        if let Some(Ok(_)) =
+            again.request_within("initialize", json!({"processId": null, "capabilities": {}}), Duration::from_secs(2))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no connection was served after some closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
