@@ -2,3 +2,5 @@
 
 pub mod env;
 pub mod system;
+pub mod version_cache;
+pub mod versions;

@@ -1,15 +1,18 @@
 //! `nxops system info`: the machine, its resources and the JavaScript toolchain.
 //!
-//! Read from `/proc`, `uname` and `statvfs`; tool versions come from running
-//! `<tool> --version` (in parallel, with a timeout), except Nx, whose version is
-//! read from the workspace's installed `nx/package.json` the way Node resolves it.
+//! Read from `/proc`, `uname` and `statvfs`; tool versions come from the files
+//! the tools ship (see [`super::versions`]): npm's and pnpm's `package.json`
+//! behind their symlinks on `$PATH`, the workspace's installed `nx/package.json`,
+//! and node's `--version`, asked once per binary and remembered by
+//! [`super::version_cache`]. When node must be asked, it runs while the rest of
+//! the report is gathered.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::version_cache::VersionCache;
+use super::versions::{self, NODE, NPM, PNPM, Probe};
 use crate::config::units::format_size;
 use crate::environment::Environment;
 use crate::output::{Report, Section};
@@ -79,17 +82,27 @@ pub struct Tool {
 
 /// Collects the report. `cache_dir` and `workspace_root` come from the workspace, when there is one.
 pub fn collect(env: &Environment, workspace_root: Option<&Path>, cache_dir: Option<&Path>) -> SystemInfo {
-    let (node, npm, pnpm) = std::thread::scope(|s| {
-        let node = s.spawn(|| tool_version(env, "node"));
-        let npm = s.spawn(|| tool_version(env, "npm"));
-        let pnpm = s.spawn(|| tool_version(env, "pnpm"));
-        (join(node), join(npm), join(pnpm))
+    let cache = VersionCache::open(crate::config::state_base(env).as_deref());
+    let probe = Probe { env, workspace_root, cache: &cache };
+    let (node, rest) = std::thread::scope(|s| {
+        // The only probe that may start a process: node, on a cache miss.
+        let node = s.spawn(|| probe.tool(NODE));
+        let rest = (probe.tool(NPM), probe.tool(PNPM), machine(cache_dir));
+        (join(node), rest)
     });
+    cache.save();
+    let (npm, pnpm, machine) = rest;
     let nx = match workspace_root {
-        Some(root) => installed_nx(root),
+        Some(root) => versions::installed_nx(root),
         None => Tool { version: None, path: None, problem: Some("no workspace".into()) },
     };
+    SystemInfo { tools: Tools { node, npm, pnpm, nx }, ..machine }
+}
+
+/// The machine's part of the report, with no tools yet.
+fn machine(cache_dir: Option<&Path>) -> SystemInfo {
     let uname = rustix::system::uname();
+    let none = || Tool { version: None, path: None, problem: None };
     SystemInfo {
         nxops_version: env!("CARGO_PKG_VERSION").to_string(),
         os: os_name(),
@@ -98,7 +111,7 @@ pub fn collect(env: &Environment, workspace_root: Option<&Path>, cache_dir: Opti
         cpu: cpu(),
         memory: memory(),
         cache_volume: cache_dir.and_then(volume),
-        tools: Tools { node, npm, pnpm, nx },
+        tools: Tools { node: none(), npm: none(), pnpm: none(), nx: none() },
     }
 }
 
@@ -146,73 +159,6 @@ fn volume(cache_dir: &Path) -> Option<Volume> {
         total_bytes: stat.f_blocks * stat.f_frsize,
         free_bytes: stat.f_bavail * stat.f_frsize,
     })
-}
-
-/// Finds `name` on `$PATH` and asks it for `--version`.
-fn tool_version(env: &Environment, name: &str) -> Tool {
-    let Some(path) = which(env, name) else {
-        return Tool { version: None, path: None, problem: Some("not found on PATH".into()) };
-    };
-    match run_with_timeout(&path, &["--version"], Duration::from_secs(10)) {
-        Ok(out) => {
-            let version = out.lines().next().unwrap_or("").trim().trim_start_matches('v').to_string();
-            Tool { version: Some(version), path: Some(path), problem: None }
-        }
-        Err(problem) => Tool { version: None, path: Some(path), problem: Some(problem) },
-    }
-}
-
-/// The first executable `name` in `$PATH`.
-pub fn which(env: &Environment, name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = env.get("PATH")?;
-    std::env::split_paths(path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-}
-
-fn run_with_timeout(program: &Path, args: &[&str], timeout: Duration) -> Result<String, String> {
-    let mut child = crate::reaper::spawn(
-        Command::new(program).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()),
-    )
-    .map_err(|e| format!("cannot run: {e}"))?;
-    let stdout = child.stdout.take();
-    let reader = std::thread::spawn(move || {
-        use std::io::Read;
-        let mut text = String::new();
-        stdout.map(|mut s| s.read_to_string(&mut text));
-        text
-    });
-    match child.exit.wait_timeout(timeout) {
-        Some(exit) if exit.success() => Ok(reader.join().unwrap_or_default()),
-        Some(exit) => Err(format!("exited with {exit}")),
-        None => {
-            crate::reaper::signal_process(child.pid, rustix::process::Signal::KILL);
-            child.exit.wait();
-            Err(format!("did not answer within {}s", timeout.as_secs()))
-        }
-    }
-}
-
-/// `require.resolve('nx/package.json')` from the workspace root: the nearest
-/// `node_modules/nx/package.json` walking up.
-pub fn installed_nx(root: &Path) -> Tool {
-    for dir in root.ancestors() {
-        let manifest = dir.join("node_modules/nx/package.json");
-        let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
-        let version = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("version")?.as_str().map(str::to_string));
-        return match version {
-            Some(v) => Tool { version: Some(v), path: Some(manifest), problem: None },
-            None => Tool { version: None, path: Some(manifest), problem: Some("package.json has no version".into()) },
-        };
-    }
-    Tool {
-        version: None,
-        path: None,
-        problem: Some("nx is not installed in the workspace (no node_modules/nx)".into()),
-    }
 }
 
 impl Report for SystemInfo {
@@ -264,29 +210,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn installed_nx_is_found_by_walking_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let pkg = dir.path().join("node_modules/nx");
-        std::fs::create_dir_all(&pkg).unwrap();
-        std::fs::write(pkg.join("package.json"), r#"{"name":"nx","version":"24.0.6"}"#).unwrap();
-        let ws = dir.path().join("apps/ws");
-        std::fs::create_dir_all(&ws).unwrap();
-        assert_eq!(installed_nx(&ws).version.as_deref(), Some("24.0.6"));
-    }
-
-    #[test]
-    fn missing_tools_say_why() {
-        let env = Environment::from_pairs([("PATH", "/nonexistent")]);
-        let tool = tool_version(&env, "node");
-        assert_eq!(tool.problem.as_deref(), Some("not found on PATH"));
-    }
-
-    #[test]
     fn machine_figures_are_read() {
-        let info = collect(&Environment::from_process(), None, Some(Path::new("/")));
+        let home = tempfile::tempdir().unwrap();
+        let env = Environment::from_pairs([("PATH", "/nonexistent"), ("HOME", home.path().to_str().unwrap())]);
+        let info = collect(&env, None, Some(Path::new("/")));
         assert!(info.cpu.count >= 1);
         assert!(info.memory.total_bytes > info.memory.available_bytes / 2);
         assert!(info.cache_volume.as_ref().is_some_and(|v| v.total_bytes >= v.free_bytes && v.total_bytes > 0));
         assert!(!info.kernel.is_empty());
+        assert_eq!(info.tools.node.problem.as_deref(), Some("not found on PATH"));
+        assert_eq!(info.tools.nx.problem.as_deref(), Some("no workspace"));
     }
 }
