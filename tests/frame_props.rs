@@ -13,8 +13,9 @@ const TEST_MAX_BODY: usize = 4096;
 
 /// Everything the decoder yields while `input` is fed in pieces of the given sizes (cycled).
 ///
-/// After every piece it drains the decoder, failing if it yields more items than it was given bytes (each item
-/// consumes at least one byte), and checks the buffered bytes stay within the documented bound.
+/// After every piece it drains the decoder, failing if it yields more items than it holds bytes (each item
+/// consumes at least one byte; an error in a line that arrived earlier may resume the search inside it), and
+/// checks the buffered bytes stay within the documented bound.
 fn feed_in_chunks(decoder: &mut Decoder, input: &[u8], sizes: &[usize]) -> Vec<Result<Vec<u8>, FrameError>> {
     let mut items = Vec::new();
     let mut rest = input;
@@ -24,8 +25,9 @@ fn feed_in_chunks(decoder: &mut Decoder, input: &[u8], sizes: &[usize]) -> Vec<R
         }
         let (piece, tail) = rest.split_at(size.clamp(1, rest.len()));
         rest = tail;
+        let held = decoder.buffered_len() + piece.len();
         decoder.feed(piece);
-        drain(decoder, piece.len(), &mut items);
+        drain(decoder, held, &mut items);
     }
     items
 }
@@ -41,7 +43,7 @@ fn drain(decoder: &mut Decoder, fed: usize, items: &mut Vec<Result<Vec<u8>, Fram
             }
         }
     }
-    panic!("next_frame yielded more items than the {fed} bytes it was just fed");
+    panic!("next_frame yielded more items than the {fed} bytes it held");
 }
 
 fn frames(bodies: &[Vec<u8>]) -> Vec<u8> {
@@ -142,8 +144,53 @@ fn json_like() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A JSON-RPC request body whose only `}` is its last byte, so no proper prefix of it ends like an object.
+fn request_body() -> impl Strategy<Value = Vec<u8>> {
+    (0..1_000_000u32, "[a-z/]{1,300}")
+        .prop_map(|(id, method)| format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"{method}\"}}").into_bytes())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Regression: the rest of a body longer than its Content-Length swallowed the next frame's header.
+    #[test]
+    fn a_body_longer_than_its_content_length_costs_one_error_and_never_the_next_frame(
+        body in request_body(),
+        cut in any::<prop::sample::Index>(),
+        next in request_body(),
+        sizes in chunk_sizes(),
+    ) {
+        let declared = 1 + cut.index(body.len() - 1);
+        let mut input = format!("Content-Length: {declared}\r\n\r\n").into_bytes();
+        input.extend_from_slice(&body);
+        encode(&next, &mut input);
+        let mut decoder = Decoder::new();
+        let whole = feed_in_chunks(&mut decoder, &input, &[input.len()]);
+        prop_assert_eq!(whole, vec![Err(FrameError::BodyRunsOn { length: declared }), Ok(next.clone())]);
+        let mut decoder = Decoder::new();
+        let mut items = feed_in_chunks(&mut decoder, &input, &sizes);
+        prop_assert_eq!(items.pop(), Some(Ok(next)));
+        // Split exactly at the declared end, the prefix is handed over before what follows has arrived.
+        prop_assert!(items.len() <= 2 && items.iter().filter(|i| i.is_ok()).count() <= 1, "{:?}", items);
+        prop_assert!(!decoder.is_mid_frame());
+    }
+
+    /// Regression: a body sent without a header swallowed the header glued to its end.
+    #[test]
+    fn a_body_without_a_header_costs_one_error_and_never_the_next_frame(
+        body in request_body(),
+        next in request_body(),
+        sizes in chunk_sizes(),
+    ) {
+        let mut input = body;
+        encode(&next, &mut input);
+        let mut decoder = Decoder::new();
+        let mut items = feed_in_chunks(&mut decoder, &input, &sizes);
+        prop_assert_eq!(items.pop(), Some(Ok(next)));
+        prop_assert!(matches!(items[..], [Err(_)]), "{:?}", items);
+        prop_assert!(!decoder.is_mid_frame());
+    }
 
     #[test]
     fn encoded_bodies_decode_unchanged_under_any_chunking(bodies in bodies(), sizes in chunk_sizes()) {

@@ -116,6 +116,11 @@ fn bad_input_gets_clear_errors_and_the_sidecar_keeps_serving() {
     status_ok(&mut sidecar);
     expect_error(&mut sidecar, b"Content-Length: 30\r\n\r\n{\"jsonrpc\":\"1.0\",\"method\":\"x\"}", -32600, "2.0");
 
+    // LSP: a `$/` notification may be ignored, a `$/` request must be answered -32601.
+    sidecar.notify("$/unknownNotification", json!({}));
+    let err = sidecar.request("$/unknownRequest", json!({})).unwrap_err();
+    assert_eq!(err["code"], -32601, "{err}");
+    assert_eq!(err["message"], "unknown method \"$/unknownRequest\"");
     let err = sidecar.request("nxops/does/not/exist", json!({})).unwrap_err();
     assert_eq!(err["code"], -32601);
     assert_eq!(err["message"], "unknown method \"nxops/does/not/exist\"");
@@ -138,6 +143,31 @@ fn bad_input_gets_clear_errors_and_the_sidecar_keeps_serving() {
     let err = sidecar.request("nxops/workspace/list", json!({})).unwrap_err();
     assert_eq!(err["code"], -32603, "a second panic is answered too");
     assert_eq!(status_ok(&mut sidecar)["pid"], sidecar.pid());
+}
+
+/// Regression: after a body longer than its Content-Length, or one with no header, the next request (its
+/// header glued to the garbage) was dropped without an answer.
+#[test]
+fn a_frame_that_runs_on_costs_one_error_and_the_next_request_is_answered() {
+    let s = Scratch::new();
+    let ws = s.workspace("runon", "none");
+    let mut sidecar = Sidecar::started(&s, &ws);
+    let body = br#"{"jsonrpc":"2.0","id":5,"method":"nxops/status","params":{}}"#;
+    let next = |id: u32| {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"nxops/status","params":{{}}}}"#);
+        format!("Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    };
+    let short = [b"Content-Length: 12\r\n\r\n".as_slice(), body, &next(6)].concat();
+    let headless = [body.as_slice(), &next(7)].concat();
+    for (raw, id, needle) in [(short, 6, "shorter than the body"), (headless, 7, "malformed header")] {
+        sidecar.write_raw(&raw);
+        let error = sidecar.next_message().expect("one error for the garbage");
+        assert_eq!((error["id"].clone(), error["error"]["code"].clone()), (Value::Null, json!(-32700)), "{error}");
+        assert!(error["error"]["message"].as_str().unwrap().contains(needle), "{error}");
+        let answer = sidecar.next_message().expect("the next request is answered");
+        assert_eq!(answer["id"], id, "no second error, and the request is not lost: {answer}");
+        assert_eq!(answer["result"]["pid"], sidecar.pid(), "{answer}");
+    }
 }
 
 #[test]

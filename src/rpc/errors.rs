@@ -90,6 +90,15 @@ pub fn name_unknown_method(mut err: Error) -> Error {
     err
 }
 
+/// -32601 for `method`, with the message and data tower-lsp gives other unknown methods.
+pub fn unknown_method(method: &str) -> Error {
+    Error {
+        code: ErrorCode::MethodNotFound,
+        message: format!("unknown method {method:?}").into(),
+        data: Some(Value::String(method.to_string())),
+    }
+}
+
 /// The error a panicking handler answers with.
 pub fn panicked(method: &str, payload: &(dyn std::any::Any + Send)) -> Error {
     let what = payload

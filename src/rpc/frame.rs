@@ -14,9 +14,18 @@
 //! - The decoder never gets stuck and never loops: every item `next_frame` yields consumes at least one
 //!   byte, and every error is yielded exactly once.
 //! - After a header-level error (malformed line, missing or invalid `Content-Length`, header block over
-//!   [`MAX_HEADER_BYTES`]) the decoder resynchronises: it discards the offending bytes, then everything up to
-//!   the next `Content-Length` (case-insensitively, even mid-line), keeping at most a partial prefix of that
-//!   name. Mid-line matters: the refused frame's body is glued to the next header by a well-behaved peer.
+//!   [`MAX_HEADER_BYTES`]) the decoder resynchronises: it discards everything up to the next `Content-Length`
+//!   (case-insensitively, even mid-line), keeping at most a partial prefix of that name. The search starts
+//!   one byte into the offending line, not after it, so a header glued to the end of the garbage is found:
+//!   the refused frame's body is glued to the next header by a well-behaved peer, and a body sent without a
+//!   header (or the rest of a body whose `Content-Length` was too small) ends on the line of the next one.
+//! - A body whose `Content-Length` is smaller than what the peer sent runs on into the next header. When the
+//!   bytes after a complete body are already buffered, do not start a header line (a name and a colon, or a
+//!   blank line) and the body does not end like a JSON object (its last non-blank byte is not `}`), the body
+//!   and the bytes after it are refused together as one [`FrameError::BodyRunsOn`], and decoding resumes at
+//!   the next `Content-Length`. A body that looks complete is handed over and what follows it is judged as a
+//!   header; when the bytes after a body have not arrived yet, the body is handed over (never waited on), so
+//!   a run-on body split exactly at its declared end costs two errors instead of one.
 //! - A frame whose framing is sound but whose body must be refused ([`FrameError::TooLarge`],
 //!   [`FrameError::UnsupportedCharset`]) is reported as soon as its header block ends; its body bytes are then
 //!   discarded as they arrive, without being buffered, and decoding resumes right after them.
@@ -56,6 +65,12 @@ pub enum FrameError {
     /// `value` is escaped and cut.
     #[error("unsupported charset \"{value}\" in Content-Type: only utf-8 is accepted")]
     UnsupportedCharset { value: String },
+    /// The body and the bytes after it were refused together; see the module documentation.
+    #[error(
+        "Content-Length {length} is shorter than the body: the bytes after those {length} do not start a header; \
+         skipped to the next Content-Length"
+    )]
+    BodyRunsOn { length: usize },
 }
 
 /// What was missing when the stream ended inside a frame; see [`Decoder::truncation`].
@@ -111,6 +126,8 @@ const COMPACT_MIN_BYTES: usize = 4 * 1024;
 const RETAINED_CAPACITY: usize = 1024 * 1024;
 /// Header lines and values quoted in errors are cut to about this many characters.
 const QUOTED_CHARS: usize = 80;
+/// How far the bytes after a body are looked at to tell whether they start a header line.
+const LOOK_AHEAD_BYTES: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -237,10 +254,12 @@ impl Decoder {
         } else {
             self.header.apply_line(line)
         };
-        self.pos += consumed;
         match applied {
-            Ok(()) => Step::Continue,
-            Err(err) => self.fail_header(err),
+            Ok(()) => {
+                self.pos += consumed;
+                Step::Continue
+            }
+            Err(err) => self.fail_line(err),
         }
     }
 
@@ -250,8 +269,7 @@ impl Decoder {
         if self.header.bytes + buffered <= MAX_HEADER_BYTES {
             return Step::NeedMore;
         }
-        self.pos = self.buf.len();
-        self.fail_header(FrameError::HeaderTooLong { max: MAX_HEADER_BYTES })
+        self.fail_line(FrameError::HeaderTooLong { max: MAX_HEADER_BYTES })
     }
 
     /// Ends a header block at its blank line and decides what to do with the body.
@@ -283,6 +301,13 @@ impl Decoder {
         self.state = State::Header;
     }
 
+    /// Reports an error in the header line that starts at `pos`. Resynchronising starts one byte into that line
+    /// (so it makes progress), not after it: a `Content-Length` later on the line starts the next frame.
+    fn fail_line(&mut self, err: FrameError) -> Step {
+        self.pos += 1;
+        self.fail_header(err)
+    }
+
     /// Reports a header-level error; the offending bytes are already consumed, so resynchronising makes progress.
     fn fail_header(&mut self, err: FrameError) -> Step {
         self.header = HeaderBlock::default();
@@ -295,6 +320,11 @@ impl Decoder {
             return Step::NeedMore;
         }
         let trailing = self.buffered_len() - length;
+        let (body, after) = self.buf[self.pos..].split_at(length);
+        if runs_on(body, after) {
+            self.pos += length;
+            return self.fail_header(FrameError::BodyRunsOn { length });
+        }
         let body = if self.pos == 0 && length >= LARGE_BODY_BYTES && trailing <= READ_CHUNK_BYTES {
             let rest = self.buf.split_off(length);
             std::mem::replace(&mut self.buf, rest)
@@ -472,6 +502,29 @@ fn find_masked(needle: u8, mask: u8, haystack: &[u8]) -> Option<usize> {
         offset += 8;
     }
     words.remainder().iter().position(|&b| b | mask == needle).map(|i| offset + i)
+}
+
+/// Whether a complete `body` ran on into `after`, the bytes buffered behind it: they do not start a header line
+/// and the body does not end like the JSON object a JSON-RPC message is. Undecided (too few bytes) is false.
+fn runs_on(body: &[u8], after: &[u8]) -> bool {
+    !after.is_empty() && !starts_a_header_line(after) && body.trim_ascii_end().last() != Some(&b'}')
+}
+
+/// True when `bytes` start a blank line or `Name:`, or could still turn out to (a name not yet followed by
+/// its colon within [`LOOK_AHEAD_BYTES`]).
+fn starts_a_header_line(bytes: &[u8]) -> bool {
+    if matches!(bytes.first(), Some(b'\r' | b'\n')) {
+        return true;
+    }
+    for (i, &byte) in bytes.iter().take(LOOK_AHEAD_BYTES).enumerate() {
+        if byte == b':' {
+            return i > 0;
+        }
+        if !TOKEN_BYTES[usize::from(byte)] {
+            return false;
+        }
+    }
+    true
 }
 
 /// True for an HTTP token: letters, digits and ``!#$%&'*+-.^_`|~``.
@@ -717,6 +770,7 @@ mod tests {
         assert_eq!(decoder.next_frame(), None);
         decoder.feed(b"x");
         assert_eq!(decoder.next_frame(), Some(Err(FrameError::HeaderTooLong { max: MAX_HEADER_BYTES })));
+        assert_eq!(decoder.next_frame(), None, "resynchronising looks for a Content-Length in the line");
         assert_eq!(decoder.buffered_len(), 0);
         decoder.feed(&[b'x'; 3 * MAX_HEADER_BYTES]);
         assert_eq!(decoder.next_frame(), None);
@@ -773,6 +827,70 @@ mod tests {
         let mut expected = vec![Err(FrameError::MissingContentLength)];
         expected.extend(bodies.into_iter().map(Ok));
         assert_eq!(decode_all(&input), expected);
+    }
+
+    const REQUEST: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"nxops/status"}"#;
+
+    /// Regression: the rest of a body longer than its `Content-Length` was read as a header line, and the
+    /// next frame's header, glued to its end, was thrown away with it.
+    #[test]
+    fn a_body_longer_than_its_content_length_is_one_error_and_the_next_frame_decodes() {
+        let input = [b"Content-Length: 10\r\n\r\n".as_slice(), REQUEST, &frame(REQUEST)].concat();
+        assert_eq!(decode_all(&input), vec![Err(FrameError::BodyRunsOn { length: 10 }), ok(REQUEST)]);
+        assert_eq!(
+            FrameError::BodyRunsOn { length: 10 }.to_string(),
+            "Content-Length 10 is shorter than the body: the bytes after those 10 do not start a header; \
+             skipped to the next Content-Length"
+        );
+        // Cut right after a name: the colon that follows is not a header line either.
+        let input = [b"Content-Length: 9\r\n\r\n".as_slice(), REQUEST, &frame(b"next")].concat();
+        assert_eq!(decode_all(&input), vec![Err(FrameError::BodyRunsOn { length: 9 }), ok(b"next")]);
+    }
+
+    /// Regression: the same loss for a body sent with no header at all.
+    #[test]
+    fn a_body_without_a_header_is_one_error_and_the_next_frame_decodes() {
+        let input = [REQUEST, &frame(REQUEST)].concat();
+        let items = decode_all(&input);
+        assert!(
+            matches!(items[..], [Err(FrameError::MalformedHeader { .. }), Ok(ref body)] if body == REQUEST),
+            "{items:?}"
+        );
+    }
+
+    #[test]
+    fn a_run_on_body_split_at_its_declared_end_still_lets_the_next_frame_decode() {
+        let input = [b"Content-Length: 10\r\n\r\n".as_slice(), REQUEST, &frame(b"next")].concat();
+        let mut decoder = Decoder::new();
+        decoder.feed(&input[..22 + 10]);
+        assert_eq!(decoder.next_frame(), Some(Ok(REQUEST[..10].to_vec())), "nothing after it yet: handed over");
+        decoder.feed(&input[22 + 10..]);
+        assert!(matches!(decoder.next_frame(), Some(Err(FrameError::MalformedHeader { .. }))));
+        assert_eq!(decoder.next_frame(), Some(ok(b"next")));
+        assert_eq!(decoder.next_frame(), None);
+    }
+
+    #[test]
+    fn a_body_that_ends_like_an_object_is_handed_over_and_garbage_after_it_is_reported_apart() {
+        let input = [frame(REQUEST), b"garbage \"x\"".to_vec(), frame(b"next")].concat();
+        let items = decode_all(&input);
+        assert!(
+            matches!(items[..], [Ok(ref body), Err(FrameError::MalformedHeader { .. }), Ok(ref next)]
+                if body == REQUEST && next == b"next"),
+            "{items:?}"
+        );
+        // Blank lines and header lines after a body are not garbage.
+        let input = [b"Content-Length: 3\r\n\r\nabc\r\nX-Extra: 1\r\nContent-Length: 1\r\n\r\nz".as_slice()].concat();
+        assert_eq!(decode_all(&input), vec![ok(b"abc"), ok(b"z")]);
+    }
+
+    #[test]
+    fn an_overlong_line_does_not_swallow_the_header_glued_to_its_end() {
+        let input = [vec![b'z'; MAX_HEADER_BYTES + 10], frame(b"ok")].concat();
+        assert_eq!(decode_all(&input), vec![Err(FrameError::HeaderTooLong { max: MAX_HEADER_BYTES }), ok(b"ok")]);
+        let input = [b"Content-Length: abc".as_slice(), &frame(b"ok")].concat();
+        let items = decode_all(&input);
+        assert_eq!(items.last(), Some(&ok(b"ok")), "{items:?}");
     }
 
     #[test]

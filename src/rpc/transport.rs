@@ -135,6 +135,12 @@ fn answer(outcome: Outcome, id: Option<Id>, method: &str, send: impl Fn(&Respons
             };
             send(&response);
         }
+        // tower-lsp answers nothing for an unknown `$/` method, which LSP allows for notifications only.
+        Ok(Ok(None)) if method.starts_with("$/") => {
+            if let Some(id) = id {
+                send(&Response::from_error(id, errors::unknown_method(method)));
+            }
+        }
         Ok(Ok(None)) | Ok(Err(_)) => {}
         Err(payload) => {
             tracing::error!(target: "nxops::rpc", "handler for {method} panicked");
