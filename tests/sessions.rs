@@ -291,12 +291,17 @@ fn bad_session_requests_get_errors_that_name_the_field() {
     assert!(m.contains("name:") && m.contains("'.'"), "{m}");
     let m = error(&mut owner, "nxops/session/open", json!({"name": "x", "timeout": "soon"}));
     assert!(m.contains("timeout:"), "{m}");
+    // Regression: unknown sessions were blamed on "nxops/session", a method that does not exist.
     let m = error(&mut owner, "nxops/session/close", json!({"session": "nope"}));
-    assert!(m.contains("no open session \"nope\""), "{m}");
+    assert!(m.starts_with("invalid params for nxops/session/close: session: no open session \"nope\""), "{m}");
+    let m = error(&mut owner, "nxops/session/heartbeat", json!({"session": "nope"}));
+    assert!(m.starts_with("invalid params for nxops/session/heartbeat: session: no open session"), "{m}");
     let m = error(&mut owner, "nxops/session/close", json!({"session": "x", "mode": "gentle"}));
     assert!(m.contains("mode") || m.contains("gentle"), "{m}");
     let m = error(&mut owner, "nxops/process/start", json!({"name": "w", "command": "true", "session": "nope"}));
-    assert!(m.contains("no open session \"nope\""), "{m}");
+    assert!(m.starts_with("invalid params for nxops/process/start: session: no open session \"nope\""), "{m}");
+    let err = owner.request("nxops/session/close", json!({"session": "nope"})).unwrap_err();
+    assert_eq!(err["data"]["method"], "nxops/session/close", "{err}");
     let m = error(
         &mut owner,
         "nxops/process/start",

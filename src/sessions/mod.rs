@@ -278,24 +278,26 @@ impl Sessions {
         view
     }
 
-    /// A sign of life from `id` (saved only when the registry says it is worth it).
-    pub fn touch(&self, id: &str) -> Result<(), RpcError> {
+    /// A sign of life from `id` (saved only when the registry says it is worth it); `method` is the request
+    /// that gave it, named in the error when `id` is unknown.
+    pub fn touch(&self, method: &str, id: &str) -> Result<(), RpcError> {
         let now = now_ms();
         let touched = self.with(|registry| {
             let before = registry.generation();
             registry.touch(id, now).then(|| registry.generation() != before)
         });
-        let Some(saved) = touched else { return Err(self.unknown(id)) };
+        let Some(saved) = touched else { return Err(self.unknown(method, id)) };
         if saved {
             self.persist();
         }
         Ok(())
     }
 
-    pub fn unknown(&self, id: &str) -> RpcError {
+    /// The -32602 answer of `method` for a session `id` that is not open.
+    pub fn unknown(&self, method: &str, id: &str) -> RpcError {
         let ids: Vec<String> = self.list().into_iter().map(|v| v.record.id).collect();
         RpcError::invalid_params(
-            "nxops/session",
+            method,
             format!(
                 "session: no open session {id:?} in {} (open: {})",
                 self.0.workspace.root.display(),
@@ -337,7 +339,7 @@ impl Sessions {
             Mode::Graceful => Ending::Closed,
             Mode::Force => Ending::Forced,
         };
-        self.end(id, mode, ending).await.ok_or_else(|| self.unknown(id))
+        self.end(id, mode, ending).await.ok_or_else(|| self.unknown("nxops/session/close", id))
     }
 
     async fn end(&self, id: &str, mode: Mode, ending: Ending) -> Option<Closed> {
@@ -382,7 +384,7 @@ impl Sessions {
     pub async fn restart(&self, id: &str) -> Result<SessionView, RpcError> {
         // Copied out first: `unknown` takes the registry's lock itself.
         let record = self.with(|r| r.get(id).cloned());
-        let record = record.ok_or_else(|| self.unknown(id))?;
+        let record = record.ok_or_else(|| self.unknown("nxops/session/restart", id))?;
         for server in &record.mcp {
             if let Some(pool) = self.0.mcp.pool(server) {
                 pool.discard(id);
@@ -397,7 +399,7 @@ impl Sessions {
             registry.touch(id, now);
         });
         self.persist();
-        let view = self.view(id).ok_or_else(|| self.unknown(id))?;
+        let view = self.view(id).ok_or_else(|| self.unknown("nxops/session/restart", id))?;
         self.publish("sessionRestarted", json!({"session": view, "cause": "request", "problems": problems}));
         if problems.is_empty() {
             Ok(view)

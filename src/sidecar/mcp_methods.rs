@@ -125,9 +125,9 @@ async fn request(ctx: &CallCtx, ws: &Workspace, pools: &McpPools, params: Reques
     // lease name (a proxy's, a script's) is honoured but tracked by nobody.
     let sessions = ctx.core.owned(&ws.root).map(|o| o.sessions);
     let key = match (&params.lease, &sessions) {
-        (None, Some(sessions)) => super::session_methods::acting_session(ctx, sessions, None)?,
+        (None, Some(sessions)) => super::session_methods::acting_session(ctx, "nxops/mcp/request", sessions, None)?,
         (Some(lease), Some(sessions)) if sessions.exists(lease) || super::session_methods::is_connection_id(lease) => {
-            super::session_methods::acting_session(ctx, sessions, Some(lease))?
+            super::session_methods::acting_session(ctx, "nxops/mcp/request", sessions, Some(lease))?
         }
         (Some(lease), _) => lease.clone(),
         (None, None) => session_id(ctx.session),

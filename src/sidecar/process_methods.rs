@@ -98,7 +98,8 @@ pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Res
             // one), which stops it when it ends; `detached` runs it until stopped.
             let owner = match (&start.spec, start.detached, ctx.core.owned(&ws.root)) {
                 (Some(_), false, Some(owned)) => {
-                    let id = super::session_methods::acting_session(ctx, &owned.sessions, start.session.as_deref())?;
+                    let id =
+                        super::session_methods::acting_session(ctx, method, &owned.sessions, start.session.as_deref())?;
                     Some((owned.sessions, id))
                 }
                 _ => None,

@@ -105,7 +105,7 @@ pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Res
         "nxops/session/heartbeat" => {
             let params: SessionParams = parse(method, raw)?;
             let id = target(ctx, params.session);
-            sessions.touch(&id)?;
+            sessions.touch(method, &id)?;
             Ok(serde_json::to_value(sessions.view(&id)).expect("serializes"))
         }
         "nxops/session/leave" => {
@@ -195,17 +195,24 @@ pub fn is_connection_id(id: &str) -> bool {
 /// The session a request that creates something acts for: the one it names
 /// (which must be open, or be a follower's client connection), else the
 /// caller's own connection session, opened if new.
-pub fn acting_session(ctx: &CallCtx, sessions: &Sessions, named: Option<&str>) -> Result<String, RpcError> {
+///
+/// `method` is the request's, named in the error for a session that is not open.
+pub fn acting_session(
+    ctx: &CallCtx,
+    method: &str,
+    sessions: &Sessions,
+    named: Option<&str>,
+) -> Result<String, RpcError> {
     match named {
         Some(id) if sessions.exists(id) => {
-            sessions.touch(id)?;
+            sessions.touch(method, id)?;
             Ok(id.to_string())
         }
         Some(id) if is_connection_id(id) => {
             sessions.hold(id, ctx.session, (None, None));
             Ok(id.to_string())
         }
-        Some(id) => Err(sessions.unknown(id)),
+        Some(id) => Err(sessions.unknown(method, id)),
         None => {
             let id = session_id(ctx.session);
             sessions.hold(&id, ctx.session, ctx.core.client_of(ctx.session));
