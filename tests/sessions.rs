@@ -316,9 +316,13 @@ fn bad_session_requests_get_errors_that_name_the_field() {
     drop(owner);
     let file = sessions_file(&scratch, &ws);
     std::fs::write(&file, b"{\"version\": 1, \"sessions\": [{\"id\": ").unwrap();
+    // What an owner killed mid-write leaves (4194999 is above the largest pid_max: nobody runs as it).
+    let stale = file.with_file_name(".sessions.json.4194999.tmp");
+    std::fs::write(&stale, b"{\"version\": 1, \"sess").unwrap();
     let mut owner = Sidecar::started(&scratch, &ws);
     assert!(owner.request("nxops/session/list", json!({})).is_ok());
     assert!(file.with_extension("json.corrupt").exists(), "kept for the user");
+    assert!(!stale.exists(), "a dead writer's temporary file is removed at start");
 }
 
 /// `<state>/sessions.json` of the workspace, from `nxops env info`.

@@ -6,6 +6,11 @@
 //! either the old file or the new one, never a torn one. A file that cannot be
 //! read as sessions is moved aside (`sessions.json.corrupt`), never deleted,
 //! and the owner starts with no sessions.
+//!
+//! The temporary file is `.sessions.json.<pid>.tmp`, named after its writer.
+//! A writer killed between creating and renaming it leaves it behind; the next
+//! owner's `load` removes those of writers that no longer run (a live pid's
+//! file may be mid-write, so it is left alone).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -83,6 +88,9 @@ pub fn peek(file: &Path) -> Result<Vec<Record>, String> {
 /// sessions; a broken one is moved aside and reported in the `Err`, with no
 /// sessions restored.
 pub fn load(file: &Path) -> Result<Vec<Record>, String> {
+    if let Some(dir) = file.parent() {
+        remove_stale_temporaries(dir, |pid| Path::new(&format!("/proc/{pid}")).exists());
+    }
     let problem = match read(file) {
         Ok(records) => return Ok(records),
         Err(Unusable::Unreadable(problem)) => return Err(problem),
@@ -94,6 +102,33 @@ pub fn load(file: &Path) -> Result<Vec<Record>, String> {
         Err(err) => format!("could not be moved aside: {err}"),
     };
     Err(format!("{problem}; no sessions restored (the file was {moved})"))
+}
+
+/// Removes `.sessions.json.<pid>.tmp` files in `dir` whose writer is not `alive`; returns how many.
+fn remove_stale_temporaries(dir: &Path, alive: impl Fn(u32) -> bool) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temporary_pid) else { continue };
+        if pid == std::process::id() || alive(pid) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(err) => tracing::warn!(target: "nxops::sessions", "cannot remove {}: {err}", entry.path().display()),
+        }
+    }
+    removed
+}
+
+/// The writer's pid in a temporary file's name (`.sessions.json.<pid>.tmp`).
+fn temporary_pid(name: &str) -> Option<u32> {
+    let pid = name.strip_prefix(".sessions.json.")?.strip_suffix(".tmp")?;
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 #[cfg(test)]
@@ -141,6 +176,31 @@ mod tests {
         // What a crash mid-write leaves: a torn temporary file beside the real one.
         std::fs::write(dir.path().join(".sessions.json.999.tmp"), b"{\"version\":1,\"sess").unwrap();
         assert_eq!(load(&file).unwrap(), vec![record("a")]);
+    }
+
+    /// Regression: killed owners left their temporary files behind for good.
+    #[test]
+    fn load_removes_temporary_files_of_writers_that_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = path(dir.path());
+        save(&file, vec![record("a")]).unwrap();
+        let names = ["dead", "live", "mine", "other"];
+        let files = [
+            dir.path().join(".sessions.json.4194999.tmp"),
+            dir.path().join(".sessions.json.1.tmp"),
+            dir.path().join(format!(".sessions.json.{}.tmp", std::process::id())),
+            dir.path().join(".sessions.json.x1.tmp"),
+        ];
+        for f in &files {
+            std::fs::write(f, b"{\"version\":1,\"sess").unwrap();
+        }
+        assert_eq!(remove_stale_temporaries(dir.path(), |pid| pid == 1), 1);
+        let kept: Vec<bool> = files.iter().map(|f| f.exists()).collect();
+        assert_eq!(kept, [false, true, true, true], "{names:?}: only the dead writer's file goes");
+        std::fs::write(&files[0], b"torn").unwrap();
+        assert_eq!(load(&file).unwrap(), vec![record("a")]);
+        assert!(!files[0].exists(), "the owner's load removes it (pid 4194999 is above the largest pid_max)");
+        assert!(files[1].exists(), "pid 1 runs");
     }
 
     #[test]
