@@ -22,8 +22,11 @@
 //! - MCP pools: 100; 40 for a pooled server that cannot be started (failing
 //!   warm-ups); 85 for a server whose connections died once or twice in the last
 //!   10 minutes, 60 for three times or more;
-//! - sessions: 100, minus 10 per session that expired in the last hour (its client
-//!   vanished without closing), at least 60;
+//! - sessions: 100, minus 10 per client that vanished (its connection broke, or
+//!   the sidecar or follower it came through went away) and whose session then
+//!   expired in the last hour, at least 60. Not counted: named sessions that
+//!   expire (their timeout is the contract), and clients that ended their input
+//!   (a finished script; see `sessions::End`);
 //! - the sidecar's memory: 100 up to 100 MB RSS, 60 up to 500 MB, 20 above.
 
 use serde::{Deserialize, Serialize};
@@ -215,13 +218,14 @@ pub fn mcp(pools: &[PoolHealth]) -> Component {
     Component { name: "mcp".into(), score, reasons }
 }
 
-/// Sessions: clients that vanished without closing leave work for the expiry.
+/// Sessions: clients that vanished without a word leave work for the expiry.
 pub fn sessions(counts: &crate::sessions::Counts) -> Component {
     let mut reasons = Vec::new();
-    let expired = counts.expired_recently;
-    let score = 100u32.saturating_sub(10 * expired as u32).max(60);
-    if expired > 0 {
-        reasons.push(format!("{expired} session(s) expired in the last hour (clients gone without closing)"));
+    let vanished = counts.vanished_recently;
+    let score = 100u32.saturating_sub(10 * vanished as u32).max(60);
+    if vanished > 0 {
+        reasons
+            .push(format!("{vanished} client(s) vanished without closing; their session(s) expired in the last hour"));
     }
     if counts.disconnected > 0 {
         reasons.push(format!("{} session(s) waiting to expire", counts.disconnected));

@@ -141,8 +141,46 @@ fn a_vanished_clients_session_expires_and_is_cleaned_up_gracefully() {
     let health = owner.request("nxops/health", json!({})).unwrap();
     let component = health["components"].as_array().unwrap().iter().find(|c| c["name"] == "sessions").unwrap();
     assert_eq!(component["score"], 90, "{health}");
-    assert!(component["reasons"][0].as_str().unwrap().contains("1 session(s) expired in the last hour"), "{health}");
+    let reason = component["reasons"][0].as_str().unwrap();
+    assert!(reason.contains("1 client(s) vanished without closing"), "a killed follower's client vanished: {health}");
     assert_eq!(health["rating"], "Excellent", "one expiry alone keeps the workspace healthy");
+}
+
+/// Regression: a client that ends its input (documented as a clean exit) and a named session that
+/// expires by design were counted as clients gone without closing: four finished scripts made
+/// `monitor check` exit 1.
+#[test]
+fn finished_scripts_and_expired_named_sessions_do_not_count_against_health() {
+    let scratch = Scratch::new();
+    let ws = scratch.workspace("ws", "none");
+    let env = [("NXOPS_SESSIONS_TIMEOUT", "1s")];
+    let mut owner = Sidecar::start(&scratch, &ws, &env);
+    owner.initialize(&ws);
+    owner.request("nxops/session/open", json!({"name": "job", "timeout": "1s"})).unwrap();
+    // Four scripts, each through its own sidecar, that start a process and end their input.
+    for i in 0..4 {
+        let mut script = Sidecar::start(&scratch, &ws, &env);
+        script.initialize(&ws);
+        script.request("nxops/process/start", sleeper(&format!("s{i}"))).unwrap();
+        assert!(script.close_stdin_and_wait().success());
+    }
+    // One that says `shutdown` first, then ends its input: closed at once, like `exit`.
+    let mut polite = Sidecar::start(&scratch, &ws, &env);
+    polite.initialize(&ws);
+    let id = polite.request("nxops/process/start", sleeper("p")).unwrap()["session"].as_str().unwrap().to_string();
+    polite.request("shutdown", Value::Null).unwrap();
+    assert!(polite.close_stdin_and_wait().success());
+    assert!(session(&sessions(&mut owner), &id).is_none(), "closed at once, not left to expire");
+    eventually("every session but the owner's own ended", || sessions(&mut owner).len() == 1);
+    let counts = owner.request("nxops/session/list", json!({})).unwrap()["counts"].clone();
+    let figures = ["expiredTotal", "closedTotal", "vanishedRecently"].map(|k| counts[k].as_u64());
+    assert_eq!(figures, [Some(5), Some(1), Some(0)], "{counts}");
+    assert_eq!(owner.request("nxops/process/list", json!({})).unwrap()["processes"], json!([]), "all cleaned up");
+    let check = scratch.nxops(&ws).args(["--json", "monitor", "check"]).output().unwrap();
+    assert_eq!(check.status.code(), Some(0), "{check:?}");
+    let report = json_of(&check);
+    let component = report["components"].as_array().unwrap().iter().find(|c| c["name"] == "sessions").unwrap();
+    assert_eq!((component["score"].clone(), component["reasons"].clone()), (json!(100), json!([])), "{report}");
 }
 
 #[test]

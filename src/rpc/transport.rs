@@ -34,8 +34,10 @@ use super::outbox::Outbox;
 pub enum Ended {
     /// The peer sent `exit`; `after_shutdown` tells whether `shutdown` came first.
     Exit { after_shutdown: bool },
-    /// The peer closed its end (or vanished mid-frame).
-    Closed,
+    /// The peer closed its end between two messages; `after_shutdown` as for `Exit`.
+    Closed { after_shutdown: bool },
+    /// The connection broke: a read error, or end of input in the middle of a frame.
+    Lost,
 }
 
 /// Serves one connection until `exit` or end of input.
@@ -60,10 +62,10 @@ pub fn serve<S: LanguageServer>(
     let mut shutdown_seen = false;
     let ended = loop {
         let body = match frames.read_frame() {
-            Ok(None) => break Ended::Closed,
+            Ok(None) => break Ended::Closed { after_shutdown: shutdown_seen },
             Err(err) => {
-                tracing::info!(target: "nxops::rpc", "connection closed: {err}");
-                break Ended::Closed;
+                tracing::info!(target: "nxops::rpc", "connection lost: {err}");
+                break Ended::Lost;
             }
             Ok(Some(Err(bad_frame))) => {
                 tracing::warn!(target: "nxops::rpc", "bad frame: {bad_frame}");

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use self::registry::Registry;
-pub use self::registry::{Counts, Ending, Kind, Record, SessionView};
+pub use self::registry::{Counts, End, Ending, Kind, Record, SessionView};
 use crate::clock::now_ms;
 use crate::mcp::McpPools;
 use crate::rpc::errors::RpcError;
@@ -251,17 +251,19 @@ impl Sessions {
         }
     }
 
-    /// The connection `holder` stops holding `id` (its client vanished without closing).
-    pub fn let_go(&self, id: &str, holder: u64) {
+    /// The connection `holder` stops holding `id`: its client ended without `exit` (`vanished`:
+    /// without a word; see [`End`]).
+    pub fn let_go(&self, id: &str, holder: u64, vanished: bool) {
         let now = now_ms();
-        self.with(|r| r.let_go(id, holder, now));
+        self.with(|r| r.let_go(id, holder, now, vanished));
         self.persist();
     }
 
-    /// A connection ended: whatever it held starts its expiry clock.
-    pub fn connection_ended(&self, holder: u64) {
+    /// A connection ended as `end` says: whatever it held starts its expiry clock.
+    pub fn connection_ended(&self, holder: u64, end: End) {
+        let own = format!("{}.{holder}", std::process::id());
         let now = now_ms();
-        self.with(|r| r.connection_ended(holder, now));
+        self.with(|r| r.connection_ended(holder, &own, end, now));
         self.persist();
     }
 

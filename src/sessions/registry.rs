@@ -87,11 +87,33 @@ pub struct Registry {
     closing: BTreeSet<String>,
     /// When sessions expired, newest last (for "n expired in the last hour").
     expired: Vec<u64>,
+    /// Connection sessions let go of without a word from their client (see [`End`]): counted in
+    /// `vanished` if they expire before someone holds them again.
+    unannounced: BTreeSet<String>,
+    /// When sessions of clients that vanished expired, newest last (what health counts).
+    vanished: Vec<u64>,
     closed_total: u64,
     /// Bumped on every change that must be persisted.
     generation: u64,
     /// The sign of life last counted as a change, per session (see `touch`).
     seen_saved: BTreeMap<String, u64>,
+}
+
+/// How a connection that held sessions ended, as its transport saw it.
+///
+/// Only a client that vanished counts against health: a script that ends its input is done, as
+/// documented, and a named session that expires does what it was opened to do. A session the
+/// connection held for others (a follower's clients) vanished with it unless they were let go first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// `exit`, or end of input after `shutdown`: its own session is closed at once.
+    Clean,
+    /// End of input between two messages, without `shutdown`: its own session expires after
+    /// `sessions.timeout` (a client that crashed looks the same, so its work keeps that grace), but
+    /// the client is not counted as vanished.
+    InputClosed,
+    /// The connection broke (a read error, or end of input in the middle of a message).
+    Lost,
 }
 
 /// A session as `nxops/session/list` shows it.
@@ -119,10 +141,12 @@ impl Registry {
                 let pid = record.id.split_once('.').and_then(|(pid, _)| pid.parse::<u32>().ok());
                 if !pid.is_some_and(&sidecar_alive) {
                     registry.expired.push(now);
+                    registry.vanished.push(now);
                     lost.push(record);
                     continue;
                 }
                 record.disconnected_at = Some(now);
+                registry.unannounced.insert(record.id.clone());
             }
             registry.records.insert(record.id.clone(), record);
         }
@@ -185,6 +209,7 @@ impl Registry {
             dirty = true;
         }
         self.holders.entry(id.to_string()).or_default().insert(holder);
+        self.unannounced.remove(id);
         if dirty {
             self.changed();
         }
@@ -245,11 +270,17 @@ impl Registry {
     }
 
     /// `holder` (a connection) stops holding `id`; without holders its expiry clock starts.
-    pub fn let_go(&mut self, id: &str, holder: u64, now: u64) {
+    /// `holder` stops holding `id`; `vanished` when its client went without a word (see [`End`]).
+    pub fn let_go(&mut self, id: &str, holder: u64, now: u64, vanished: bool) {
         let Some(holders) = self.holders.get_mut(id) else { return };
         holders.remove(&holder);
         if holders.is_empty() {
             self.holders.remove(id);
+            if vanished {
+                self.unannounced.insert(id.to_string());
+            } else {
+                self.unannounced.remove(id);
+            }
             if let Some(record) = self.records.get_mut(id) {
                 record.disconnected_at = Some(now);
                 self.changed();
@@ -257,12 +288,15 @@ impl Registry {
         }
     }
 
-    /// A connection ended: it stops holding everything it held.
-    pub fn connection_ended(&mut self, holder: u64, now: u64) {
+    /// A connection ended: it stops holding everything it held. `own` is the connection's own
+    /// session, which its client ended as `end` says; any other session it held (for a follower's
+    /// clients) vanished with it.
+    pub fn connection_ended(&mut self, holder: u64, own: &str, end: End, now: u64) {
         let held: Vec<String> =
             self.holders.iter().filter(|(_, h)| h.contains(&holder)).map(|(id, _)| id.clone()).collect();
         for id in held {
-            self.let_go(&id, holder, now);
+            let vanished = end == End::Lost || id != own;
+            self.let_go(&id, holder, now, vanished);
         }
     }
 
@@ -333,9 +367,15 @@ impl Registry {
         self.closing.remove(id);
         self.holders.remove(id);
         self.seen_saved.remove(id);
+        let vanished = self.unannounced.remove(id);
         if self.records.remove(id).is_some() {
             match ending {
-                Ending::Expired => self.expired.push(now),
+                Ending::Expired => {
+                    self.expired.push(now);
+                    if vanished {
+                        self.vanished.push(now);
+                    }
+                }
                 Ending::Closed | Ending::Forced => self.closed_total += 1,
             }
             self.changed();
@@ -388,6 +428,7 @@ impl Registry {
             active: in_state("active"),
             disconnected: in_state("disconnected"),
             expired_recently: self.expired.iter().filter(|at| **at >= since).count(),
+            vanished_recently: self.vanished.iter().filter(|at| **at >= since).count(),
             expired_total: self.expired.len() as u64,
             closed_total: self.closed_total,
         }
@@ -400,6 +441,8 @@ pub struct Counts {
     pub active: usize,
     pub disconnected: usize,
     pub expired_recently: usize,
+    /// Of those, the sessions of clients that vanished (see [`End`]): what health counts.
+    pub vanished_recently: usize,
     pub expired_total: u64,
     pub closed_total: u64,
 }
@@ -428,20 +471,50 @@ mod tests {
         let mut r = Registry::default();
         r.hold_connection("41.1", 7, client(), MIN, 0);
         r.hold_connection("41.1", 8, client(), MIN, 1_000);
-        r.connection_ended(7, 5_000);
+        r.connection_ended(7, "41.7", End::Lost, 5_000);
         assert!(r.due(10 * MIN).is_empty(), "still held by 8");
-        r.connection_ended(8, 2 * MIN);
+        r.connection_ended(8, "41.8", End::Lost, 2 * MIN);
         assert_eq!(r.views()[0].state, "disconnected");
         assert_eq!(r.next_expiry(), Some(3 * MIN));
         assert!(r.due(3 * MIN - 1).is_empty());
         assert_eq!(r.due(3 * MIN), vec!["41.1".to_string()]);
     }
 
+    /// Regression: a finished script (end of input) and a named session's expiry were counted as
+    /// clients gone without closing, so four finished scripts made `monitor check` exit 1.
+    #[test]
+    fn only_clients_that_vanished_are_counted_when_their_sessions_expire() {
+        let mut r = Registry::default();
+        r.hold_connection("41.1", 1, client(), MIN, 0); // a script that ends its input
+        r.hold_connection("41.2", 2, client(), MIN, 0); // a client whose connection breaks
+        r.hold_connection("41.3", 3, client(), MIN, 0); // a follower that goes away, holding...
+        r.hold_connection("99.1", 3, client(), MIN, 0); // ...its client's session
+        r.hold_connection("99.2", 3, client(), MIN, 0); // a follower's client that ended, let go first
+        r.hold_connection("41.4", 4, client(), MIN, 0); // a client that vanished and came back
+        r.open_named("e2e", MIN, BTreeMap::new(), 0);
+        r.let_go("99.2", 3, 0, false);
+        r.connection_ended(1, "41.1", End::InputClosed, 0);
+        r.connection_ended(2, "41.2", End::Lost, 0);
+        r.connection_ended(3, "41.3", End::InputClosed, 0);
+        r.connection_ended(4, "41.4", End::Lost, 0);
+        r.hold_connection("41.4", 5, client(), MIN, 1); // back through a follower, which then reports its end
+        r.let_go("41.4", 5, 2, false);
+        let due = r.due(2 * MIN);
+        assert_eq!(due.len(), 7, "{due:?}");
+        for id in &due {
+            r.begin_close(id);
+            r.finish_close(id, Ending::Expired, 2 * MIN);
+        }
+        let counts = r.counts(0);
+        assert_eq!((counts.expired_recently, counts.vanished_recently), (7, 2), "41.2 and 99.1 vanished");
+        assert_eq!(r.counts(2 * MIN + 1).vanished_recently, 0);
+    }
+
     #[test]
     fn holding_again_stops_the_clock() {
         let mut r = Registry::default();
         r.hold_connection("41.1", 7, client(), MIN, 0);
-        r.connection_ended(7, 0);
+        r.connection_ended(7, "41.7", End::Lost, 0);
         r.hold_connection("41.1", 9, client(), MIN, MIN / 2);
         assert!(r.due(10 * MIN).is_empty());
     }

@@ -382,11 +382,13 @@ impl Core {
         })
     }
 
-    /// A connection ended. `graceful` (the client sent `exit`) closes its
-    /// session in every workspace now; otherwise the client vanished
-    /// and its sessions expire after `sessions.timeout`. Returns once the owner
+    /// A connection ended. A clean end (`exit`, or end of input after
+    /// `shutdown`) closes its session in every workspace now; otherwise its
+    /// sessions expire after `sessions.timeout`, counted as vanished only when
+    /// the connection was lost (see `sessions::End`). Returns once the owner
     /// has acted (bounded), so a sidecar about to exit does not cut it short.
-    pub fn end_session(&self, id: u64, graceful: bool) {
+    pub fn end_session(&self, id: u64, end: crate::sessions::End) {
+        let graceful = end == crate::sessions::End::Clean;
         self.with_state(|state| {
             state.sessions.remove(&id);
             state.outboxes.remove(&id);
@@ -402,14 +404,15 @@ impl Core {
                         if graceful && sessions.exists(&sid) {
                             let _ = sessions.close(&sid, crate::sessions::Mode::Graceful).await;
                         }
-                        sessions.connection_ended(id);
+                        sessions.connection_ended(id, end);
                     }));
                 }
                 RoleNow::Follower(Following { client: Some(client), .. }) => {
                     let (method, params) = if graceful {
                         ("nxops/session/close", json!({"workspace": root, "session": sid, "mode": "graceful"}))
                     } else {
-                        ("nxops/session/leave", json!({"workspace": root, "session": sid}))
+                        let vanished = end == crate::sessions::End::Lost;
+                        ("nxops/session/leave", json!({"workspace": root, "session": sid, "vanished": vanished}))
                     };
                     pending.push(self.0.runtime.spawn(async move {
                         let _ = client.request(method, params).await;

@@ -129,7 +129,7 @@ pub fn run(env: Environment, root: &Path, server: &str) -> anyhow::Result<i32> {
 
     // The agent is gone: release, and if this proxy owned the workspace, stop its servers.
     forwarding.abort();
-    core.end_session(session, true);
+    core.end_session(session, crate::sessions::End::Clean);
     let closing = std::thread::spawn(move || core.detach_all());
     let _ = closing.join();
     Ok(0)

@@ -194,9 +194,21 @@ fn run_connection(core: &Core, reader: impl Read, outbox: Outbox, kind: Transpor
     let session = core.open_session(kind);
     core.set_outbox(session, outbox.clone());
     let (service, socket) = backend::build(core.clone(), session, outbox.clone());
-    let ended = transport::serve(reader, outbox, service, socket, core.runtime());
-    core.end_session(session, matches!(ended, Ended::Exit { .. }));
+    let ended = transport::serve(reader, outbox.clone(), service, socket, core.runtime());
+    core.end_session(session, session_end(ended, outbox.is_broken()));
     ended
+}
+
+/// What the end of a connection means for its session (see `sessions::End`). A peer
+/// that was cut off (`broken`: it took no answers) vanished, though its input then ends.
+fn session_end(ended: Ended, broken: bool) -> crate::sessions::End {
+    use crate::sessions::End;
+    match ended {
+        Ended::Exit { .. } | Ended::Closed { after_shutdown: true } => End::Clean,
+        Ended::Closed { after_shutdown: false } if broken => End::Lost,
+        Ended::Closed { after_shutdown: false } => End::InputClosed,
+        Ended::Lost => End::Lost,
+    }
 }
 
 /// Graceful teardown: every supervised process gets its stop timeout, and the

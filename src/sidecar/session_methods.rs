@@ -68,6 +68,17 @@ struct SessionParams {
     session: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaveParams {
+    #[serde(rename = "workspace")]
+    _workspace: Option<PathBuf>,
+    session: Option<String>,
+    /// The client went without a word (its connection broke), so it counts as vanished.
+    #[serde(default)]
+    vanished: bool,
+}
+
 pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Result<Value, RpcError> {
     let Some(sessions) = ctx.core.owned(&ws.root).map(|o| o.sessions) else {
         if method == "nxops/session/list" {
@@ -109,9 +120,9 @@ pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Res
             Ok(serde_json::to_value(sessions.view(&id)).expect("serializes"))
         }
         "nxops/session/leave" => {
-            let params: SessionParams = parse(method, raw)?;
+            let params: LeaveParams = parse(method, raw)?;
             let id = target(ctx, params.session);
-            sessions.let_go(&id, ctx.session);
+            sessions.let_go(&id, ctx.session, params.vanished);
             Ok(json!({"session": id, "held": false}))
         }
         other => Err(RpcError::UnknownMethod(other.to_string())),
