@@ -250,7 +250,10 @@ fn session(
 }
 
 /// `nxops monitor start`: a health check every `interval`, shown in place on a
-/// terminal, or one JSON line per check with `--json`.
+/// terminal, or one JSON line per check with `--json`. Each says plainly when
+/// no sidecar watches the workspace (only the cache is judged then): the
+/// report's own line, and in JSON `"sidecar": false` with a `warning`; a
+/// sidecar that goes away while it runs is announced as such.
 fn monitor(
     env: &Environment,
     flags: &[FlagValue],
@@ -264,15 +267,26 @@ fn monitor(
         .map_err(|e| ConfigError { location: "--interval".into(), problem: format!("{interval:?}: {e}") })?;
     let live = format == Format::Human && std::io::stdout().is_terminal();
     let mut done = 0;
+    let mut watched_before = None;
     loop {
         let text = match invoke(env, flags, Some(root), "nxops/health", json!({"workspace": root})) {
-            Ok(answer) if format == Format::Json => serde_json::to_string(&answer)? + "\n",
-            Ok(answer) => {
-                let report: crate::health::HealthReport =
-                    serde_json::from_value(answer).context("the sidecar's answer does not match this nxops version")?;
-                let clock = crate::clock::now_ms() / 1000 % 86_400;
-                let stamp = format!("{:02}:{:02}:{:02} UTC", clock / 3600, clock / 60 % 60, clock % 60);
-                format!("{}  (every {interval}; Ctrl-C to stop)\n{}", stamp, report.human())
+            Ok(mut answer) => {
+                let watched = answer["sidecar"] == true;
+                let gone = watched_before == Some(true) && !watched;
+                watched_before = Some(watched);
+                if format == Format::Json {
+                    if !watched {
+                        answer["warning"] = json!(unwatched_warning(gone));
+                    }
+                    serde_json::to_string(&answer)? + "\n"
+                } else {
+                    let report: crate::health::HealthReport = serde_json::from_value(answer)
+                        .context("the sidecar's answer does not match this nxops version")?;
+                    let clock = crate::clock::now_ms() / 1000 % 86_400;
+                    let stamp = format!("{:02}:{:02}:{:02} UTC", clock / 3600, clock / 60 % 60, clock % 60);
+                    let banner = if watched { String::new() } else { format!("{}\n", unwatched_warning(gone)) };
+                    format!("{stamp}  (every {interval}; Ctrl-C to stop)\n{banner}{}", report.human())
+                }
             }
             Err(err) if format == Format::Json => serde_json::to_string(&json!({"error": format!("{err:#}")}))? + "\n",
             Err(err) => format!("health check failed: {err:#}\n"),
@@ -288,6 +302,15 @@ fn monitor(
             return Ok(());
         }
         std::thread::sleep(every);
+    }
+}
+
+/// What `monitor start` says when no sidecar watches the workspace; `gone`: one did until now.
+fn unwatched_warning(gone: bool) -> &'static str {
+    if gone {
+        "NO SIDECAR: the sidecar that watched this workspace went away; only the cache is checked now"
+    } else {
+        "NO SIDECAR is watching this workspace; only the cache is checked"
     }
 }
 

@@ -28,6 +28,18 @@
 //!   expire (their timeout is the contract), and clients that ended their input
 //!   (a finished script; see `sessions::End`);
 //! - the sidecar's memory: 100 up to 100 MB RSS, 60 up to 500 MB, 20 above.
+//!
+//! Without a sidecar that owns the workspace only the cache is judged, and the
+//! report says so (`sidecar: false`, and a line in words).
+//!
+//! # Hysteresis
+//!
+//! The owner's `healthCheck` events publish a rating through [`Hysteresis`]: a
+//! worse rating is published at once, a better one only once every check for
+//! [`RECOVERY_HOLD`] has found it better (the worst of those is published). So a
+//! crash loop, which swings between "waiting to restart" and "running" several
+//! times a second, moves the published rating down once and keeps it there
+//! until the loop has been quiet for the whole hold.
 
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +82,58 @@ pub struct HealthReport {
     /// Every component's reasons, worst component first.
     pub reasons: Vec<String>,
     pub checked_at: u64,
+    /// Whether the workspace's owner sidecar made the check; false: nobody watches the workspace
+    /// (its processes, MCP pools and sessions), and only the cache was judged.
+    #[serde(default)]
+    pub sidecar: bool,
+}
+
+/// How long a better rating must hold, check after check, before it is published.
+pub const RECOVERY_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The published rating: worse at once, better after [`RECOVERY_HOLD`] (see the module docs).
+/// Time is a parameter, so the rule is tested without waiting.
+#[derive(Debug, Clone)]
+pub struct Hysteresis {
+    published: Rating,
+    /// The worst better rating seen since the first check that found one, and when that was.
+    better: Option<(Rating, std::time::Instant)>,
+}
+
+impl Hysteresis {
+    pub fn new(first: Rating) -> Hysteresis {
+        Hysteresis { published: first, better: None }
+    }
+
+    pub fn published(&self) -> Rating {
+        self.published
+    }
+
+    /// Takes a check's rating at `now`; returns true when the published rating changed.
+    pub fn observe(&mut self, measured: Rating, now: std::time::Instant) -> bool {
+        if measured <= self.published {
+            self.better = None;
+            let changed = measured != self.published;
+            self.published = measured;
+            return changed;
+        }
+        let (worst, since) = match self.better {
+            Some((seen, since)) => (seen.min(measured), since),
+            None => (measured, now),
+        };
+        if now.duration_since(since) >= RECOVERY_HOLD {
+            self.published = worst;
+            self.better = None;
+            return true;
+        }
+        self.better = Some((worst, since));
+        false
+    }
+
+    /// When a check must run to publish a better rating that keeps holding, if one is pending.
+    pub fn due(&self) -> Option<std::time::Instant> {
+        self.better.map(|(_, since)| since + RECOVERY_HOLD)
+    }
 }
 
 impl HealthReport {
@@ -77,7 +141,7 @@ impl HealthReport {
         components.sort_by_key(|c| c.score);
         let score = components.iter().map(|c| c.score).min().unwrap_or(100);
         let reasons = components.iter().flat_map(|c| c.reasons.iter().cloned()).collect();
-        HealthReport { workspace, rating: Rating::of(score), score, components, reasons, checked_at }
+        HealthReport { workspace, rating: Rating::of(score), score, components, reasons, checked_at, sidecar: false }
     }
 }
 
@@ -89,6 +153,12 @@ impl crate::output::Report for HealthReport {
             section.push(&c.name, c.score.to_string());
         }
         section.render(&mut out);
+        if !self.sidecar {
+            out.push_str(
+                "\nNo sidecar is watching this workspace: only the cache was checked (processes, MCP servers and\n\
+                 sessions are judged by a running `nxops serve`, e.g. the editor's).\n",
+            );
+        }
         if !self.reasons.is_empty() {
             out.push('\n');
             for reason in &self.reasons {
@@ -263,6 +333,30 @@ mod tests {
         let report = HealthReport::new("/ws".into(), vec![ok, failed], 0);
         assert_eq!((report.rating, report.score), (Rating::Critical, 0));
         assert_eq!(report.reasons, vec!["process \"web\" failed: restarted 3 times within 10m; given up"]);
+    }
+
+    #[test]
+    fn a_worse_rating_is_published_at_once_and_a_better_one_after_it_held() {
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut h = Hysteresis::new(Rating::Excellent);
+        assert!(h.observe(Rating::Fair, at(0)), "worse: at once");
+        assert!(!h.observe(Rating::Excellent, at(300)), "a crash loop's restart");
+        assert_eq!(h.due(), Some(at(300) + RECOVERY_HOLD));
+        assert!(!h.observe(Rating::Fair, at(600)), "its next crash: same as published");
+        assert_eq!(h.due(), None, "the hold starts over");
+        // Eight swings in three seconds publish nothing more.
+        let changes = (0..8u64)
+            .filter(|&i| h.observe([Rating::Excellent, Rating::Fair][(i % 2) as usize], at(1000 + i * 375)))
+            .count();
+        assert_eq!(changes, 0);
+        assert!(h.observe(Rating::Poor, at(4000)), "worse again: at once");
+        assert!(!h.observe(Rating::Excellent, at(5000)));
+        assert!(!h.observe(Rating::Good, at(9000)));
+        assert!(h.observe(Rating::Excellent, at(15_000)), "held 10 s");
+        assert_eq!(h.published(), Rating::Good, "the worst rating seen while it held");
+        assert!(!h.observe(Rating::Good, at(15_001)) && h.due().is_none());
     }
 
     #[test]

@@ -113,8 +113,13 @@ fn monitor_start_prints_a_check_per_interval() {
     assert_eq!(lines.len(), 3);
     assert!(lines.iter().all(|l| l["rating"] == "Excellent"), "{lines:?}");
     assert!(lines[2]["checkedAt"].as_u64() > lines[0]["checkedAt"].as_u64());
+    assert!(lines.iter().all(|l| l["sidecar"] == false), "{lines:?}");
+    assert_eq!(lines[0]["warning"], "NO SIDECAR is watching this workspace; only the cache is checked");
     let human = run_ok(scratch.nxops(&ws).args(["monitor", "start", "--count", "1"]));
-    assert!(String::from_utf8_lossy(&human.stdout).contains("Health: Excellent (100/100)"), "{human:?}");
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("Health: Excellent (100/100)"), "{human:?}");
+    assert!(text.contains("NO SIDECAR is watching this workspace"), "{text}");
+    assert!(text.contains("No sidecar is watching this workspace: only the cache was checked"), "{text}");
     let bad = scratch.nxops(&ws).args(["monitor", "start", "--interval", "soon"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--interval"), "{bad:?}");
@@ -208,12 +213,98 @@ fn a_rating_change_is_published_at_once_not_at_the_next_interval() {
         (Some("Critical"), Some(true))
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?} (the interval is 1 h)", started.elapsed());
-    // Starting it again moves the rating back, and that is said at once too.
+    // Starting it again moves the rating back once the better rating has held for the recovery
+    // hold (10 s): said then, by a check made for it, not at the next interval.
     let spec = json!({"name": "broken", "command": "sleep", "args": ["1000"], "restart": "never"});
+    let restarted = std::time::Instant::now();
     sidecar.request("nxops/process/start", spec).unwrap();
     let check = sidecar.notification("nxops/healthCheck");
+    let waited = restarted.elapsed();
     assert_eq!(
         (check["params"]["rating"].as_str(), check["params"]["changed"].as_bool()),
         (Some("Excellent"), Some(true))
     );
+    assert_eq!(check["params"]["measuredRating"], "Excellent", "{check}");
+    let hold = nxops::health::RECOVERY_HOLD;
+    assert!(waited >= hold && waited < hold + std::time::Duration::from_secs(4), "published after {waited:?}");
+}
+
+/// Regression: a crash-looping process flipped the rating on every crash and restart (8
+/// `healthCheck` changes in 3 s with four looping processes).
+#[test]
+fn a_crash_loop_moves_the_published_rating_down_once_and_does_not_flap() {
+    let scratch = Scratch::new();
+    let ws = scratch.workspace("ws", "none");
+    let mut sidecar = Sidecar::start(&scratch, &ws, &[("NXOPS_HEALTH_INTERVAL", "1h")]);
+    sidecar.initialize(&ws);
+    sidecar.request("nxops/subscribe", json!({"events": ["healthCheck"]})).unwrap();
+    for i in 0..4 {
+        let spec = json!({"name": format!("loop{i}"), "command": "sh", "args": ["-c", "sleep 0.15; exit 1"],
+            "restart": "always", "maxRestarts": 1000,
+            "backoff": {"initial": "150ms", "factor": 1.0, "max": "150ms"}});
+        sidecar.request("nxops/process/start", spec).unwrap();
+    }
+    // Poll the measured rating meanwhile (events received on the way are kept aside).
+    let started = std::time::Instant::now();
+    let mut measured = std::collections::BTreeSet::new();
+    while started.elapsed() < std::time::Duration::from_secs(3) {
+        let report = sidecar.request("nxops/health", json!({})).unwrap();
+        measured.insert(report["rating"].as_str().unwrap().to_string());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(measured.len() >= 2, "the measured rating does swing: {measured:?}");
+    let changes: Vec<_> = sidecar
+        .notifications
+        .iter()
+        .filter(|m| m["method"] == "nxops/healthCheck" && m["params"]["changed"] == true)
+        .map(|m| (m["params"]["rating"].clone(), m["params"]["measuredRating"].clone()))
+        .collect();
+    let list = sidecar.request("nxops/process/list", json!({})).unwrap();
+    let restarts: Vec<u64> =
+        list["processes"].as_array().unwrap().iter().map(|p| p["restarts"].as_u64().unwrap_or(0)).collect();
+    assert!(restarts.iter().all(|&n| n >= 4), "the processes did loop: {restarts:?} {list}");
+    // Four looping processes score 100, 87, 75, 62 or 50: Excellent, Good or Fair. Only a worse
+    // rating is published during the loop, so at most two changes (Good, then Fair).
+    assert!(!changes.is_empty() && changes.len() <= 2, "{changes:?}");
+    let ranks = ["Excellent", "Good", "Fair", "Poor", "Critical"];
+    let rank = |r: &serde_json::Value| ranks.iter().position(|x| r == x).unwrap();
+    assert!(changes.windows(2).all(|w| rank(&w[1].0) > rank(&w[0].0)), "only ever worse: {changes:?}");
+    for i in 0..4 {
+        sidecar.request("nxops/process/stop", json!({"name": format!("loop{i}")})).unwrap();
+    }
+}
+
+/// Regression: `monitor start` fell back to the cache-only check when the sidecar went away, and
+/// went on showing Excellent as if the workspace were still watched.
+#[test]
+fn monitor_start_says_plainly_when_the_sidecar_goes_away() {
+    use std::io::BufRead;
+    let scratch = Scratch::new();
+    let ws = scratch.workspace("ws", "none");
+    let mut sidecar = Sidecar::started(&scratch, &ws);
+    let mut monitor = scratch
+        .nxops(&ws)
+        .args(["--json", "monitor", "start", "--interval", "200ms", "--count", "30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(monitor.stdout.take().unwrap()).lines();
+    let mut next = || -> serde_json::Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    let first = next();
+    assert_eq!((first["sidecar"].clone(), first.get("warning")), (json!(true), None), "{first}");
+    sidecar.child.kill().unwrap();
+    let _ = sidecar.child.wait();
+    let gone = loop {
+        let line = next();
+        if line["sidecar"] == false {
+            break line;
+        }
+    };
+    assert_eq!(
+        gone["warning"], "NO SIDECAR: the sidecar that watched this workspace went away; only the cache is checked now",
+        "{gone}"
+    );
+    assert_eq!(next()["warning"], "NO SIDECAR is watching this workspace; only the cache is checked");
+    let _ = monitor.kill();
+    let _ = monitor.wait();
 }

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::core::Core;
 use super::methods::{CallCtx, parse};
 use crate::clock::now_ms;
-use crate::health::{self, Component, HealthReport, Rating};
+use crate::health::{self, Component, HealthReport, Hysteresis};
 use crate::rpc::errors::RpcError;
 use crate::workspace::Workspace;
 
@@ -58,7 +58,9 @@ pub async fn check(core: &Core, ws: &Arc<Workspace>) -> HealthReport {
         score: 100,
         reasons: vec![format!("the cache was not read: {e}")],
     }));
-    HealthReport::new(ws.root.clone(), components, now_ms())
+    let mut report = HealthReport::new(ws.root.clone(), components, now_ms());
+    report.sidecar = owned.is_some();
+    report
 }
 
 fn cache_component(ws: &Workspace) -> Component {
@@ -74,17 +76,20 @@ const TRIGGERS: &[&str] =
     &["processFailure", "processStarted", "processMemoryLeak", "cacheCleanup", "sessionClosed", "maintenance"];
 
 /// The owner's checks: every `health.interval` a `healthCheck` event (with
-/// `changed` when the rating moved), and between two, a check right after
-/// anything that may move the rating, published only when it did.
+/// `changed` when the published rating moved), and between two, a check right
+/// after anything that may move the rating, published only when it did. The
+/// published rating goes through `health::Hysteresis` (worse at once, better
+/// after `health::RECOVERY_HOLD`); a check is made when a better rating's hold
+/// ends, so a recovery is published then, not at the next interval.
 pub async fn watch(core: Core, ws: Arc<Workspace>, mut stop: watch::Receiver<bool>) {
     let interval = ws.settings.health_interval().max(std::time::Duration::from_millis(100));
     let mut events = core.events();
-    // The rating to compare the first change with.
-    let mut last: Option<Rating> = Some(check(&core, &ws).await.rating);
+    let mut rating = Hysteresis::new(check(&core, &ws).await.rating);
     let mut next = tokio::time::Instant::now() + interval;
     loop {
+        let hold_ends = rating.due().map_or(next, |due| next.min(tokio::time::Instant::from_std(due)));
         let scheduled = tokio::select! {
-            () = tokio::time::sleep_until(next) => true,
+            () = tokio::time::sleep_until(hold_ends) => hold_ends == next,
             event = events.recv() => match event {
                 Ok(event) if TRIGGERS.contains(&event.name) && about(&event.params, &ws) => {
                     // Let a burst (a crash and its restart) settle into one check.
@@ -104,10 +109,11 @@ pub async fn watch(core: Core, ws: Arc<Workspace>, mut stop: watch::Receiver<boo
             next = tokio::time::Instant::now() + interval;
         }
         let report = check(&core, &ws).await;
-        let changed = last.is_some_and(|r| r != report.rating);
-        last = Some(report.rating);
+        let changed = rating.observe(report.rating, std::time::Instant::now());
         if scheduled || changed {
             let mut params = serde_json::to_value(&report).expect("reports serialize");
+            params["measuredRating"] = params["rating"].take();
+            params["rating"] = serde_json::to_value(rating.published()).expect("ratings serialize");
             params["changed"] = Value::Bool(changed);
             core.publish("healthCheck", params);
         }

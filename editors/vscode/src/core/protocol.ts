@@ -50,8 +50,15 @@ export interface HealthReport {
   components: HealthComponent[];
   reasons: string[];
   checkedAt: number;
-  /** Set on `nxops/healthCheck` events only. */
+  /** False when no sidecar watches the workspace: only the cache was judged. */
+  sidecar?: boolean;
+  /** Set on `nxops/healthCheck` events only: true when the published `rating` moved. */
   changed?: boolean;
+  /**
+   * Set on `nxops/healthCheck` events only: this check's own rating. `rating` is the published one,
+   * which has hysteresis (worse at once, better after 10 s).
+   */
+  measuredRating?: Rating;
 }
 
 export interface WorkspaceInfo {
