@@ -499,7 +499,9 @@ fn remote(client: &RpcClient, method: &str, params: Value) -> anyhow::Result<Val
     );
     // A deliberate end: the owner closes this connection's session now (what the
     // request made for it, if anything, ends with it) instead of expiring it later.
+    // The outbox writes on its own thread: let `exit` out before the socket is shut.
     client.notify("exit", Value::Null);
+    client.flush(std::time::Duration::from_millis(500));
     client.close();
     match result {
         Ok(value) => Ok(value),

@@ -169,6 +169,11 @@ impl RpcClient {
         let _ = responsive.wait_for(|r| !*r).await;
     }
 
+    /// Waits (bounded, blocking: not for a runtime's thread) until what was sent is written.
+    pub fn flush(&self, limit: std::time::Duration) {
+        self.outbox.flush(limit);
+    }
+
     /// Ends the connection now (both directions); the reader thread then stops.
     pub fn close(&self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
