@@ -332,6 +332,8 @@ fn bad_session_requests_get_errors_that_name_the_field() {
     // Regression: unknown sessions were blamed on "nxops/session", a method that does not exist.
     let m = error(&mut owner, "nxops/session/close", json!({"session": "nope"}));
     assert!(m.starts_with("invalid params for nxops/session/close: session: no open session \"nope\""), "{m}");
+    let m = error(&mut owner, "nxops/session/restart", json!({"session": "nope"}));
+    assert!(m.starts_with("invalid params for nxops/session/restart: session: no open session \"nope\""), "{m}");
     let m = error(&mut owner, "nxops/session/heartbeat", json!({"session": "nope"}));
     assert!(m.starts_with("invalid params for nxops/session/heartbeat: session: no open session"), "{m}");
     let m = error(&mut owner, "nxops/session/close", json!({"session": "x", "mode": "gentle"}));
