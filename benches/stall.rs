@@ -73,10 +73,9 @@ fn main() {
     println!("{}   ratio stalled/reading {ratio:.2}x (target <= 1.5x)", row("p99", |s| s.p99));
     println!("{}", row("max", |s| s.max));
     let health = healthy.call("nxops/health", json!({}));
-    println!(
-        "  events dropped for the stalled subscribers: {}",
-        health["figures"]["eventsDropped"].as_u64().map_or("not reported".into(), |n| n.to_string())
-    );
+    let sessions = health["components"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "sessions").cloned());
+    let reasons = sessions.map(|s| s["reasons"].to_string()).unwrap_or_default();
+    println!("  health, sessions component: {reasons}");
     drop(subscribers);
     owner.stop();
 }

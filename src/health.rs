@@ -288,17 +288,40 @@ pub fn mcp(pools: &[PoolHealth]) -> Component {
     Component { name: "mcp".into(), score, reasons }
 }
 
-/// Sessions: clients that vanished without a word leave work for the expiry.
-pub fn sessions(counts: &crate::sessions::Counts) -> Component {
+/// What the sessions component is scored on (plain figures, so scoring needs no
+/// service: `sidecar::health_methods` gathers them).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionFigures {
+    /// Sessions of clients that vanished, expired in the last hour.
+    pub vanished_recently: usize,
+    /// Sessions whose client is gone, waiting for their expiry.
+    pub disconnected: usize,
+    /// Events not sent to clients that read too slowly: in all, and how long ago the last was.
+    pub events_dropped: u64,
+    pub last_drop_ago_ms: Option<u64>,
+}
+
+/// Sessions: clients that vanished without a word leave work for the expiry;
+/// clients that read too slowly miss events (5 points while the last loss is
+/// under an hour old: the client misses what happens, the workspace is fine).
+pub fn sessions(figures: &SessionFigures) -> Component {
     let mut reasons = Vec::new();
-    let vanished = counts.vanished_recently;
-    let score = 100u32.saturating_sub(10 * vanished as u32).max(60);
+    let vanished = figures.vanished_recently;
+    let mut score = 100u32.saturating_sub(10 * vanished as u32).max(60);
     if vanished > 0 {
         reasons
             .push(format!("{vanished} client(s) vanished without closing; their session(s) expired in the last hour"));
     }
-    if counts.disconnected > 0 {
-        reasons.push(format!("{} session(s) waiting to expire", counts.disconnected));
+    if figures.disconnected > 0 {
+        reasons.push(format!("{} session(s) waiting to expire", figures.disconnected));
+    }
+    if let Some(ago) = figures.last_drop_ago_ms.filter(|ago| *ago < 3_600_000) {
+        score = score.saturating_sub(5);
+        reasons.push(format!(
+            "{} event(s) dropped for clients that read too slowly, the last {} min ago",
+            figures.events_dropped,
+            ago / 60_000
+        ));
     }
     Component { name: "sessions".into(), score, reasons }
 }
@@ -320,6 +343,18 @@ pub fn sidecar_memory(rss: u64) -> Component {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_events_cost_five_points_for_an_hour() {
+        let recent = SessionFigures { events_dropped: 40, last_drop_ago_ms: Some(120_000), ..Default::default() };
+        let component = sessions(&recent);
+        assert_eq!(component.score, 95);
+        assert_eq!(component.reasons, ["40 event(s) dropped for clients that read too slowly, the last 2 min ago"]);
+        let old = SessionFigures { events_dropped: 40, last_drop_ago_ms: Some(3_700_000), ..Default::default() };
+        assert_eq!(sessions(&old).score, 100);
+        assert!(sessions(&old).reasons.is_empty());
+        assert_eq!(sessions(&SessionFigures::default()).score, 100);
+    }
 
     #[test]
     fn the_worst_component_rates_the_workspace() {

@@ -203,8 +203,8 @@ fn stalled_readers_cost_only_themselves(stalled: usize) {
     let during = restarts_of(&forwarded, "steady") - before;
     eprintln!(
         "{stalled} stalled: slowest nxops/status {slowest:?} ({calm:?} before); steady restarted {during} times in 3 s \
-         ({unstalled} before); {} events dropped",
-        healthy.request("nxops/health", json!({})).unwrap()["figures"]["eventsDropped"]
+         ({unstalled} before); health: {}",
+        sessions_reasons(&healthy.request("nxops/health", json!({})).unwrap())
     );
     // On schedule: as often as with nobody stalled, give or take the machine's noise.
     assert!(during * 2 >= unstalled && during >= 3, "steady restarted {during} times in 3 s, {unstalled} before");
@@ -284,6 +284,16 @@ fn a_slow_reader_loses_events_and_is_told() {
     };
     assert!(told["params"]["dropped"].as_u64().unwrap() > 0, "{told}");
     assert!(told["params"]["total"].as_u64().unwrap() >= told["params"]["dropped"].as_u64().unwrap());
+    // The loss is counted in health.
+    let reasons = sessions_reasons(&owner.request("nxops/health", json!({})).unwrap());
+    assert!(reasons.contains("dropped for clients that read too slowly"), "{reasons}");
+}
+
+/// The health report's reasons for the sessions component, as one line.
+fn sessions_reasons(report: &Value) -> String {
+    let components = report["components"].as_array().expect("components");
+    let sessions = components.iter().find(|c| c["name"] == "sessions").expect("a sessions component");
+    sessions["reasons"].as_array().unwrap().iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")
 }
 
 /// Restart and close of sessions that are not open (never were, being closed,

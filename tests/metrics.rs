@@ -124,6 +124,9 @@ print(json.dumps(out))
     let reaped = family("nxops_orphans_reaped");
     assert_eq!(reaped["type"], "counter");
     assert_eq!(reaped["samples"][0][0], "nxops_orphans_reaped_total");
+    let dropped = family("nxops_events_dropped");
+    assert_eq!(dropped["type"], "counter");
+    assert_eq!(dropped["samples"], json!([["nxops_events_dropped_total", {}, "0.0"]]), "nobody read slowly here");
     let sessions = family("nxops_workspace_sessions");
     let active = json!({"workspace": ws.display().to_string(), "state": "active"});
     assert!(

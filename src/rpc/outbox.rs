@@ -46,10 +46,16 @@ const PIPE_CHUNK: usize = 4096;
 const SOCKET_CHUNK: usize = 64 * 1024;
 
 static DROPPED_EVENTS: AtomicU64 = AtomicU64::new(0);
+static LAST_DROP_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Events this process dropped for slow readers, over all its connections.
 pub fn dropped_events_total() -> u64 {
     DROPPED_EVENTS.load(Ordering::Relaxed)
+}
+
+/// When this process last dropped an event (`clock::now_ms`), if ever.
+pub fn last_drop_ms() -> Option<u64> {
+    Some(LAST_DROP_MS.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +207,7 @@ impl Outbox {
         self.shared.dropped_unreported.fetch_add(1, Ordering::Relaxed);
         self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         DROPPED_EVENTS.fetch_add(1, Ordering::Relaxed);
+        LAST_DROP_MS.store(crate::clock::now_ms(), Ordering::Relaxed);
         true
     }
 

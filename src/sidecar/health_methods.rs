@@ -47,7 +47,13 @@ pub async fn check(core: &Core, ws: &Arc<Workspace>) -> HealthReport {
             })
             .collect();
         components.push(health::mcp(&pools));
-        components.push(health::sessions(&owned.sessions.counts(now_ms().saturating_sub(3_600_000))));
+        let counts = owned.sessions.counts(now_ms().saturating_sub(3_600_000));
+        components.push(health::sessions(&health::SessionFigures {
+            vanished_recently: counts.vanished_recently,
+            disconnected: counts.disconnected,
+            events_dropped: crate::rpc::outbox::dropped_events_total(),
+            last_drop_ago_ms: crate::rpc::outbox::last_drop_ms().map(|at| now_ms().saturating_sub(at)),
+        }));
         let rss = crate::procfs::stat(std::process::id()).map_or(0, |s| s.rss_bytes);
         components.push(health::sidecar_memory(rss));
     }

@@ -156,6 +156,11 @@ pub fn render(core: &Core) -> String {
     let mut memory = Family::new("nxops_resident_memory_bytes", "gauge", "the sidecar's resident memory");
     let mut sessions = Family::new("nxops_sessions", "gauge", "connected client sessions");
     let mut reaped = Family::new("nxops_orphans_reaped_total", "counter", "adopted orphans the sidecar reaped");
+    let mut dropped = Family::new(
+        "nxops_events_dropped_total",
+        "counter",
+        "events not sent to clients that read too slowly (each was told how many with nxops/eventsDropped)",
+    );
     let mut process_up = Family::new(
         "nxops_process_up",
         "gauge",
@@ -183,6 +188,7 @@ pub fn render(core: &Core) -> String {
     memory.sample("", rss);
     sessions.sample("", core.sessions().len());
     reaped.sample("", crate::reaper::orphans_reaped());
+    dropped.sample("", crate::rpc::outbox::dropped_events_total());
     for view in core.workspaces() {
         let Some(owned) = core.owned(&view.root) else { continue };
         let ws = label(&view.root.display().to_string());
@@ -217,6 +223,7 @@ pub fn render(core: &Core) -> String {
         memory,
         sessions,
         reaped,
+        dropped,
         process_up,
         restarts,
         mcp_connections,
