@@ -10,7 +10,9 @@
 //! `nxops/mcp/request`, and the server's own messages come back. When the
 //! agent goes away (stdin closes) the lease is released, and a proxy that owned
 //! the workspace stops its servers (stdin EOF, SIGTERM, SIGKILL of the group):
-//! nothing is orphaned.
+//! nothing is orphaned. SIGTERM, SIGINT and SIGHUP start that same teardown
+//! (`Ending`), never skip it; the proxy then exits with 128 + the signal's
+//! number (143, 130, 129), or 0 when stdin had closed first.
 //!
 //! stdout is the MCP channel (one JSON message per line): it is moved to a
 //! private descriptor at start, as `serve --stdio` does.
@@ -18,7 +20,9 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -29,7 +33,8 @@ use crate::sidecar::core::{Core, TransportKind};
 use crate::sidecar::methods::{self, CallCtx};
 use crate::sidecar::progress::Progress;
 
-/// Runs until the agent closes stdin; returns the exit code.
+/// Runs until the agent closes stdin (returns 0) or a signal ends the proxy
+/// (the process exits with 128 + its number); either way after `Ending::run`.
 pub fn run(env: Environment, root: &Path, server: &str) -> anyhow::Result<i32> {
     let (input, output) = crate::sidecar::take_stdio().context("failed to take over stdin and stdout")?;
     crate::reaper::become_subreaper().context("failed to become the child subreaper")?;
@@ -42,7 +47,14 @@ pub fn run(env: Environment, root: &Path, server: &str) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
+    // Registered before any server can start: from here on a signal is only
+    // recorded, and the watcher below turns it into the teardown.
+    let signals = {
+        let _context = runtime.enter();
+        Signals::register().context("failed to watch SIGTERM, SIGINT and SIGHUP")?
+    };
     let core = Core::sidecar(env, runtime.handle().clone());
+    let stop_timeout = crate::config::Settings::resolve(None, core.env(), &core.overrides())?.stop_timeout();
     core.attach(root).map_err(|e| anyhow::anyhow!("{}", to_jsonrpc(e).message))?;
     let session = core.open_session(TransportKind::Stdio);
     core.identify_session(session, Some("nxops mcp proxy".into()), Some(env!("CARGO_PKG_VERSION").into()));
@@ -67,6 +79,15 @@ pub fn run(env: Environment, root: &Path, server: &str) -> anyhow::Result<i32> {
             }
         }
     });
+
+    let ending = Arc::new(Ending {
+        core: core.clone(),
+        session,
+        forwarding: forwarding.abort_handle(),
+        stop_timeout,
+        claimed: AtomicBool::new(false),
+    });
+    runtime.spawn(signals.watch(ending.clone()));
 
     let in_flight: Arc<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>> = Arc::default();
     for line in BufReader::new(input).lines() {
@@ -127,10 +148,80 @@ pub fn run(env: Environment, root: &Path, server: &str) -> anyhow::Result<i32> {
         in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(key, task);
     }
 
-    // The agent is gone: release, and if this proxy owned the workspace, stop its servers.
-    forwarding.abort();
-    core.end_session(session, crate::sessions::End::Clean);
-    let closing = std::thread::spawn(move || core.detach_all());
-    let _ = closing.join();
-    Ok(0)
+    // The agent is gone. If a signal came first, its teardown is running and
+    // ends the process; wait for it.
+    if ending.run() {
+        return Ok(0);
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+/// How the proxy ends, once, whoever asks first (stdin closing or a signal):
+/// the lease is released, and, if this proxy owned the workspace, every server
+/// it started is ended with its whole tree (stdin EOF, grace, SIGTERM of the
+/// group, SIGKILL), as `serve --stdio` does at its end.
+struct Ending {
+    core: Core,
+    session: u64,
+    forwarding: tokio::task::AbortHandle,
+    stop_timeout: Duration,
+    claimed: AtomicBool,
+}
+
+impl Ending {
+    /// Tears down (blocking, bounded like the sidecar's); false when someone else already does.
+    /// Not on a runtime thread: it waits for the runtime's shutdown tasks.
+    fn run(&self) -> bool {
+        if self.claimed.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.forwarding.abort();
+        self.core.end_session(self.session, crate::sessions::End::Clean);
+        crate::sidecar::shut_down(&self.core, self.stop_timeout);
+        true
+    }
+}
+
+/// SIGTERM, SIGINT and SIGHUP, registered so that none of them ends the process by default.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Must be called inside the runtime's context.
+    fn register() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The first signal starts the teardown on a thread of its own, then exits
+    /// with 128 + its number. Later signals stay registered and so are ignored:
+    /// nothing cuts the teardown short.
+    async fn watch(mut self, ending: Arc<Ending>) {
+        use rustix::process::Signal;
+        let (name, number) = tokio::select! {
+            _ = self.term.recv() => ("SIGTERM", Signal::TERM.as_raw()),
+            _ = self.int.recv() => ("SIGINT", Signal::INT.as_raw()),
+            _ = self.hup.recv() => ("SIGHUP", Signal::HUP.as_raw()),
+        };
+        tracing::info!(target: "nxops::mcp", "proxy: {name} received, ending the servers");
+        let spawned = std::thread::Builder::new().name("nxops-exit".into()).spawn(move || {
+            if ending.run() {
+                std::process::exit(128 + number);
+            }
+        });
+        if let Err(err) = spawned {
+            tracing::error!(target: "nxops::mcp", "proxy: cannot start the teardown: {err}");
+        }
+        // Keep the handlers (owned by this future) installed for as long as the process lives.
+        std::future::pending::<()>().await;
+    }
 }

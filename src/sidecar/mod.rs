@@ -213,7 +213,7 @@ fn session_end(ended: Ended, broken: bool) -> crate::sessions::End {
 
 /// Graceful teardown: every supervised process gets its stop timeout, and the
 /// whole teardown is bounded by the longest of them plus a margin.
-fn shut_down(core: &Core, stop_timeout: Duration) {
+pub(crate) fn shut_down(core: &Core, stop_timeout: Duration) {
     let limit = stop_timeout.max(core.longest_stop()) + Duration::from_secs(2);
     let core = core.clone();
     let done = std::thread::spawn(move || core.detach_all());
