@@ -12,7 +12,7 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, alive, run_ok, supervised_by};
+use common::{Scratch, Sidecar, alive, run_ok, supervised_by};
 use serde_json::{Value, json};
 
 /// The longest an MCP server's teardown may take: stdin EOF, 0.5 s grace, then
@@ -50,6 +50,7 @@ impl Agent {
         let mut proxy = scratch
             .nxops(ws)
             .args(["mcp", "proxy", server])
+            .env("NXOPS_PROCESSES_STOP_TIMEOUT", "1s")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -75,6 +76,37 @@ impl Agent {
             if message["id"] == id {
                 return message;
             }
+        }
+    }
+}
+
+impl Agent {
+    /// `initialize` and `tools/list`, as an agent opens.
+    fn greet(&mut self) {
+        let hello = self.call(
+            1,
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "agent", "version": "1"}}),
+        );
+        assert!(hello["result"]["serverInfo"]["name"].is_string(), "{hello}");
+        let tools = self.call(2, "tools/list", json!({}));
+        assert!(!tools["result"]["tools"].as_array().expect("a tool list").is_empty(), "{tools}");
+    }
+
+    /// Signals the proxy; its exit status once it exited, within `TEARDOWN_BOUND`.
+    fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
+        let signalled = Instant::now();
+        run_ok(std::process::Command::new("kill").args([&format!("-{signal}"), &self.proxy.id().to_string()]));
+        loop {
+            if let Some(status) = self.proxy.try_wait().unwrap() {
+                eprintln!("{signal} to the proxy: exited {status} after {:?}", signalled.elapsed());
+                return status;
+            }
+            assert!(
+                signalled.elapsed() < TEARDOWN_BOUND,
+                "the proxy did not exit within {TEARDOWN_BOUND:?} of {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
@@ -124,14 +156,7 @@ fn signal_ends_everything(signal: &str, number: i32, server: &str) {
     let ws = workspace(&scratch);
     let home = scratch.home().to_path_buf();
     let mut agent = Agent::start(&scratch, &ws, server);
-    let hello = agent.call(
-        1,
-        "initialize",
-        json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "agent", "version": "1"}}),
-    );
-    assert!(hello["result"]["serverInfo"]["name"].is_string(), "{hello}");
-    let tools = agent.call(2, "tools/list", json!({}));
-    assert!(!tools["result"]["tools"].as_array().expect("a tool list").is_empty(), "{tools}");
+    agent.greet();
 
     // The asked-for server and its child run under the proxy's supervision.
     let child = pid_in(&home.join(format!("{server}-child.pid")));
@@ -148,16 +173,7 @@ fn signal_ends_everything(signal: &str, number: i32, server: &str) {
     }
 
     let signalled = Instant::now();
-    run_ok(std::process::Command::new("kill").args([&format!("-{signal}"), &agent.proxy.id().to_string()]));
-    let status = loop {
-        if let Some(status) = agent.proxy.try_wait().unwrap() {
-            break status;
-        }
-        assert!(signalled.elapsed() < TEARDOWN_BOUND, "the proxy did not exit within {TEARDOWN_BOUND:?} of {signal}");
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let took = signalled.elapsed();
-    eprintln!("{signal} to the proxy for {server}: exited {status} after {took:?}");
+    let status = agent.signal(signal);
     assert_eq!(status.code(), Some(128 + number), "{status}");
     nothing_left(&home, &children, signalled + TEARDOWN_BOUND);
 }
@@ -216,4 +232,43 @@ fn the_python_sdk_client_closing_the_proxy_leaves_nothing() {
     let mut children = vec![pid_in(&home.join("stubborn-child.pid")), pid_in(&home.join("stubborn.pid"))];
     children.extend(pid_if_written(&home.join("memory-child.pid")));
     nothing_left(&home, &children, Instant::now() + Duration::from_secs(1));
+}
+
+/// A proxy that took over the workspace of a SIGKILLed sidecar (it ends what
+/// the sidecar left and starts the servers anew) and is then SIGTERMed ends
+/// everything too: the dead sidecar's servers and its own.
+#[test]
+fn a_proxy_that_took_over_from_a_killed_sidecar_ends_everything_on_sigterm() {
+    let scratch = Scratch::new();
+    let ws = workspace(&scratch);
+    let home = scratch.home().to_path_buf();
+    let mut sidecar = Sidecar::start(&scratch, &ws, &[("NXOPS_PROCESSES_STOP_TIMEOUT", "1s")]);
+    sidecar.initialize(&ws);
+    let mut first = vec![pid_in(&home.join("memory-child.pid")), pid_in(&home.join("stubborn-child.pid"))];
+    first.push(pid_in(&home.join("stubborn.pid")));
+    let mut agent = Agent::start(&scratch, &ws, "memory");
+    agent.greet();
+
+    sidecar.child.kill().unwrap();
+    sidecar.child.wait().unwrap();
+    // The proxy takes the workspace over: the sidecar's servers are ended and
+    // the proxy starts its own (a new child pid is written).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let second = loop {
+        match pid_if_written(&home.join("memory-child.pid")) {
+            Some(pid) if !first.contains(&pid) && alive(pid) => break pid,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "the proxy never started servers of its own");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut children = first.clone();
+    children.push(second);
+    children.extend(pid_if_written(&home.join("stubborn-child.pid")).filter(|p| !children.contains(p)));
+    children.extend(pid_if_written(&home.join("stubborn.pid")).filter(|p| !children.contains(p)));
+
+    let signalled = Instant::now();
+    let status = agent.signal("TERM");
+    assert_eq!(status.code(), Some(143), "{status}");
+    nothing_left(&home, &children, signalled + TEARDOWN_BOUND);
 }
