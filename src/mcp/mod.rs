@@ -62,6 +62,8 @@ struct Inner {
     root: PathBuf,
     env: Environment,
     sup: Supervisor,
+    /// The one server whose pool warms, when not all do (see `start`).
+    warm_only: Option<String>,
     state: Mutex<State>,
 }
 
@@ -74,9 +76,16 @@ struct State {
 
 impl McpPools {
     /// Discovers the workspace's servers and starts a pool for each allowed stdio one.
-    pub fn start(root: &Path, env: &Environment, sup: Supervisor) -> McpPools {
-        let pools =
-            McpPools(Arc::new(Inner { root: root.to_path_buf(), env: env.clone(), sup, state: Mutex::default() }));
+    /// With `warm_only`, only that server's pool keeps warm connections; the others
+    /// have `min_idle` 0, so their first connection opens when first asked.
+    pub fn start(root: &Path, env: &Environment, sup: Supervisor, warm_only: Option<String>) -> McpPools {
+        let pools = McpPools(Arc::new(Inner {
+            root: root.to_path_buf(),
+            env: env.clone(),
+            sup,
+            warm_only,
+            state: Mutex::default(),
+        }));
         pools.reload();
         pools
     }
@@ -109,7 +118,10 @@ impl McpPools {
                     env: s.env.clone(),
                     cwd: s.cwd.clone(),
                 };
-                let settings = settings.1.get(&s.name).cloned().unwrap_or_else(|| settings.0.clone());
+                let mut settings = settings.1.get(&s.name).cloned().unwrap_or_else(|| settings.0.clone());
+                if self.0.warm_only.as_ref().is_some_and(|only| *only != s.name) {
+                    settings.min_idle = 0;
+                }
                 Some((s.name.clone(), (launch, settings)))
             })
             .collect();

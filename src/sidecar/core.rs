@@ -88,6 +88,9 @@ struct Inner {
     faults: Vec<String>,
     /// Followers and owners exist only in a sidecar; the CLI's in-process core never locks.
     takes_ownership: bool,
+    /// As an owner, warm only this MCP server's pool (the others open a connection
+    /// when first asked): a proxy owning the workspace starts only what its agent asked for.
+    warm_mcp_only: Option<String>,
     /// Supervisors of detached workspaces still stopping their processes.
     shutdowns: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -216,15 +219,21 @@ pub enum Route {
 impl Core {
     /// The core of a sidecar: attaching a workspace takes part in ownership.
     pub fn sidecar(env: Environment, runtime: Handle) -> Core {
-        Core::new(env, runtime, true)
+        Core::new(env, runtime, true, None)
+    }
+
+    /// The core of `nxops mcp proxy SERVER`: a sidecar's, except that as an owner
+    /// it warms only `server`'s pool.
+    pub fn mcp_proxy(env: Environment, runtime: Handle, server: &str) -> Core {
+        Core::new(env, runtime, true, Some(server.to_string()))
     }
 
     /// The core of a CLI command working alone: workspaces attach in-process.
     pub fn in_process(env: Environment, runtime: Handle) -> Core {
-        Core::new(env, runtime, false)
+        Core::new(env, runtime, false, None)
     }
 
-    fn new(env: Environment, runtime: Handle, takes_ownership: bool) -> Core {
+    fn new(env: Environment, runtime: Handle, takes_ownership: bool, warm_mcp_only: Option<String>) -> Core {
         let faults = env.get("NXOPS_FAULTS").map(|f| f.split(',').map(str::to_string).collect()).unwrap_or_default();
         Core(Arc::new(Inner {
             env,
@@ -235,6 +244,7 @@ impl Core {
             events: broadcast::channel(256).0,
             faults,
             takes_ownership,
+            warm_mcp_only,
             shutdowns: Mutex::default(),
         }))
     }
@@ -730,7 +740,7 @@ impl Core {
             self.0.runtime.clone(),
             publish,
         );
-        let mcp = crate::mcp::McpPools::start(root, &self.0.env, supervisor.clone());
+        let mcp = crate::mcp::McpPools::start(root, &self.0.env, supervisor.clone(), self.0.warm_mcp_only.clone());
         let sessions = crate::sessions::Sessions::start(
             workspace.clone(),
             supervisor.clone(),

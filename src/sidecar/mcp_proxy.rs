@@ -4,7 +4,7 @@
 //! The proxy is a sidecar of its own for the workspace: it follows the owner
 //! when one runs (requests are forwarded under a lease named for this proxy),
 //! or becomes the owner (and its pools' servers live exactly as long as it
-//! does). Either way the agent talks to a warm, already initialized
+//! does; it warms only the server it was asked for, see `Core::mcp_proxy`). Either way the agent talks to a warm, already initialized
 //! connection: `initialize` (or `server/discover`) is answered from the
 //! connection's own handshake, everything else is forwarded with
 //! `nxops/mcp/request`, and the server's own messages come back. When the
@@ -53,7 +53,7 @@ pub fn run(env: Environment, root: &Path, server: &str) -> anyhow::Result<i32> {
         let _context = runtime.enter();
         Signals::register().context("failed to watch SIGTERM, SIGINT and SIGHUP")?
     };
-    let core = Core::sidecar(env, runtime.handle().clone());
+    let core = Core::mcp_proxy(env, runtime.handle().clone(), server);
     let stop_timeout = crate::config::Settings::resolve(None, core.env(), &core.overrides())?.stop_timeout();
     core.attach(root).map_err(|e| anyhow::anyhow!("{}", to_jsonrpc(e).message))?;
     let session = core.open_session(TransportKind::Stdio);

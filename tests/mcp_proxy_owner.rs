@@ -1,8 +1,8 @@
-//! `nxops mcp proxy` owning the workspace (no sidecar) and ended by a signal:
-//! SIGTERM, SIGINT and SIGHUP start the same teardown stdin EOF does, so no
-//! server it started, and no child of one, outlives it. Also the official
-//! Python SDK's client as the agent, which closes stdin and SIGTERMs its
-//! server's group 2 s later.
+//! `nxops mcp proxy` owning the workspace (no sidecar): it starts only the
+//! server it was asked for, and SIGTERM, SIGINT and SIGHUP start the same
+//! teardown stdin EOF does, so no server it started, and no child of one,
+//! outlives it. Also the official Python SDK's client as the agent, which
+//! closes stdin and SIGTERMs its server's group 2 s later.
 
 mod common;
 
@@ -271,4 +271,32 @@ fn a_proxy_that_took_over_from_a_killed_sidecar_ends_everything_on_sigterm() {
     let status = agent.signal("TERM");
     assert_eq!(status.code(), Some(143), "{status}");
     nothing_left(&home, &children, signalled + TEARDOWN_BOUND);
+}
+
+/// Without a sidecar the proxy starts only the server it was asked for; a
+/// second proxy asking for another server (a follower of the first) still
+/// gets it, started when first asked.
+#[test]
+fn a_proxy_owning_the_workspace_starts_only_its_server() {
+    let scratch = Scratch::new();
+    let ws = workspace(&scratch);
+    let home = scratch.home().to_path_buf();
+    let mut memory = Agent::start(&scratch, &ws, "memory");
+    memory.greet();
+    let child = pid_in(&home.join("memory-child.pid"));
+    // Other pools would have begun warming at once; give them ample time to show.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!home.join("stubborn.pid").exists(), "the proxy for memory started the stubborn server too");
+    let marked = supervised_by(&home);
+    assert!(marked.contains(&child), "{marked:?}");
+
+    let mut stubborn = Agent::start(&scratch, &ws, "stubborn");
+    stubborn.greet();
+    let server = pid_in(&home.join("stubborn.pid"));
+    let children = vec![child, server, pid_in(&home.join("stubborn-child.pid"))];
+
+    let signalled = Instant::now();
+    assert_eq!(stubborn.signal("TERM").code(), Some(143));
+    assert_eq!(memory.signal("TERM").code(), Some(143));
+    nothing_left(&home, &children, signalled + TEARDOWN_BOUND * 2);
 }
