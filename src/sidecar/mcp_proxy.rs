@@ -4,8 +4,8 @@
 //! The proxy is a sidecar of its own for the workspace: it follows the owner
 //! when one runs (requests are forwarded under a lease named for this proxy),
 //! or becomes the owner (and its pools' servers live exactly as long as it
-//! does; it warms only the server it was asked for, see `Core::mcp_proxy`). Either way the agent talks to a warm, already initialized
-//! connection: `initialize` (or `server/discover`) is answered from the
+//! does; it warms only the server it was asked for, see `Core::mcp_proxy`).
+//! Either way the agent talks to a warm, already initialized connection: `initialize` (or `server/discover`) is answered from the
 //! connection's own handshake, everything else is forwarded with
 //! `nxops/mcp/request`, and the server's own messages come back. When the
 //! agent goes away (stdin closes) the lease is released, and a proxy that owned
