@@ -5,12 +5,12 @@
 //! when one runs (requests are forwarded under a lease named for this proxy),
 //! or becomes the owner (and its pools' servers live exactly as long as it
 //! does; it warms only the server it was asked for, see `Core::mcp_proxy`).
-//! Either way the agent talks to a warm, already initialized connection: `initialize` (or `server/discover`) is answered from the
-//! connection's own handshake, everything else is forwarded with
-//! `nxops/mcp/request`, and the server's own messages come back. When the
-//! agent goes away (stdin closes) the lease is released, and a proxy that owned
-//! the workspace stops its servers (stdin EOF, SIGTERM, SIGKILL of the group):
-//! nothing is orphaned. SIGTERM, SIGINT and SIGHUP start that same teardown
+//! Either way the agent talks to a warm, already initialized connection:
+//! `initialize` (or `server/discover`) is answered from the connection's own
+//! handshake, everything else is forwarded with `nxops/mcp/request`, and the
+//! server's own messages come back. When the agent goes away (stdin closes)
+//! the lease is released, and a proxy that owned the workspace stops its
+//! servers (stdin EOF, SIGTERM, SIGKILL of the group): nothing is orphaned. SIGTERM, SIGINT and SIGHUP start that same teardown
 //! (`Ending`), never skip it; the proxy then exits with 128 + the signal's
 //! number (143, 130, 129), or 0 when stdin had closed first.
 //!
