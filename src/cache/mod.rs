@@ -27,8 +27,10 @@
 //! columns we use, is refused with a message saying so: nxops never guesses.
 
 pub mod clean;
+pub mod daemon;
 pub mod db;
 pub mod digests;
+pub mod entry_reader;
 pub mod lock;
 pub mod reset;
 pub mod scan;
