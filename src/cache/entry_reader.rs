@@ -91,6 +91,14 @@ impl CacheReader {
         open_folder_at(self.root.as_fd(), &name, Path::new(hash))
     }
 
+    /// What `terminalOutputs` is when it is not a folder.
+    pub fn terminal_outputs_trap(&self) -> Option<&Trap> {
+        match &self.terminal {
+            Found::Trap(trap) => Some(trap),
+            _ => None,
+        }
+    }
+
     /// The terminal output `terminalOutputs/<hash>`.
     pub fn terminal_output(&self, hash: &str) -> io::Result<Found<OpenedFile>> {
         let dir = match &self.terminal {
