@@ -384,6 +384,7 @@ fn add(a: Usage, b: Usage) -> Usage {
         files: a.files + b.files,
         dirs: a.dirs + b.dirs,
         symlinks: a.symlinks + b.symlinks,
+        specials: a.specials + b.specials,
     }
 }
 

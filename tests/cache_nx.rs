@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -433,4 +434,164 @@ fn a_cancelled_clean_stops_between_steps_and_reports_what_it_did() {
     let rest = sidecar.request("nxops/cache/clean", json!({})).unwrap();
     assert!(!rest["cancelled"].as_bool().unwrap());
     assert_eq!(rest["byReason"]["orphan-folder"]["entries"].as_u64().unwrap() as usize, left, "{rest:#}");
+}
+
+/// Runs `cmd` and fails the test (after killing it) when it takes longer than `secs`: a hang is a failure.
+fn run_within(cmd: &mut Command, secs: u64) -> Value {
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {secs} s (it hung on a trap)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    json_of(&out)
+}
+
+fn mkfifo(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+#[test]
+fn verify_and_deep_stats_never_follow_a_trap_out_of_the_cache() {
+    let f = filled("none");
+    let first = f.nxops(&["cache", "verify"]);
+    assert_eq!(first["recorded"], 8, "{first:#}");
+    // Outside the cache: a folder holding a FIFO (reading it would hang) and a terminal output.
+    let outside = f.scratch.spaces.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("precious.txt"), "keep me").unwrap();
+    mkfifo(&outside.join("pipe"));
+    std::fs::write(outside.join("terminal.txt"), "x".repeat(1 << 20)).unwrap();
+    let with_files: Vec<String> =
+        f.rows().into_iter().filter(|h| f.cache.join(h).join("dist").exists()).take(4).collect();
+    assert_eq!(with_files.len(), 4, "the fixture has four entries with outputs");
+    let file_in = |hash: &str| {
+        let mut stack = vec![f.cache.join(hash)];
+        while let Some(dir) = stack.pop() {
+            for item in std::fs::read_dir(&dir).unwrap().flatten() {
+                if item.file_type().unwrap().is_dir() {
+                    stack.push(item.path());
+                } else if item.file_type().unwrap().is_file() {
+                    return item.path();
+                }
+            }
+        }
+        panic!("no file in {hash}")
+    };
+    let (linked, fifo, zero, terminal) = (&with_files[0], &with_files[1], &with_files[2], &with_files[3]);
+    std::fs::remove_dir_all(f.cache.join(linked)).unwrap();
+    std::os::unix::fs::symlink(&outside, f.cache.join(linked)).unwrap();
+    let victim = file_in(fifo);
+    std::fs::remove_file(&victim).unwrap();
+    mkfifo(&victim);
+    let victim = file_in(zero);
+    std::fs::remove_file(&victim).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &victim).unwrap();
+    let term = f.cache.join("terminalOutputs").join(terminal);
+    let _ = std::fs::remove_file(&term);
+    std::os::unix::fs::symlink(outside.join("terminal.txt"), &term).unwrap();
+
+    let report = run_within(f.scratch.nxops(&f.ws).args(["cache", "verify", "--json"]), 60);
+    let problems = report["problems"].as_array().unwrap();
+    let problem = |hash: &str| problems.iter().find(|p| p["hash"] == json!(hash)).cloned().unwrap_or(Value::Null);
+    assert_eq!(problems.len(), 4, "{report:#}");
+    assert_eq!(problem(linked)["kind"], "unsafe", "{report:#}");
+    let detail = problem(linked)["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains(&format!("a symlink to {}", outside.display())), "{detail}");
+    assert_eq!(problem(fifo)["kind"], "unsafe");
+    assert!(problem(fifo)["detail"].as_str().unwrap().contains("is a FIFO"), "{report:#}");
+    assert_eq!(problem(terminal)["kind"], "unsafe");
+    assert!(problem(terminal)["detail"].as_str().unwrap().contains("terminalOutputs/"), "{report:#}");
+    // A symlink among the outputs is an output Nx restores as a symlink: never followed, and the
+    // file it replaced is missing from the recorded content.
+    let kind = problem(zero)["kind"].as_str().unwrap().to_string();
+    assert!(kind == "changed" || kind == "partial", "{report:#}");
+    assert_eq!(report["checked"], 8, "the symlinked entry is checked as itself, not as the outside folder");
+    assert_eq!(report["recorded"], 0, "nothing outside was digested as a first sight");
+
+    let deep = run_within(f.scratch.nxops(&f.ws).args(["cache", "stats", "--deep", "--json"]), 60);
+    let items = deep["deep"]["unsafeItems"].as_array().unwrap();
+    let paths: Vec<&str> = items.iter().map(|i| i["path"].as_str().unwrap()).collect();
+    assert!(paths.contains(&linked.as_str()), "{deep:#}");
+    assert!(paths.contains(&fifo.as_str()), "{deep:#}");
+    assert!(paths.contains(&format!("terminalOutputs/{terminal}").as_str()), "{deep:#}");
+    assert_eq!(deep["deep"]["orphans"]["rowsWithoutFolder"], 0, "a symlinked entry is not a missing folder: {deep:#}");
+
+    let fixed = run_within(f.scratch.nxops(&f.ws).args(["cache", "verify", "--fix", "--json"]), 60);
+    assert_eq!(fixed["fixed"], 4, "{fixed:#}");
+    assert_eq!(std::fs::read_to_string(outside.join("precious.txt")).unwrap(), "keep me");
+    assert!(std::fs::symlink_metadata(outside.join("pipe")).unwrap().file_type().is_fifo());
+    assert_eq!(std::fs::metadata(outside.join("terminal.txt")).unwrap().len(), 1 << 20);
+    assert!(!f.cache.join(linked).exists() && std::fs::symlink_metadata(f.cache.join(linked)).is_err());
+    let after = run_within(f.scratch.nxops(&f.ws).args(["cache", "verify", "--json"]), 60);
+    assert_eq!(after["problems"].as_array().unwrap().len(), 0, "{after:#}");
+}
+
+/// A long-running process that is not Nx, and socket folders made for the test; all removed on drop.
+struct Impostor {
+    child: std::process::Child,
+    folders: Vec<PathBuf>,
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for folder in &self.folders {
+            let _ = std::fs::remove_dir(folder);
+        }
+    }
+}
+
+#[test]
+fn reset_never_signals_a_reused_daemon_pid_nor_removes_other_workspaces_sockets() {
+    let f = filled("none");
+    // Started in the workspace itself, before the record is written: only the proof that it runs
+    // this workspace's nx daemon script tells it apart. bash, since dash has no `exec -a`.
+    let child = Command::new("bash")
+        .args(["-c", "exec -a 'nginx: master process /usr/sbin/nginx -g daemon on;' sleep 1000"])
+        .current_dir(&f.ws)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    let sockets = PathBuf::from(format!("/tmp/.nx/{}/sockets", uid.trim()));
+    let ours = sockets.join(format!("nxops-test-ours-{pid}"));
+    let other = sockets.join(format!("nxops-test-other-{pid}"));
+    let mut impostor = Impostor { child, folders: vec![ours.clone(), other.clone()] };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(cmdline.contains("nx") && cmdline.contains("daemon"), "{cmdline}");
+    for all in [false, true] {
+        for folder in [&ours, &other] {
+            std::fs::create_dir_all(folder).unwrap();
+            let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+            std::fs::File::open(folder).unwrap().set_modified(old).unwrap();
+        }
+        let record = f.ws.join(".nx/workspace-data/d/server-process.json");
+        std::fs::create_dir_all(record.parent().unwrap()).unwrap();
+        let socket = ours.join("d.sock");
+        std::fs::write(&record, json!({"processId": pid, "socketPath": socket, "nxVersion": "24.0.6"}).to_string())
+            .unwrap();
+        let mut args = vec!["cache", "reset", "--timeout", "1ms"];
+        if all {
+            args.push("--all");
+        }
+        let report = f.nxops(&args);
+        assert_eq!(report["path"], "manual", "{report:#}");
+        assert_eq!(report["daemonStopped"], Value::Null, "{report:#}");
+        assert!(impostor.child.try_wait().unwrap().is_none(), "the impostor {pid} survives (all: {all})");
+        assert!(other.is_dir(), "another workspace's socket folder survives (all: {all})");
+        if all {
+            assert!(!ours.exists(), "this workspace's own stale socket folder is removed: {report:#}");
+        } else {
+            assert!(ours.is_dir(), "without --all no socket folder is touched");
+        }
+    }
 }

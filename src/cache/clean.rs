@@ -309,6 +309,11 @@ fn orphan_files(paths: &CachePaths, rows: &[Row], now: i64, force: bool) -> Vec<
         (paths.cache_dir.clone(), Reason::OrphanFolder),
         (paths.cache_dir.join("terminalOutputs"), Reason::OrphanTerminalOutput),
     ] {
+        // `terminalOutputs` (and the trash below) are listed only when they are real folders: a symlink
+        // in their place would list a folder outside the cache.
+        if dir != paths.cache_dir && !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
         let Ok(listing) = std::fs::read_dir(&dir) else { continue };
         for item in listing.flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
@@ -322,7 +327,10 @@ fn orphan_files(paths: &CachePaths, rows: &[Row], now: i64, force: bool) -> Vec<
             }
         }
     }
-    if let Ok(listing) = std::fs::read_dir(paths.cache_dir.join(TRASH_DIR)) {
+    let trash = paths.cache_dir.join(TRASH_DIR);
+    if std::fs::symlink_metadata(&trash).is_ok_and(|m| m.is_dir())
+        && let Ok(listing) = std::fs::read_dir(&trash)
+    {
         out.extend(listing.flatten().map(|item| (item.path(), Reason::Trash, 0)));
     }
     out

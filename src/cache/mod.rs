@@ -17,6 +17,22 @@
 //!   while younger than an hour (Nx may be writing them).
 //! - Symlinks are never followed; nothing outside the cache folder is touched.
 //!   Files vanishing underneath are tolerated.
+//! - Every reader of entries (`verify`, `stats --deep`, `clean`'s listings)
+//!   follows one rule, kept in `entry_reader` and `scan`: open relative to the
+//!   cache folder with `openat` + `O_NOFOLLOW`, learn kinds with
+//!   `AT_SYMLINK_NOFOLLOW`, and open only regular files and folders (files also
+//!   `O_NONBLOCK`, checked with `fstat`). An entry folder, `terminalOutputs` or a
+//!   terminal output that is a symlink, a FIFO, a device or a socket, or a FIFO,
+//!   device or socket among an entry's outputs, is never opened: `verify`
+//!   reports the entry as `unsafe` (saying what it is) and `--fix` evicts it
+//!   through the trash, which removes the symlink itself; `stats --deep` lists
+//!   the same entries as `unsafeItems`. A symlink among an entry's outputs is an
+//!   output Nx stores as it found it: digested by its target, never followed.
+//! - The manual reset signals the Nx daemon only when its record's pid is
+//!   proven to be this workspace's daemon (`daemon`: nx's daemon script from
+//!   this workspace's `node_modules`, working folder the workspace root, started
+//!   no later than the record), and removes only the socket folder that record
+//!   names; other workspaces' socket folders are never touched.
 //!
 //! # Locking
 //! One cleaner at a time per cache: `flock` on `<cache>/.nxops-clean.lock`.
@@ -27,8 +43,10 @@
 //! columns we use, is refused with a message saying so: nxops never guesses.
 
 pub mod clean;
+pub mod daemon;
 pub mod db;
 pub mod digests;
+pub mod entry_reader;
 pub mod lock;
 pub mod reset;
 pub mod scan;

@@ -1,8 +1,10 @@
 //! `nxops cache reset`: the workspace's own `nx reset` (cache only unless asked
 //! for everything) under a timeout, and when it fails or hangs, the same done
-//! by hand: stop the Nx daemon by the pid in its `server-process.json`, empty
-//! the cache, and with `--all` remove the database, the workspace data and stale
-//! daemon socket folders.
+//! by hand: stop the workspace's Nx daemon (only when its record's pid is
+//! proven to be this workspace's daemon, see `daemon`), empty the cache, and
+//! with `--all` remove the database, the workspace data and this workspace's
+//! daemon socket folder (the one its record names; other workspaces' are never
+//! touched).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scan;
 use super::trash::Trash;
-use super::{CacheError, now_secs};
+use super::{CacheError, daemon};
 use crate::output::{Report, Section};
 use crate::workspace::Workspace;
 
@@ -153,7 +155,11 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 fn manual_reset(ws: &Workspace, options: ResetOptions, report: &mut ResetReport) -> Result<(), CacheError> {
-    report.daemon_stopped = stop_daemon(&ws.nx.workspace_data_dir);
+    // Read before anything is removed: `--all` deletes the folder the record is in.
+    let record = daemon::read_record(&ws.nx.workspace_data_dir);
+    if let Some(record) = &record {
+        report.daemon_stopped = daemon::stop(&ws.root, record);
+    }
     if ws.nx.cache_dir.is_dir() {
         empty_folder(&ws.nx.cache_dir)?;
         report.removed.push(ws.nx.cache_dir.clone());
@@ -169,44 +175,14 @@ fn manual_reset(ws: &Workspace, options: ResetOptions, report: &mut ResetReport)
                 .map_err(|e| CacheError::io(format!("failed to remove {}", ws.nx.workspace_data_dir.display()), e))?;
             report.removed.push(ws.nx.workspace_data_dir.clone());
         }
-        report.removed.extend(stale_socket_folders());
+        // Only this workspace's socket folder, and only when no daemon of its own still serves it.
+        let folder = record.as_ref().and_then(daemon::socket_folder);
+        let served = record.as_ref().is_some_and(|r| daemon::not_our_daemon(&ws.root, r).is_none());
+        if let Some(folder) = folder.filter(|_| !served) {
+            report.removed.extend(daemon::remove_socket_folder(&folder));
+        }
     }
     Ok(())
-}
-
-/// The Nx daemon's record: `<workspace data>/d/server-process.json`.
-pub fn daemon_record(workspace_data_dir: &Path) -> PathBuf {
-    workspace_data_dir.join("d/server-process.json")
-}
-
-/// The pid in the daemon's record, when there is a record.
-pub fn daemon_pid(workspace_data_dir: &Path) -> Option<u32> {
-    let record = std::fs::read(daemon_record(workspace_data_dir)).ok()?;
-    Some(serde_json::from_slice::<serde_json::Value>(&record).ok()?.get("processId")?.as_u64()? as u32)
-}
-
-/// True when `pid` is alive and really an Nx daemon (its command line says so).
-pub fn is_nx_daemon(pid: u32) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-    cmdline.contains("nx") && cmdline.contains("daemon")
-}
-
-/// Stops the daemon recorded in `<workspace data>/d/server-process.json`, if it
-/// is alive and really an Nx daemon: SIGTERM, then SIGKILL after 2 s.
-pub fn stop_daemon(workspace_data_dir: &Path) -> Option<u32> {
-    let pid = daemon_pid(workspace_data_dir)? as i32;
-    if !is_nx_daemon(pid as u32) {
-        return None;
-    }
-    let target = rustix::process::Pid::from_raw(pid)?;
-    rustix::process::kill_process(target, rustix::process::Signal::TERM).ok()?;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = rustix::process::kill_process(target, rustix::process::Signal::KILL);
-    Some(pid as u32)
 }
 
 /// Takes every child of the cache folder into the trash and deletes it.
@@ -235,18 +211,6 @@ fn db_files(db_dir: &Path) -> Vec<PathBuf> {
                     .strip_suffix(".lock")
                     .is_some_and(|b| crate::workspace::nx_paths::schema_version(&format!("{b}.db")).is_some())
         })
-        .collect()
-}
-
-/// Empty daemon socket folders under `/tmp/.nx/<uid>/sockets` that are at least a minute old.
-fn stale_socket_folders() -> Vec<PathBuf> {
-    let base = PathBuf::from(format!("/tmp/.nx/{}/sockets", rustix::process::getuid().as_raw()));
-    let Ok(listing) = std::fs::read_dir(&base) else { return Vec::new() };
-    let now = now_secs();
-    listing
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| super::age_of(p, now) >= 60 && std::fs::remove_dir(p).is_ok())
         .collect()
 }
 

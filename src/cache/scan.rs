@@ -59,6 +59,8 @@ pub struct Usage {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// FIFOs, sockets and devices (also counted in `files`): never in an Nx entry.
+    pub specials: u64,
 }
 
 /// The kind of a child of the scanned folder, as `lstat` sees it.
@@ -264,8 +266,13 @@ pub(super) fn add_item(usage: &mut Usage, stat: &Statx) {
             usage.symlinks += 1;
             usage.apparent_bytes += stat.stx_size;
         }
-        Kind::File | Kind::Other => {
+        Kind::File => {
             usage.files += 1;
+            usage.apparent_bytes += stat.stx_size;
+        }
+        Kind::Other => {
+            usage.files += 1;
+            usage.specials += 1;
             usage.apparent_bytes += stat.stx_size;
         }
     }

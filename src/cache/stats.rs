@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::db::NxDb;
+use super::entry_reader::{CacheReader, Found};
 use super::scan::{self, Kind};
 use super::trash::TRASH_DIR;
 use super::{CacheError, CachePaths, is_hash, now_secs};
@@ -82,6 +83,20 @@ pub struct DeepStats {
     pub files: u64,
     pub entry_folders: u64,
     pub orphans: Orphans,
+    /// Entries that are not what Nx writes (see `entry_reader`): an entry or
+    /// terminal output that is a symlink, a FIFO, a device or a socket, or an
+    /// entry folder holding a FIFO, device or socket. Never opened or followed;
+    /// `verify` reports the same entries as `unsafe`.
+    #[serde(default)]
+    pub unsafe_items: Vec<UnsafeItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnsafeItem {
+    /// Relative to the cache folder.
+    pub path: PathBuf,
+    pub what: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -170,27 +185,54 @@ fn deep_stats(paths: &CachePaths, db: &NxDb, children: &[scan::Child]) -> Result
     let known: HashSet<&str> = rows.iter().map(|(hash, _)| hash.as_str()).collect();
     let mut total = scan::Usage::default();
     let mut orphans = Orphans::default();
+    let mut unsafe_items = Vec::new();
     let mut on_disk: HashSet<&str> = HashSet::with_capacity(children.len());
+    let mut terminal_outputs_folder = false;
+    let reader = CacheReader::open(&paths.cache_dir)
+        .map_err(|e| CacheError::io(format!("failed to open {}", paths.cache_dir.display()), e))?;
     for child in children {
         add(&mut total, &child.usage);
         let Some(name) = child.name.to_str() else { continue };
-        if child.kind == Kind::Dir && is_hash(name) {
-            on_disk.insert(name);
-            if !known.contains(name) {
-                orphans.folders_without_row += 1;
-                orphans.bytes += child.usage.apparent_bytes;
+        if is_hash(name) {
+            match child.kind {
+                Kind::Dir => {
+                    on_disk.insert(name);
+                    if !known.contains(name) {
+                        orphans.folders_without_row += 1;
+                        orphans.bytes += child.usage.apparent_bytes;
+                    } else if child.usage.specials > 0 {
+                        let what = format!("a folder holding {} FIFO(s), socket(s) or device(s)", child.usage.specials);
+                        unsafe_items.push(UnsafeItem { path: name.into(), what });
+                    }
+                }
+                // Not a folder where Nx puts one: a trap, counted as itself (never followed).
+                _ => {
+                    on_disk.insert(name);
+                    if let Ok(Found::Trap(trap)) = reader.entry_folder(name) {
+                        unsafe_items.push(UnsafeItem { path: trap.path, what: trap.what });
+                    }
+                }
             }
-        } else if name == TRASH_DIR {
-            orphans.trash_items += std::fs::read_dir(paths.cache_dir.join(TRASH_DIR)).map_or(0, |d| d.count() as u64);
+        } else if name == TRASH_DIR && child.kind == Kind::Dir {
+            orphans.trash_items += trash_count(paths);
             orphans.bytes += child.usage.apparent_bytes;
+        } else if name == "terminalOutputs" {
+            terminal_outputs_folder = child.kind == Kind::Dir;
+            if let Some(trap) = reader.terminal_outputs_trap() {
+                unsafe_items.push(UnsafeItem { path: trap.path.clone(), what: trap.what.clone() });
+            }
         }
     }
-    if let Ok(listing) = std::fs::read_dir(paths.cache_dir.join("terminalOutputs")) {
-        for item in listing.flatten() {
-            let name = item.file_name();
-            if !name.to_str().is_some_and(|n| known.contains(n)) {
+    if terminal_outputs_folder {
+        for (name, kind, bytes) in terminal_outputs(paths) {
+            let Some(name) = name.to_str() else { continue };
+            if !known.contains(name) {
                 orphans.terminal_outputs_without_row += 1;
-                orphans.bytes += item.metadata().map_or(0, |m| m.len());
+                orphans.bytes += bytes;
+            } else if kind != Kind::File
+                && let Ok(Found::Trap(trap)) = reader.terminal_output(name)
+            {
+                unsafe_items.push(UnsafeItem { path: trap.path, what: trap.what });
             }
         }
     }
@@ -202,7 +244,35 @@ fn deep_stats(paths: &CachePaths, db: &NxDb, children: &[scan::Child]) -> Result
         files: total.files,
         entry_folders: on_disk.len() as u64,
         orphans,
+        unsafe_items,
     })
+}
+
+/// Items directly in the trash, listed without following anything.
+fn trash_count(paths: &CachePaths) -> u64 {
+    list_nofollow(&paths.cache_dir, TRASH_DIR).len() as u64
+}
+
+/// `terminalOutputs/*`: name, kind and size, listed without following anything.
+fn terminal_outputs(paths: &CachePaths) -> Vec<(std::ffi::OsString, Kind, u64)> {
+    list_nofollow(&paths.cache_dir, "terminalOutputs")
+}
+
+/// The items of the folder `name` in `cache_dir`, opened with `O_NOFOLLOW`; none when it is not a folder.
+fn list_nofollow(cache_dir: &std::path::Path, name: &str) -> Vec<(std::ffi::OsString, Kind, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(dir) = std::fs::File::open(cache_dir) else { return Vec::new() };
+    let Ok(name) = std::ffi::CString::new(name) else { return Vec::new() };
+    let Ok(Some(folder)) = scan::open_dir_at(std::os::fd::AsFd::as_fd(&dir), &name) else { return Vec::new() };
+    let Ok(names) = scan::DirBuffer::new().names(std::os::fd::AsFd::as_fd(&folder)) else { return Vec::new() };
+    names
+        .into_iter()
+        .filter_map(|item| {
+            let stat = scan::lstat_at(std::os::fd::AsFd::as_fd(&folder), &item).ok()??;
+            let os = std::ffi::OsStr::from_bytes(item.to_bytes()).to_os_string();
+            Some((os, scan::kind_of(&stat), stat.stx_size))
+        })
+        .collect()
 }
 
 fn add(total: &mut scan::Usage, usage: &scan::Usage) {
@@ -264,6 +334,13 @@ impl Report for CacheStats {
                 .row("leftover trash", o.trash_items.to_string())
                 .row("orphan bytes", format_size(o.bytes))
                 .render(&mut out);
+            if !deep.unsafe_items.is_empty() {
+                let mut traps = Section::new("Unsafe entries (never opened or followed; `verify --fix` evicts them)");
+                for item in &deep.unsafe_items {
+                    traps.push(&item.path.display().to_string(), item.what.clone());
+                }
+                traps.render(&mut out);
+            }
         } else {
             out.push_str("\n(--deep walks the disk and checks it against the database)\n");
         }

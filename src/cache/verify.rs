@@ -4,7 +4,11 @@
 //!   hit and restores nothing);
 //! - partial: the folder holds fewer bytes than the row claims;
 //! - changed: the content differs from the digest recorded when nxops first saw
-//!   the entry (a first sight records the digest).
+//!   the entry (a first sight records the digest);
+//! - unsafe: the entry folder, its terminal output or something in its outputs
+//!   is not what Nx writes there (a symlink where a folder or the terminal
+//!   output belongs, a FIFO, a device, a socket). It is never opened or followed
+//!   (see `entry_reader`): Nx would restore from outside the cache, or hang.
 //!
 //! `--fix` evicts them the safe way (see `clean`), so the next run is a clean miss.
 
@@ -15,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::clean::{self, CleanOptions, Reason, Trigger};
 use super::db::NxDb;
-use super::digests::{Digests, digest_entry};
+use super::digests::Digests;
+use super::entry_reader::{CacheReader, DigestError, Found, Trap, digest_entry};
 use super::{CacheError, CachePaths, Cancel, now_secs};
 use crate::output::{Report, Section};
 
@@ -51,6 +56,7 @@ pub enum ProblemKind {
     Empty,
     Partial,
     Changed,
+    Unsafe,
 }
 
 pub fn run(paths: &CachePaths, fix: bool, cancel: &Cancel) -> Result<VerifyReport, CacheError> {
@@ -73,27 +79,71 @@ pub fn run(paths: &CachePaths, fix: bool, cancel: &Cancel) -> Result<VerifyRepor
         cancelled: false,
         duration_ms: 0,
     };
+    let reader = CacheReader::open(&paths.cache_dir)
+        .map_err(|e| CacheError::io(format!("failed to open {}", paths.cache_dir.display()), e))?;
     let rows = db.rows()?;
     for row in rows.iter().filter(|r| r.is_cache_entry) {
         if cancel.is_cancelled() {
             report.cancelled = true;
             break;
         }
-        let folder = paths.entry(&row.hash);
-        if !folder.is_dir() {
-            report.missing_folders += 1;
-            continue;
-        }
-        report.checked += 1;
-        let terminal = paths.terminal_output(&row.hash);
-        let terminal_bytes = std::fs::metadata(&terminal).map_or(0, |m| m.len());
-        let Ok((digest, output_bytes)) = digest_entry(&folder, &terminal) else { continue };
         let problem = |kind, detail: String| Problem {
             hash: row.hash.to_string(),
             project: row.project().map(str::to_string),
             target: row.target().map(str::to_string),
             kind,
             detail,
+        };
+        let unsafe_item = |trap: Trap| {
+            problem(
+                ProblemKind::Unsafe,
+                format!(
+                    "{} is {}: nxops never opens or follows it, and Nx would restore from outside the cache or hang",
+                    trap.path.display(),
+                    trap.what
+                ),
+            )
+        };
+        let folder = match reader.entry_folder(&row.hash) {
+            Ok(Found::Opened(folder)) => folder,
+            Ok(Found::Missing) => {
+                report.missing_folders += 1;
+                continue;
+            }
+            Ok(Found::Trap(trap)) => {
+                report.checked += 1;
+                report.problems.push(unsafe_item(trap));
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(target: "nxops::cache", "cannot open the entry {}: {e}", row.hash);
+                continue;
+            }
+        };
+        report.checked += 1;
+        let mut terminal = match reader.terminal_output(&row.hash) {
+            Ok(Found::Opened(file)) => Some(file),
+            Ok(Found::Missing) | Err(_) => None,
+            Ok(Found::Trap(trap)) => {
+                report.problems.push(unsafe_item(trap));
+                continue;
+            }
+        };
+        let terminal_bytes = terminal.as_ref().map_or(0, |t| t.len);
+        let (digest, output_bytes) = match digest_entry(
+            std::os::fd::AsFd::as_fd(&folder),
+            std::path::Path::new(&*row.hash),
+            terminal.as_mut(),
+        ) {
+            Ok(entry) => (entry.digest, entry.output_bytes),
+            Err(DigestError::Trap(trap)) => {
+                report.problems.push(unsafe_item(trap));
+                continue;
+            }
+            Err(DigestError::Io(e)) => {
+                tracing::warn!(target: "nxops::cache", "cannot read the entry {}: {e}", row.hash);
+                continue;
+            }
         };
         let claimed_outputs = row.size.saturating_sub(terminal_bytes);
         if output_bytes == 0 && claimed_outputs > 0 {

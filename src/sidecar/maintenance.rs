@@ -57,8 +57,8 @@ pub async fn maintain(core: Core, workspace: Arc<Workspace>, mut stop: watch::Re
         if *stop.borrow() {
             return;
         }
-        let data_dir = workspace.nx.workspace_data_dir.clone();
-        if let Ok((true, done)) = tokio::task::spawn_blocking(move || tidy_nx_daemon(&data_dir)).await {
+        let (root, data_dir) = (workspace.root.clone(), workspace.nx.workspace_data_dir.clone());
+        if let Ok((true, done)) = tokio::task::spawn_blocking(move || tidy_nx_daemon(&root, &data_dir)).await {
             tracing::info!(target: "nxops::maintenance", "{}: nx daemon: {done}", workspace.root.display());
             core.publish(
                 "maintenance",
@@ -86,19 +86,23 @@ pub async fn maintain(core: Core, workspace: Arc<Workspace>, mut stop: watch::Re
 }
 
 /// Removes a stale daemon record, or stops a bloated daemon; says what it
-/// found, and whether it acted.
-pub fn tidy_nx_daemon(workspace_data_dir: &std::path::Path) -> (bool, String) {
-    use crate::cache::reset::{daemon_pid, daemon_record, is_nx_daemon, stop_daemon};
-    let Some(pid) = daemon_pid(workspace_data_dir) else { return (false, "no Nx daemon recorded".into()) };
-    if !is_nx_daemon(pid) {
-        return match std::fs::remove_file(daemon_record(workspace_data_dir)) {
-            Ok(()) => (true, format!("removed a stale record (pid {pid} is not an Nx daemon)")),
+/// found, and whether it acted. A record whose pid is not proven to be this
+/// workspace's daemon (see `cache::daemon`) is stale: nothing is signalled.
+pub fn tidy_nx_daemon(root: &std::path::Path, workspace_data_dir: &std::path::Path) -> (bool, String) {
+    use crate::cache::daemon;
+    let Some(record) = daemon::read_record(workspace_data_dir) else {
+        return (false, "no Nx daemon recorded".into());
+    };
+    let pid = record.pid;
+    if let Some(why) = daemon::not_our_daemon(root, &record) {
+        return match std::fs::remove_file(daemon::record_path(workspace_data_dir)) {
+            Ok(()) => (true, format!("removed a stale record ({why})")),
             Err(e) => (false, format!("a stale record (pid {pid}) could not be removed: {e}")),
         };
     }
     let rss = crate::procfs::stat(pid).map_or(0, |s| s.rss_bytes);
     if rss > DAEMON_RSS_LIMIT {
-        return match stop_daemon(workspace_data_dir) {
+        return match daemon::stop(root, &record) {
             Some(_) => {
                 (true, format!("stopped the daemon (pid {pid}, {}); Nx starts it again when needed", format_size(rss)))
             }
