@@ -58,6 +58,42 @@ pub fn last_drop_ms() -> Option<u64> {
     Some(LAST_DROP_MS.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
 }
 
+/// How a descriptor is written without ever blocking on the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A socket: `send` with `MSG_DONTWAIT`.
+    Socket,
+    /// A pipe of our own made non-blocking, or a regular file: plain `write`.
+    NonBlocking,
+    /// Anything else (a terminal, a pipe shared with stderr): `poll`, then at
+    /// most `PIPE_CHUNK` bytes, which a pipe with room takes without blocking.
+    Blocking,
+}
+
+impl Mode {
+    fn of(fd: &OwnedFd) -> Mode {
+        use rustix::fs::{FileType, fstat};
+        let Ok(stat) = fstat(fd) else { return Mode::Blocking };
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Socket => Mode::Socket,
+            FileType::RegularFile => Mode::NonBlocking,
+            // Non-blocking is a property of the pipe's open file, which stderr may share
+            // (`2>&1`): only a pipe that stderr does not write to is made non-blocking.
+            FileType::Fifo if !same_file(&stat, rustix::stdio::stderr()) && set_nonblocking(fd) => Mode::NonBlocking,
+            _ => Mode::Blocking,
+        }
+    }
+}
+
+fn same_file(stat: &rustix::fs::Stat, other: BorrowedFd<'_>) -> bool {
+    rustix::fs::fstat(other).is_ok_and(|o| o.st_dev == stat.st_dev && o.st_ino == stat.st_ino)
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> bool {
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    fcntl_getfl(fd).and_then(|flags| fcntl_setfl(fd, flags | OFlags::NONBLOCK)).is_ok()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
     Reliable,
@@ -88,7 +124,7 @@ pub struct Outbox {
 
 struct Shared {
     fd: OwnedFd,
-    socket: bool,
+    mode: Mode,
     /// Items sent and not yet written (the writer decrements after writing).
     queued: AtomicUsize,
     events_queued: AtomicUsize,
@@ -125,11 +161,11 @@ impl Outbox {
         disconnect: impl Fn() + Send + Sync + 'static,
     ) -> Outbox {
         let fd: OwnedFd = fd.into();
-        let socket = rustix::fs::fstat(&fd).is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_socket());
+        let mode = Mode::of(&fd);
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             fd,
-            socket,
+            mode,
             queued: AtomicUsize::new(0),
             events_queued: AtomicUsize::new(0),
             reliable_queued: AtomicUsize::new(0),
@@ -294,26 +330,42 @@ impl Shared {
     fn write_all(&self, bytes: &[u8], reliable: bool) -> bool {
         let mut rest = bytes;
         self.progress_ms.store(self.now_ms(), Ordering::Relaxed);
+        // Descriptors that can say "full" without blocking are tried first; the
+        // others are asked with `poll` before every write.
+        let mut wait = self.mode == Mode::Blocking;
         while !rest.is_empty() {
             if self.gone.load(Ordering::Relaxed) {
                 return false;
             }
-            match self.write_some(rest) {
-                Ok(Some(n)) => {
-                    rest = &rest[n..];
-                    self.progress_ms.store(self.now_ms(), Ordering::Relaxed);
-                }
-                Ok(None) => {
-                    if self.stalled(reliable) {
-                        tracing::warn!(
-                            target: "nxops::rpc",
-                            "the peer accepted nothing for {:?} with an answer waiting; disconnecting it",
-                            self.deadline
-                        );
-                        self.cut_off();
+            if wait {
+                match self.wait_writable() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        if self.stalled(reliable) {
+                            tracing::warn!(
+                                target: "nxops::rpc",
+                                "the peer accepted nothing for {:?} with an answer waiting; disconnecting it",
+                                self.deadline
+                            );
+                            self.cut_off();
+                            return false;
+                        }
+                        continue;
+                    }
+                    Err(err) => {
+                        tracing::debug!(target: "nxops::rpc", "peer stopped reading: {err}");
+                        self.gone.store(true, Ordering::Relaxed);
                         return false;
                     }
                 }
+            }
+            match self.try_write(rest) {
+                Ok(Some(n)) => {
+                    rest = &rest[n..];
+                    self.progress_ms.store(self.now_ms(), Ordering::Relaxed);
+                    wait = self.mode == Mode::Blocking;
+                }
+                Ok(None) => wait = true,
                 Err(err) => {
                     tracing::debug!(target: "nxops::rpc", "peer stopped reading: {err}");
                     self.gone.store(true, Ordering::Relaxed);
@@ -324,29 +376,38 @@ impl Shared {
         true
     }
 
-    /// One bounded attempt: waits up to `POLL_SLICE` for room, then writes what
-    /// fits without blocking. `Ok(None)`: no room yet.
-    fn write_some(&self, bytes: &[u8]) -> std::io::Result<Option<usize>> {
+    /// Waits up to `POLL_SLICE` for room. `Ok(false)`: none yet.
+    fn wait_writable(&self) -> std::io::Result<bool> {
         use rustix::event::{PollFd, PollFlags, poll};
         let fd: BorrowedFd<'_> = self.fd.as_fd();
         let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
         let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: POLL_SLICE.as_nanos() as i64 };
         match poll(&mut fds, Some(&timeout)) {
-            Ok(0) => return Ok(None),
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => return Ok(None),
-            Err(err) => return Err(err.into()),
+            Ok(0) | Err(rustix::io::Errno::INTR) => Ok(false),
+            Ok(_) => {
+                let revents = fds[0].revents();
+                if revents.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL)
+                    && !revents.contains(PollFlags::OUT)
+                {
+                    return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+                }
+                Ok(true)
+            }
+            Err(err) => Err(err.into()),
         }
-        let revents = fds[0].revents();
-        if revents.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL) && !revents.contains(PollFlags::OUT) {
-            return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
-        }
-        let written = if self.socket {
-            use rustix::net::{SendFlags, send};
-            let chunk = &bytes[..bytes.len().min(SOCKET_CHUNK)];
-            send(fd, chunk, SendFlags::DONTWAIT | SendFlags::NOSIGNAL)
-        } else {
-            rustix::io::write(fd, &bytes[..bytes.len().min(PIPE_CHUNK)])
+    }
+
+    /// Writes what fits without blocking. `Ok(None)`: no room.
+    fn try_write(&self, bytes: &[u8]) -> std::io::Result<Option<usize>> {
+        let fd: BorrowedFd<'_> = self.fd.as_fd();
+        let written = match self.mode {
+            Mode::Socket => {
+                use rustix::net::{SendFlags, send};
+                send(fd, &bytes[..bytes.len().min(SOCKET_CHUNK)], SendFlags::DONTWAIT | SendFlags::NOSIGNAL)
+            }
+            Mode::NonBlocking => rustix::io::write(fd, &bytes[..bytes.len().min(SOCKET_CHUNK)]),
+            // Only after `poll` said there is room: a pipe takes this much without blocking.
+            Mode::Blocking => rustix::io::write(fd, &bytes[..bytes.len().min(PIPE_CHUNK)]),
         };
         match written {
             Ok(0) => Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
@@ -543,6 +604,27 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(1000));
         assert!(!cut.load(Ordering::Relaxed) && !outbox.is_broken());
+    }
+
+    #[test]
+    fn a_full_pipe_never_blocks_the_sender_and_an_unread_answer_cuts_it_off() {
+        let (read_end, write_end) = rustix::pipe::pipe().unwrap();
+        let (cut_tx, cut_rx) = mpsc::channel();
+        let outbox = Outbox::with_deadline(write_end, Duration::from_millis(500), move || {
+            let _ = cut_tx.send(());
+        });
+        assert_eq!(outbox.shared.mode, Mode::NonBlocking, "a pipe of our own is made non-blocking");
+        let started = Instant::now();
+        for n in 0..(EVENT_QUEUE_LIMIT * 2) {
+            outbox.event("nxops/tick", json!({"n": n, "pad": "p".repeat(4096)}));
+        }
+        assert!(outbox.dropped_events() > 0);
+        // An answer behind the queued events: queued at once, and since the peer takes
+        // nothing, it is cut off after the deadline.
+        assert!(outbox.send_now(&json!({"id": 1, "result": "r".repeat(1 << 20)})));
+        assert!(cut_rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        drop(read_end);
     }
 
     #[test]
