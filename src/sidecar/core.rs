@@ -539,8 +539,16 @@ impl Core {
         let workspace = Arc::new(Workspace::open(&root, &self.0.env, &self.overrides())?);
         let (stop, stop_rx) = watch::channel(false);
         let role = Arc::new(Exclusive::new("workspace role", Role::InProcess));
-        if self.0.takes_ownership {
-            let paths = Paths::for_workspace(&self.0.env, &workspace_key(&root)).map_err(RpcError::Failed)?;
+        // Without a runtime folder the workspace is still served, in-process (no
+        // owner, so no supervised processes), rather than refused.
+        let paths = match self.0.takes_ownership.then(|| Paths::for_workspace(&self.0.env, &workspace_key(&root))) {
+            Some(Err(err)) => {
+                tracing::warn!(target: "nxops::sidecar", "{} is served without an owner: {err:#}", root.display());
+                None
+            }
+            other => other.and_then(Result::ok),
+        };
+        if let Some(paths) = paths {
             match ownership::try_own(&paths, &root).map_err(RpcError::Failed)? {
                 Some(guard) => self.become_owner(&workspace, guard, &role, stop_rx),
                 None => {
