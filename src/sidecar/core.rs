@@ -644,10 +644,11 @@ impl Core {
     }
 
     fn view(&self, root: &Path) -> Option<WorkspaceView> {
-        let (role, attached_at, cache_dir) = self.with_state(|state| {
+        let (role, attached_at, workspace) = self.with_state(|state| {
             let attached = state.workspaces.get(root)?;
-            Some((attached.role.clone(), attached.attached_at_ms, attached.workspace.nx.cache_dir.clone()))
+            Some((attached.role.clone(), attached.attached_at_ms, attached.workspace.clone()))
         })?;
+        let cache_dir = workspace.cache_dir();
         let role = role.with(|role| match role {
             Role::Owner(guard, _) => RoleView::Owner { socket: guard.socket().to_path_buf() },
             Role::Follower(f) => {
@@ -735,6 +736,7 @@ impl Core {
         let root = workspace.root.as_path();
         let wake = Arc::new(tokio::sync::Notify::new());
         self.0.runtime.spawn(super::health_methods::watch(self.clone(), workspace.clone(), stop.clone()));
+        self.0.runtime.spawn(super::nx_watch::watch(workspace.clone(), stop.clone()));
         let session_stop = stop.clone();
         self.0.runtime.spawn(super::maintenance::maintain(self.clone(), workspace.clone(), stop, wake.clone()));
         let listener = guard.listener();
