@@ -460,7 +460,15 @@ fn invoke_with_progress(
 }
 
 fn connect_owner(env: &Environment, root: &Path, bar: Option<ProgressBar>) -> anyhow::Result<Option<RpcClient>> {
-    let paths = Paths::for_workspace(env, &workspace_key(root))?;
+    // No runtime folder at all means no sidecar can own the workspace either, so
+    // the command is answered here: only commands that need a sidecar fail then.
+    let paths = match Paths::for_workspace(env, &workspace_key(root)) {
+        Ok(paths) => paths,
+        Err(err) => {
+            tracing::warn!(target: "nxops::cli", "no sidecar can be reached: {err:#}");
+            return Ok(None);
+        }
+    };
     if !paths.socket.exists() {
         return Ok(None);
     }

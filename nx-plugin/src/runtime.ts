@@ -5,11 +5,14 @@
  * the canonical workspace root and `<runtime>` is `$XDG_RUNTIME_DIR/nxops` when
  * that variable is set, non-empty, absolute and short enough to leave room for
  * the socket name within the 107-byte limit of a unix socket path, else
- * `/tmp/nxops-<uid>`. Nothing here creates folders: only the sidecar does.
+ * `<tmp>/nxops-<uid>` (`<tmp>` is `$TMPDIR` when absolute and short enough, else
+ * `/tmp`). When that folder is not ours (a symlink, a file, or another user's
+ * folder in its place), the sidecar uses `<state base>/run` instead, and so does
+ * this. Nothing here creates folders: only the sidecar does.
  */
 
 import { createHash } from 'node:crypto';
-import { realpathSync } from 'node:fs';
+import { lstatSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** The longest unix socket path the binary accepts (sun_path is 108 bytes with its NUL). */
@@ -31,14 +34,42 @@ export function workspaceKey(canonical: string): string {
   return createHash('sha256').update(Buffer.from(canonical, 'utf-8')).digest('hex').slice(0, 16);
 }
 
-/** `$XDG_RUNTIME_DIR/nxops` when usable, else `/tmp/nxops-<uid>`. */
-export function runtimeDir({ env, uid }: RuntimeEnv): string {
+/** The preferred folder: `$XDG_RUNTIME_DIR/nxops` when usable, else `<tmp>/nxops-<uid>`. */
+export function preferredRuntimeDir({ env, uid }: RuntimeEnv): string {
+  // Leave room for "/<16 hex>.sock" (22).
+  const fits = (dir: string | undefined, extra: number): dir is string =>
+    !!dir && dir.startsWith('/') && Buffer.byteLength(dir) + extra + 22 <= MAX_SOCKET_PATH;
   const xdg = env.XDG_RUNTIME_DIR;
-  // Leave room for "/nxops" (6) and "/<16 hex>.sock" (22).
-  if (xdg && xdg.startsWith('/') && Buffer.byteLength(xdg) + 6 + 22 <= MAX_SOCKET_PATH) {
+  if (fits(xdg, '/nxops'.length)) {
     return join(xdg, 'nxops');
   }
-  return `/tmp/nxops-${uid}`;
+  const name = `nxops-${uid}`;
+  const tmp = env.TMPDIR;
+  return join(fits(tmp, name.length + 1) ? tmp : '/tmp', name);
+}
+
+/** The nxops state folder, as `config::state_base` names it. */
+export function stateBase({ env }: RuntimeEnv): string | undefined {
+  if (env.NXOPS_STATE_DIR) return env.NXOPS_STATE_DIR;
+  if (env.XDG_STATE_HOME) return join(env.XDG_STATE_HOME, 'nxops');
+  return env.HOME ? join(env.HOME, '.local/state/nxops') : undefined;
+}
+
+/** The preferred folder, unless it is not ours; then `<state base>/run`. */
+export function runtimeDir(runtime: RuntimeEnv): string {
+  const preferred = preferredRuntimeDir(runtime);
+  const base = stateBase(runtime);
+  return isOurs(preferred, runtime.uid) || base === undefined ? preferred : join(base, 'run');
+}
+
+/** A missing folder counts as ours: the sidecar creates it. */
+function isOurs(dir: string, uid: number): boolean {
+  try {
+    const stat = lstatSync(dir);
+    return stat.isDirectory() && stat.uid === uid;
+  } catch {
+    return true;
+  }
 }
 
 /** The sidecar socket of the workspace whose canonical root is `canonical`. */

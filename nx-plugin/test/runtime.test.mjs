@@ -35,6 +35,31 @@ describe('runtime folder', () => {
   });
 });
 
+describe('a runtime folder taken by someone else', () => {
+  test('is left for <state base>/run, as the binary does', (t) => {
+    const dir = tempDir(t);
+    const xdg = join(dir, 'xdg');
+    mkdirSync(join(dir, 'elsewhere'), { recursive: true });
+    mkdirSync(xdg);
+    symlinkSync(join(dir, 'elsewhere'), join(xdg, 'nxops'));
+    const uid = process.getuid();
+    assert.equal(runtimeDir({ env: { XDG_RUNTIME_DIR: xdg, HOME: dir }, uid }), join(dir, '.local/state/nxops/run'));
+    assert.equal(runtimeDir({ env: { XDG_RUNTIME_DIR: xdg, NXOPS_STATE_DIR: join(dir, 's') }, uid }), join(dir, 's/run'));
+    // A real folder of ours is used as it is; one of another uid is not.
+    mkdirSync(join(dir, 'mine', 'nxops'), { recursive: true });
+    assert.equal(runtimeDir({ env: { XDG_RUNTIME_DIR: join(dir, 'mine'), HOME: dir }, uid }), join(dir, 'mine/nxops'));
+    assert.equal(
+      runtimeDir({ env: { XDG_RUNTIME_DIR: join(dir, 'mine'), HOME: dir }, uid: uid + 1 }),
+      join(dir, '.local/state/nxops/run'),
+    );
+  });
+
+  test('without XDG_RUNTIME_DIR, the preferred folder is under $TMPDIR when usable', () => {
+    assert.equal(runtimeDir({ env: { TMPDIR: '/var/tmp/x' }, uid: 1234 }), '/var/tmp/x/nxops-1234');
+    assert.equal(runtimeDir({ env: { TMPDIR: 'rel' }, uid: 1234 }), '/tmp/nxops-1234');
+  });
+});
+
 describe('socket path', () => {
   test('is <runtime>/<first 16 hex of sha256(canonical root)>.sock', () => {
     const key = createHash('sha256').update('/work/ws').digest('hex').slice(0, 16);

@@ -65,8 +65,11 @@ pub const RECENT_SECS: i64 = 3600;
 /// Why the cache cannot be worked on.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("the Nx cache folder {} does not exist yet: run a cacheable Nx task first", .0.display())]
-    NoCache(PathBuf),
+    #[error(
+        "Nx has not run in {} yet: no task cache in {} and no database in {}; run a cacheable Nx task first (for example `nx run-many -t build`)",
+        .root.display(), .cache_dir.display(), .db_dir.display()
+    )]
+    NxNotRun { root: PathBuf, cache_dir: PathBuf, db_dir: PathBuf },
     #[error(
         "no Nx database in {}: the cache at {} is not Nx 24's layout (Nx before 20 kept no database); nxops will not guess which entries are in use",
         .db_dir.display(), .cache_dir.display()
@@ -97,24 +100,31 @@ pub struct CachePaths {
 }
 
 impl CachePaths {
+    /// The cache as it is now. Before Nx's first run (no database, and no cache
+    /// folder or an empty one) the error says that Nx has not run yet; only a
+    /// cache with entries but no database is refused as not Nx 24's layout.
     pub fn of(ws: &Workspace) -> Result<CachePaths, CacheError> {
-        let cache_dir = ws.nx.cache_dir.clone();
-        if !cache_dir.is_dir() {
-            return Err(CacheError::NoCache(cache_dir));
-        }
-        let db_file = ws
-            .nx
-            .db_files
-            .first()
-            .cloned()
-            .ok_or_else(|| CacheError::NoDatabase { db_dir: ws.nx.db_dir.clone(), cache_dir: cache_dir.clone() })?;
-        let local_db_file = crate::workspace::nx_paths::find_db_files(&ws.nx.workspace_data_dir).into_iter().next();
+        let nx = ws.nx();
+        let db_file = nx.db_files.first().cloned();
+        let has_entries = has_entries(&nx.cache_dir);
+        let db_file = match (db_file, has_entries) {
+            (Some(db_file), _) if nx.cache_dir.is_dir() => db_file,
+            (_, false) => {
+                return Err(CacheError::NxNotRun {
+                    root: ws.root.clone(),
+                    cache_dir: nx.cache_dir.clone(),
+                    db_dir: nx.db_dir.clone(),
+                });
+            }
+            (_, true) => return Err(CacheError::NoDatabase { db_dir: nx.db_dir, cache_dir: nx.cache_dir }),
+        };
+        let local_db_file = crate::workspace::nx_paths::find_db_files(&nx.workspace_data_dir).into_iter().next();
         Ok(CachePaths {
             root: ws.root.clone(),
-            cache_dir,
+            cache_dir: nx.cache_dir,
             db_file,
             local_db_file,
-            workspace_data_dir: ws.nx.workspace_data_dir.clone(),
+            workspace_data_dir: nx.workspace_data_dir,
             state_dir: ws.state_dir.clone(),
         })
     }
@@ -167,6 +177,16 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.cancel();
     }
+}
+
+/// True when `cache_dir` holds at least one entry or terminal output (Nx has run).
+fn has_entries(cache_dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else { return false };
+    entries.filter_map(Result::ok).any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        is_hash(&name) || name == "terminalOutputs"
+    })
 }
 
 /// True for Nx's entry names: all digits.

@@ -74,9 +74,10 @@ pub fn run(ws: &Workspace, options: ResetOptions) -> Result<ResetReport, CacheEr
         report.path = ResetPath::Manual;
         manual_reset(ws, options, &mut report)?;
     } else {
-        report.removed.push(ws.nx.cache_dir.clone());
+        let nx = ws.nx();
+        report.removed.push(nx.cache_dir);
         if options.all {
-            report.removed.extend([ws.nx.db_dir.clone(), ws.nx.workspace_data_dir.clone()]);
+            report.removed.extend([nx.db_dir, nx.workspace_data_dir]);
         }
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -155,25 +156,26 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 fn manual_reset(ws: &Workspace, options: ResetOptions, report: &mut ResetReport) -> Result<(), CacheError> {
+    let nx = ws.nx();
     // Read before anything is removed: `--all` deletes the folder the record is in.
-    let record = daemon::read_record(&ws.nx.workspace_data_dir);
+    let record = daemon::read_record(&nx.workspace_data_dir);
     if let Some(record) = &record {
         report.daemon_stopped = daemon::stop(&ws.root, record);
     }
-    if ws.nx.cache_dir.is_dir() {
-        empty_folder(&ws.nx.cache_dir)?;
-        report.removed.push(ws.nx.cache_dir.clone());
+    if nx.cache_dir.is_dir() {
+        empty_folder(&nx.cache_dir)?;
+        report.removed.push(nx.cache_dir.clone());
     }
     if options.all {
-        for file in db_files(&ws.nx.db_dir) {
+        for file in db_files(&nx.db_dir) {
             if std::fs::remove_file(&file).is_ok() {
                 report.removed.push(file);
             }
         }
-        if ws.nx.workspace_data_dir.is_dir() && !ws.nx.cache_dir.starts_with(&ws.nx.workspace_data_dir) {
-            std::fs::remove_dir_all(&ws.nx.workspace_data_dir)
-                .map_err(|e| CacheError::io(format!("failed to remove {}", ws.nx.workspace_data_dir.display()), e))?;
-            report.removed.push(ws.nx.workspace_data_dir.clone());
+        if nx.workspace_data_dir.is_dir() && !nx.cache_dir.starts_with(&nx.workspace_data_dir) {
+            std::fs::remove_dir_all(&nx.workspace_data_dir)
+                .map_err(|e| CacheError::io(format!("failed to remove {}", nx.workspace_data_dir.display()), e))?;
+            report.removed.push(nx.workspace_data_dir.clone());
         }
         // Only this workspace's socket folder, and only when no daemon of its own still serves it.
         let folder = record.as_ref().and_then(daemon::socket_folder);

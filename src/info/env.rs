@@ -92,7 +92,7 @@ pub fn collect(ws: &Workspace, env: &Environment) -> EnvInfo {
     EnvInfo {
         workspace_root: ws.root.clone(),
         nx_json: ws.nx_json.path.clone(),
-        nx: ws.nx.clone(),
+        nx: ws.nx(),
         nx_max_cache_size: env
             .get_non_empty("NX_MAX_CACHE_SIZE")
             .map(str::to_string)

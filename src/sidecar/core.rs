@@ -539,8 +539,16 @@ impl Core {
         let workspace = Arc::new(Workspace::open(&root, &self.0.env, &self.overrides())?);
         let (stop, stop_rx) = watch::channel(false);
         let role = Arc::new(Exclusive::new("workspace role", Role::InProcess));
-        if self.0.takes_ownership {
-            let paths = Paths::for_workspace(&self.0.env, &workspace_key(&root)).map_err(RpcError::Failed)?;
+        // Without a runtime folder the workspace is still served, in-process (no
+        // owner, so no supervised processes), rather than refused.
+        let paths = match self.0.takes_ownership.then(|| Paths::for_workspace(&self.0.env, &workspace_key(&root))) {
+            Some(Err(err)) => {
+                tracing::warn!(target: "nxops::sidecar", "{} is served without an owner: {err:#}", root.display());
+                None
+            }
+            other => other.and_then(Result::ok),
+        };
+        if let Some(paths) = paths {
             match ownership::try_own(&paths, &root).map_err(RpcError::Failed)? {
                 Some(guard) => self.become_owner(&workspace, guard, &role, stop_rx),
                 None => {
@@ -636,10 +644,11 @@ impl Core {
     }
 
     fn view(&self, root: &Path) -> Option<WorkspaceView> {
-        let (role, attached_at, cache_dir) = self.with_state(|state| {
+        let (role, attached_at, workspace) = self.with_state(|state| {
             let attached = state.workspaces.get(root)?;
-            Some((attached.role.clone(), attached.attached_at_ms, attached.workspace.nx.cache_dir.clone()))
+            Some((attached.role.clone(), attached.attached_at_ms, attached.workspace.clone()))
         })?;
+        let cache_dir = workspace.cache_dir();
         let role = role.with(|role| match role {
             Role::Owner(guard, _) => RoleView::Owner { socket: guard.socket().to_path_buf() },
             Role::Follower(f) => {
@@ -727,6 +736,7 @@ impl Core {
         let root = workspace.root.as_path();
         let wake = Arc::new(tokio::sync::Notify::new());
         self.0.runtime.spawn(super::health_methods::watch(self.clone(), workspace.clone(), stop.clone()));
+        self.0.runtime.spawn(super::nx_watch::watch(workspace.clone(), stop.clone()));
         let session_stop = stop.clone();
         self.0.runtime.spawn(super::maintenance::maintain(self.clone(), workspace.clone(), stop, wake.clone()));
         let listener = guard.listener();

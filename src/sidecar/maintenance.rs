@@ -57,7 +57,7 @@ pub async fn maintain(core: Core, workspace: Arc<Workspace>, mut stop: watch::Re
         if *stop.borrow() {
             return;
         }
-        let (root, data_dir) = (workspace.root.clone(), workspace.nx.workspace_data_dir.clone());
+        let (root, data_dir) = (workspace.root.clone(), workspace.nx().workspace_data_dir);
         if let Ok((true, done)) = tokio::task::spawn_blocking(move || tidy_nx_daemon(&root, &data_dir)).await {
             tracing::info!(target: "nxops::maintenance", "{}: nx daemon: {done}", workspace.root.display());
             core.publish(
@@ -210,8 +210,9 @@ fn skipped(ws: &Workspace, reason: String) -> MaintenanceReport {
 fn check_and_clean(ws: &Workspace, lower: bool) -> Result<MaintenanceReport, crate::cache::CacheError> {
     let paths = match CachePaths::of(ws) {
         Ok(paths) => paths,
-        Err(crate::cache::CacheError::NoCache(dir)) => {
-            let mut report = skipped(ws, format!("nothing to maintain: Nx has no cache at {} yet", dir.display()));
+        Err(crate::cache::CacheError::NxNotRun { cache_dir, .. }) => {
+            let why = format!("nothing to maintain: Nx has not run here yet (no cache at {})", cache_dir.display());
+            let mut report = skipped(ws, why);
             report.checked = true;
             return Ok(report);
         }

@@ -237,8 +237,8 @@ async fn system_info(ctx: &CallCtx, params: SystemInfoParams) -> Result<Value, R
     ctx.progress.begin("nxops: system info", "probing node, npm and pnpm");
     let report = tokio::task::spawn_blocking(move || {
         let root = workspace.as_ref().map(|w| w.root.as_path());
-        let cache = workspace.as_ref().map(|w| w.nx.cache_dir.as_path());
-        info::system::collect(&env, root, cache)
+        let cache = workspace.as_ref().map(|w| w.nx().cache_dir);
+        info::system::collect(&env, root, cache.as_deref())
     })
     .await
     .map_err(|e| RpcError::Failed(anyhow::anyhow!("system probe failed: {e}")))?;

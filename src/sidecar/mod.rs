@@ -19,6 +19,7 @@ pub mod mcp_methods;
 pub mod mcp_proxy;
 pub mod methods;
 pub mod metrics;
+pub mod nx_watch;
 pub mod ownership;
 pub mod perf_methods;
 pub mod process_methods;

@@ -8,6 +8,11 @@
 //! at the same moment, so followers notice at once, race for the lock, and the
 //! winner becomes the new owner while the others reconnect to it.
 //!
+//! The runtime folder is `$XDG_RUNTIME_DIR/nxops`, else `<tmp>/nxops-<uid>`; when
+//! that one is not ours (a folder of another user or a symlink in its place: on a
+//! shared `/tmp` anyone can create the name first), `<state base>/run`, which no
+//! other user can create first (see [`runtime_dir`]).
+//!
 //! Files (runtime folder 0700, owned by us; socket 0600; peers must have our uid):
 //! - `<key>.lock`: the lock, never deleted (deleting a lock file others wait on splits the lock).
 //! - `<key>.sock`: the owner's socket; a stale one is replaced by the next owner.
@@ -70,17 +75,67 @@ impl Paths {
     }
 }
 
-/// `$XDG_RUNTIME_DIR/nxops` when that is set and short enough, else `/tmp/nxops-<uid>`.
-/// Created 0700; refused if it is a symlink, not ours, or open to others.
+/// The runtime folder: the preferred one (`$XDG_RUNTIME_DIR/nxops` when that is
+/// set, absolute and short enough, else `<tmp>/nxops-<uid>`, where `<tmp>` is
+/// `$TMPDIR` when absolute and short enough, else `/tmp`), created 0700.
+///
+/// When the preferred folder cannot be ours (another user created it first, a
+/// symlink or a file is in its place, or it cannot be created), the private
+/// fallback `<state base>/run` is used instead: it lies in the user's own state
+/// folder, so no other user can create it first. Every nxops process of the user
+/// makes the same choice from the same folders, so they still meet at one lock.
+/// The switch is said once per process on stderr. Nothing is ever written
+/// through a symlink: a folder that is a symlink is refused, never followed.
 pub fn runtime_dir(env: &Environment) -> anyhow::Result<PathBuf> {
-    let fallback = PathBuf::from(format!("/tmp/nxops-{}", env.uid()));
-    let dir = match env.get_non_empty("XDG_RUNTIME_DIR").map(Path::new) {
-        // Leave room for "/<16 hex>.sock".
-        Some(xdg) if xdg.is_absolute() && xdg.as_os_str().len() + 6 + 22 <= MAX_SOCKET_PATH => xdg.join("nxops"),
-        _ => fallback,
+    let preferred = preferred_runtime_dir(env);
+    let refusal = match ensure_private_dir(&preferred, env.uid()) {
+        Ok(()) => return Ok(preferred),
+        Err(refusal) => refusal,
     };
-    ensure_private_dir(&dir, env.uid())?;
-    Ok(dir)
+    let Some(fallback) = fallback_runtime_dir(env) else {
+        bail!("{refusal:#}, and there is no state folder (no home directory) for a private one");
+    };
+    if let Some(parent) = fallback.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .with_context(|| format!("{refusal:#}, and the state folder {} cannot be created", parent.display()))?;
+    }
+    ensure_private_dir(&fallback, env.uid())
+        .with_context(|| format!("{refusal:#}; the private fallback failed too"))?;
+    say_fallback_once(&refusal, &fallback);
+    Ok(fallback)
+}
+
+/// The folder nxops uses unless it is taken (see [`runtime_dir`]).
+pub fn preferred_runtime_dir(env: &Environment) -> PathBuf {
+    // Leave room for "/<16 hex>.sock" (22 bytes).
+    let fits = |dir: &Path, extra: usize| dir.is_absolute() && dir.as_os_str().len() + extra + 22 <= MAX_SOCKET_PATH;
+    if let Some(xdg) = env.get_non_empty("XDG_RUNTIME_DIR").map(Path::new)
+        && fits(xdg, "/nxops".len())
+    {
+        return xdg.join("nxops");
+    }
+    let name = format!("nxops-{}", env.uid());
+    let tmp = env.get_non_empty("TMPDIR").map(Path::new).filter(|t| fits(t, name.len() + 1));
+    tmp.unwrap_or(Path::new("/tmp")).join(name)
+}
+
+/// `<state base>/run`, the private folder used when the preferred one is taken.
+pub fn fallback_runtime_dir(env: &Environment) -> Option<PathBuf> {
+    Some(crate::config::state_base(env)?.join("run"))
+}
+
+fn say_fallback_once(refusal: &anyhow::Error, fallback: &Path) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            target: "nxops::sidecar",
+            "{refusal:#}; using the private folder {} for sockets and locks instead",
+            fallback.display()
+        );
+    }
 }
 
 fn ensure_private_dir(dir: &Path, uid: u32) -> anyhow::Result<()> {
@@ -243,5 +298,38 @@ mod tests {
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         ensure_private_dir(&open, rustix::process::getuid().as_raw()).unwrap();
         assert_eq!(std::fs::metadata(&open).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_taken_runtime_folder_falls_back_to_the_state_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (xdg, state) = (dir.path().join("xdg"), dir.path().join("state"));
+        std::fs::create_dir(&xdg).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        // Someone put a symlink where our folder goes: it is not followed.
+        std::os::unix::fs::symlink(&elsewhere, xdg.join("nxops")).unwrap();
+        let env = Environment::from_pairs([
+            ("XDG_RUNTIME_DIR", xdg.to_str().unwrap()),
+            ("NXOPS_STATE_DIR", state.to_str().unwrap()),
+        ]);
+        assert_eq!(preferred_runtime_dir(&env), xdg.join("nxops"));
+        let chosen = runtime_dir(&env).unwrap();
+        assert_eq!(chosen, state.join("run"));
+        assert_eq!(std::fs::metadata(&chosen).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(runtime_dir(&env).unwrap(), chosen, "every call agrees");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing written through the symlink");
+    }
+
+    #[test]
+    fn preferred_folder_without_xdg_is_under_tmpdir() {
+        let env = Environment::from_pairs([("TMPDIR", "/var/tmp/x")]);
+        let uid = rustix::process::getuid().as_raw();
+        assert_eq!(preferred_runtime_dir(&env), PathBuf::from(format!("/var/tmp/x/nxops-{uid}")));
+        let relative = Environment::from_pairs([("TMPDIR", "tmp")]);
+        assert_eq!(preferred_runtime_dir(&relative), PathBuf::from(format!("/tmp/nxops-{uid}")));
+        let long = "/t".repeat(60);
+        let too_long = Environment::from_pairs([("TMPDIR", long.as_str()), ("XDG_RUNTIME_DIR", long.as_str())]);
+        assert_eq!(preferred_runtime_dir(&too_long), PathBuf::from(format!("/tmp/nxops-{uid}")));
     }
 }

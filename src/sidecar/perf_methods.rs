@@ -99,7 +99,7 @@ pub async fn run(ctx: &CallCtx, ws: &Arc<Workspace>, method: &str, raw: Value) -
         actions.push(Action { name: "mcp".into(), done: format!("closed {closed} idle connections beyond minIdle") });
     }
 
-    let (root, data_dir) = (ws.root.clone(), ws.nx.workspace_data_dir.clone());
+    let (root, data_dir) = (ws.root.clone(), ws.nx().workspace_data_dir);
     let done = tokio::task::spawn_blocking(move || super::maintenance::tidy_nx_daemon(&root, &data_dir).1)
         .await
         .unwrap_or_else(|e| e.to_string());

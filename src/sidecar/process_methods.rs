@@ -104,16 +104,28 @@ pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Res
                 }
                 _ => None,
             };
+            let by_name = start.spec.is_none();
             let view = sup.start_process(&start.name, start.spec).await?;
-            if let Some((sessions, id)) = owner {
-                sessions.record_process(&id, &start.name, start.given);
+            // A detached process's spec is kept on disk, so the next owner starts it
+            // again after a crash; it is answered only once that is written.
+            match owner {
+                Some((sessions, id)) => {
+                    sessions.record_process(&id, &start.name, start.given);
+                    sup.detached().forget(&start.name).await;
+                }
+                None if by_name => sup.detached().started_by_name(&start.name).await,
+                None if start.detached => sup.detached().keep(&start.name, start.given).await,
+                None => {}
             }
             Ok(with_session(ctx, ws, view))
         }
         "nxops/process/stop" => {
             let params: StopParams = super::methods::parse(method, raw)?;
             let sup = need(supervisor, ws)?;
-            Ok(with_session(ctx, ws, sup.stop_process(&params.name, params.force).await?))
+            let view = sup.stop_process(&params.name, params.force).await?;
+            // Stopped by a user: a detached process is not started again by the next owner.
+            sup.detached().stopped(&params.name).await;
+            Ok(with_session(ctx, ws, view))
         }
         "nxops/process/restart" => {
             let params: NameParams = super::methods::parse(method, raw)?;

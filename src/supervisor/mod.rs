@@ -8,9 +8,11 @@
 //! - each process is one task (`service`), the only writer of its state;
 //! - a sampler reads `/proc` once per interval for every tree's memory and CPU,
 //!   and feeds the leak detector and memory limits;
-//! - the ledger (`ledger`) lets the next owner end what a crash left behind;
+//! - the ledger (`ledger`) lets the next owner end what a crash left behind,
+//!   and `detached` lets it start the detached processes again;
 //! - declared processes (nxops.json) start only when the file is allowed (`trust`).
 
+pub mod detached;
 pub mod leak;
 pub mod ledger;
 pub mod logs;
@@ -31,6 +33,7 @@ use serde_json::{Value, json};
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch};
 
+use self::detached::Detached;
 use self::ledger::Ledger;
 use self::service::{Cmd, Origin, Service, State, View};
 use self::spec::ProcessSpec;
@@ -118,6 +121,8 @@ struct Inner {
     services: Mutex<BTreeMap<String, Arc<Service>>>,
     config: Mutex<ConfigView>,
     leftovers: Mutex<Vec<u32>>,
+    /// The detached processes' specs, started again by the next owner.
+    detached: Detached,
     unattributed: Mutex<Vec<Unattributed>>,
     started: Instant,
     ready: watch::Sender<bool>,
@@ -128,7 +133,8 @@ struct Inner {
 
 impl Supervisor {
     /// Starts the supervisor of an owned workspace: ends leftovers of a previous
-    /// owner, then starts the allowed declared processes. Returns at once.
+    /// owner, then starts the allowed declared processes and the previous owner's
+    /// detached processes. Returns at once.
     pub fn launch(
         root: PathBuf,
         state_dir: Option<PathBuf>,
@@ -138,6 +144,7 @@ impl Supervisor {
         publish: Publish,
     ) -> Supervisor {
         let key = crate::config::workspace_key(&root);
+        let detached = Detached::new(state_dir.as_deref(), &runtime);
         let shared = Arc::new(Shared {
             key,
             root: root.clone(),
@@ -163,6 +170,7 @@ impl Supervisor {
             services: Mutex::default(),
             config: Mutex::new(config),
             leftovers: Mutex::default(),
+            detached,
             unattributed: Mutex::default(),
             started: Instant::now(),
             ready: watch::channel(false).0,
@@ -184,6 +192,7 @@ impl Supervisor {
             if let Err(err) = this.reload() {
                 tracing::warn!(target: "nxops::supervisor", "{err}");
             }
+            this.restore_detached().await;
             this.0.ready.send_replace(true);
             this.sample_forever().await;
         });
@@ -192,6 +201,42 @@ impl Supervisor {
 
     fn services(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Service>>> {
         lock(&self.0.services)
+    }
+
+    /// Starts the previous owner's detached processes from their specs (after its
+    /// leftovers were ended). A spec that no longer parses, or whose name nxops.json
+    /// now declares, is forgotten with a warning; one that fails to start is kept.
+    async fn restore_detached(&self) {
+        let book = self.0.detached.clone();
+        let processes = match tokio::task::spawn_blocking(move || book.load()).await {
+            Ok(Ok(processes)) => processes,
+            Ok(Err(problem)) => {
+                tracing::warn!(target: "nxops::supervisor", "{problem}");
+                return;
+            }
+            Err(_) => return,
+        };
+        let (root, settings) = (&self.0.shared.root, &self.0.settings);
+        for (name, given) in processes {
+            let location = format!("detached process {name}");
+            let started = match spec::parse(&name, given, root, settings, &location) {
+                Ok(spec) => self.start_now(&name, Some(spec)).await.map(|_| ()),
+                Err(err) => Err(RpcError::invalid_params("nxops/process/start", err.to_string())),
+            };
+            match started {
+                Ok(()) => tracing::info!(target: "nxops::supervisor", "started detached process {name} again"),
+                Err(err @ RpcError::InvalidParams { .. }) => {
+                    tracing::warn!(target: "nxops::supervisor", "detached process {name} not started again: {err}");
+                    self.0.detached.forget(&name).await;
+                }
+                Err(err) => tracing::warn!(target: "nxops::supervisor", "detached process {name}: {err}"),
+            }
+        }
+    }
+
+    /// The detached processes' book (recorded by `nxops/process/start` and `stop`).
+    pub fn detached(&self) -> &Detached {
+        &self.0.detached
     }
 
     /// Waits until leftovers are handled and declared processes are started.
@@ -299,6 +344,11 @@ impl Supervisor {
     /// Starts a declared process, or a client's process when `spec` is given.
     pub async fn start_process(&self, name: &str, spec: Option<ProcessSpec>) -> Result<View, RpcError> {
         self.ready().await;
+        self.start_now(name, spec).await
+    }
+
+    /// `start_process` without waiting for start-up (which calls it itself).
+    async fn start_now(&self, name: &str, spec: Option<ProcessSpec>) -> Result<View, RpcError> {
         if self.0.shared.stopped() {
             return Err(RpcError::OwnerUnavailable("the workspace is being detached".into()));
         }

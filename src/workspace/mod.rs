@@ -1,4 +1,11 @@
 //! An Nx workspace: its root, its nx.json and where Nx keeps its cache.
+//!
+//! Where Nx keeps the cache is not fixed at open: Nx creates its database on its
+//! first run (often after the editor's sidecar attached), and a changed nx.json
+//! or a first commit can move the cache. So [`Workspace::nx`] lists the database
+//! files on every read (one `read_dir`), and the layout decision itself is made
+//! again by [`Workspace::refresh_nx`], which the owner's watch
+//! (`sidecar::nx_watch`) calls when its inputs change.
 
 pub mod git_identity;
 pub mod node_resolve;
@@ -7,6 +14,7 @@ pub mod nx_paths;
 pub mod nxops_json;
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::config::{self, ConfigError, FlagValue, Settings, state_dir};
 use crate::environment::Environment;
@@ -19,7 +27,8 @@ pub struct Workspace {
     /// Absolute and canonical, as Nx sees it (`process.cwd()` is physical).
     pub root: PathBuf,
     pub nx_json: NxJson,
-    pub nx: NxLocations,
+    /// The last layout decision; read it through [`Workspace::nx`].
+    nx: NxCell,
     pub settings: Settings,
     pub state_dir: Option<PathBuf>,
 }
@@ -69,7 +78,48 @@ impl Workspace {
         let settings = Settings::resolve(plugin, env, flags)?;
         let nx = nx_paths::resolve(&root, Some(&nx_json), env);
         let state_dir = state_dir(env, &root);
+        let nx = NxCell { decided: Mutex::new(nx), env: env.clone() };
         Ok(Workspace { root, nx_json, nx, settings, state_dir })
+    }
+
+    /// Where Nx keeps the cache and database now: the last layout decision, with
+    /// the database files as they are at this moment (Nx creates them on its first run).
+    pub fn nx(&self) -> NxLocations {
+        let mut nx = self.nx.decided.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        nx.db_files = nx_paths::find_db_files(&nx.db_dir);
+        nx
+    }
+
+    /// The cache folder of the last layout decision (no I/O: fit for a view under a lock).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.nx.decided.lock().unwrap_or_else(|p| p.into_inner()).cache_dir.clone()
+    }
+
+    /// Decides the layout again from nx.json and git as they are now (blocking: it
+    /// may run git). True when the cache, database or workspace data folder moved.
+    pub fn refresh_nx(&self) -> bool {
+        let nx_json = NxJson::read(&self.root.join("nx.json")).ok();
+        let fresh = nx_paths::resolve(&self.root, nx_json.as_ref().or(Some(&self.nx_json)), &self.nx.env);
+        let mut decided = self.nx.decided.lock().unwrap_or_else(|p| p.into_inner());
+        let moved = (&decided.cache_dir, &decided.db_dir, &decided.workspace_data_dir)
+            != (&fresh.cache_dir, &fresh.db_dir, &fresh.workspace_data_dir);
+        *decided = fresh;
+        moved
+    }
+}
+
+/// The layout decision, replaced by `refresh_nx` (held only to copy or swap it).
+#[derive(Debug)]
+struct NxCell {
+    decided: Mutex<NxLocations>,
+    /// The environment the decision depends on (`NX_*`, HOME).
+    env: Environment,
+}
+
+impl Clone for NxCell {
+    fn clone(&self) -> Self {
+        let decided = self.decided.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        NxCell { decided: Mutex::new(decided), env: self.env.clone() }
     }
 }
 

@@ -76,6 +76,29 @@ pub fn resolve(root: &Path, nx_json: Option<&NxJson>, env: &Environment) -> NxLo
     NxLocations { cache_dir, db_dir, db_files, workspace_data_dir, layout, warnings }
 }
 
+/// What the layout decision reads that can change while a sidecar runs, as file
+/// stats (no file is read and nothing is run, so it is cheap to poll): nx.json,
+/// and the git files that give the repository its identity (`.git`, its
+/// `config`, `HEAD`, `shallow`, `packed-refs` and `refs/heads`). A `.git` file
+/// (a linked worktree) is stat'ed itself; its real git folder is not followed.
+/// Equal fingerprints mean [`resolve`] would decide the same folders.
+pub fn inputs_fingerprint(root: &Path) -> Vec<Option<(i64, i64, u64, u64)>> {
+    let git = root.join(".git");
+    let files = [
+        root.join("nx.json"),
+        git.clone(),
+        git.join("config"),
+        git.join("HEAD"),
+        git.join("shallow"),
+        git.join("packed-refs"),
+        git.join("refs/heads"),
+    ];
+    files
+        .iter()
+        .map(|f| std::fs::symlink_metadata(f).ok().map(|m| (m.mtime(), m.mtime_nsec(), m.size(), m.ino())))
+        .collect()
+}
+
 /// The database files in `dir`: names ending in `-v<digits>.db`, newest schema first.
 pub fn find_db_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
