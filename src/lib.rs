@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the map of this crate.
 
 pub mod app;
+pub mod atomic_file;
 pub mod cache;
 pub mod cli;
 pub mod clock;

@@ -12,7 +12,6 @@
 //! owner's `load` removes those of writers that no longer run (a live pid's
 //! file may be mid-write, so it is left alone).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -34,24 +33,9 @@ pub fn path(state_dir: &Path) -> PathBuf {
 
 /// Writes the sessions atomically (see the module docs).
 pub fn save(file: &Path, sessions: Vec<Record>) -> std::io::Result<()> {
-    let dir = file.parent().ok_or_else(|| std::io::Error::other("sessions file has no directory"))?;
-    std::fs::create_dir_all(dir)?;
     let text = serde_json::to_vec_pretty(&File { version: VERSION, sessions }).map_err(std::io::Error::other)?;
-    let temp = dir.join(format!(".sessions.json.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut out = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
-        out.write_all(&text)?;
-        out.sync_all()?;
-        std::fs::rename(&temp, file)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written
+    crate::atomic_file::replace(file, &text)
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 /// Why the file could not be used.
 enum Unusable {

@@ -25,8 +25,6 @@
 //! owner starts no detached process from it.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -231,21 +229,8 @@ impl Inner {
 
 /// Writes the file atomically (see the module docs).
 pub fn save(file: &Path, processes: BTreeMap<String, Value>) -> std::io::Result<()> {
-    let dir = file.parent().ok_or_else(|| std::io::Error::other("the detached file has no folder"))?;
-    std::fs::create_dir_all(dir)?;
     let text = serde_json::to_vec_pretty(&File { version: VERSION, processes }).map_err(std::io::Error::other)?;
-    let temp = dir.join(format!(".detached.json.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut out = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
-        out.write_all(&text)?;
-        out.sync_all()?;
-        std::fs::rename(&temp, file)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written
+    crate::atomic_file::replace(file, &text)
 }
 
 /// Removes the temporary files of writers killed mid-write. Only the owner writes
