@@ -137,7 +137,8 @@ describe('cache commands', () => {
     assert.equal(reset.path, 'nx-reset', JSON.stringify(reset));
     assert.match(render.renderReset(reset), /- done: `.*nx reset --only-cache` in /);
     const after = await sidecar.client.cacheStats(ws).then((s) => s.entries, (e) => e.message);
-    assert.ok(after === 0 || /does not exist/.test(after), `after reset: ${after}`);
+    // `nx reset` removes the cache and its database: nxops then says Nx has not run here (yet, again).
+    assert.ok(after === 0 || /does not exist|has not run in/.test(after), `after reset: ${after}`);
   });
 });
 
