@@ -300,6 +300,28 @@ impl DirBuffer {
         Ok(names)
     }
 
+    /// The names in `dir` with the kind the folder itself records (`None` where the
+    /// file system does not say: ask `lstat_at`).
+    pub(super) fn names_and_kinds(&mut self, dir: BorrowedFd) -> rustix::io::Result<Vec<(CString, Option<Kind>)>> {
+        let mut entries = self.entries(dir);
+        let mut out = Vec::new();
+        while let Some(entry) = entries.next() {
+            let Some(entry) = tolerate_deleted(entry)? else { break };
+            if is_dot(entry.file_name()) {
+                continue;
+            }
+            let kind = match entry.file_type() {
+                FileType::Directory => Some(Kind::Dir),
+                FileType::RegularFile => Some(Kind::File),
+                FileType::Symlink => Some(Kind::Symlink),
+                FileType::Unknown => None,
+                _ => Some(Kind::Other),
+            };
+            out.push((entry.file_name().to_owned(), kind));
+        }
+        Ok(out)
+    }
+
     fn entries<'b>(&'b mut self, dir: BorrowedFd<'b>) -> RawDir<'b, BorrowedFd<'b>> {
         RawDir::new(dir, &mut self.0)
     }

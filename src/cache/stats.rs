@@ -224,7 +224,7 @@ fn deep_stats(paths: &CachePaths, db: &NxDb, children: &[scan::Child]) -> Result
         }
     }
     if terminal_outputs_folder {
-        for (name, kind, bytes) in terminal_outputs(paths) {
+        for (name, kind, bytes) in terminal_outputs(paths, |name| !known.contains(name)) {
             let Some(name) = name.to_str() else { continue };
             if !known.contains(name) {
                 orphans.terminal_outputs_without_row += 1;
@@ -250,27 +250,43 @@ fn deep_stats(paths: &CachePaths, db: &NxDb, children: &[scan::Child]) -> Result
 
 /// Items directly in the trash, listed without following anything.
 fn trash_count(paths: &CachePaths) -> u64 {
-    list_nofollow(&paths.cache_dir, TRASH_DIR).len() as u64
+    list_nofollow(&paths.cache_dir, TRASH_DIR, |_| false).len() as u64
 }
 
-/// `terminalOutputs/*`: name, kind and size, listed without following anything.
-fn terminal_outputs(paths: &CachePaths) -> Vec<(std::ffi::OsString, Kind, u64)> {
-    list_nofollow(&paths.cache_dir, "terminalOutputs")
+/// `terminalOutputs/*`: name, kind and size (sizes only of those `orphan` says have no row:
+/// one stat each would cost more than the rest of a deep scan of them), listed without
+/// following anything.
+fn terminal_outputs(paths: &CachePaths, orphan: impl Fn(&str) -> bool) -> Vec<(std::ffi::OsString, Kind, u64)> {
+    list_nofollow(&paths.cache_dir, "terminalOutputs", orphan)
 }
 
-/// The items of the folder `name` in `cache_dir`, opened with `O_NOFOLLOW`; none when it is not a folder.
-fn list_nofollow(cache_dir: &std::path::Path, name: &str) -> Vec<(std::ffi::OsString, Kind, u64)> {
+/// The items of the folder `name` in `cache_dir`, opened with `O_NOFOLLOW`; none when it is
+/// not a folder. Kinds come from the folder's own entries (`lstat` only where it does not say);
+/// sizes only for the items `sized` picks (0 for the others).
+fn list_nofollow(
+    cache_dir: &std::path::Path,
+    name: &str,
+    sized: impl Fn(&str) -> bool,
+) -> Vec<(std::ffi::OsString, Kind, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let Ok(dir) = std::fs::File::open(cache_dir) else { return Vec::new() };
     let Ok(name) = std::ffi::CString::new(name) else { return Vec::new() };
     let Ok(Some(folder)) = scan::open_dir_at(std::os::fd::AsFd::as_fd(&dir), &name) else { return Vec::new() };
-    let Ok(names) = scan::DirBuffer::new().names(std::os::fd::AsFd::as_fd(&folder)) else { return Vec::new() };
-    names
+    let folder = std::os::fd::AsFd::as_fd(&folder);
+    let Ok(items) = scan::DirBuffer::new().names_and_kinds(folder) else { return Vec::new() };
+    items
         .into_iter()
-        .filter_map(|item| {
-            let stat = scan::lstat_at(std::os::fd::AsFd::as_fd(&folder), &item).ok()??;
+        .filter_map(|(item, kind)| {
             let os = std::ffi::OsStr::from_bytes(item.to_bytes()).to_os_string();
-            Some((os, scan::kind_of(&stat), stat.stx_size))
+            let wants_size = os.to_str().is_none_or(&sized);
+            let (kind, size) = match kind {
+                Some(kind) if !wants_size => (kind, 0),
+                _ => {
+                    let stat = scan::lstat_at(folder, &item).ok()??;
+                    (scan::kind_of(&stat), stat.stx_size)
+                }
+            };
+            Some((os, kind, size))
         })
         .collect()
 }
