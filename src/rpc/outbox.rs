@@ -9,9 +9,10 @@
 //!   `nxops/eventsDropped` notification as soon as its queue has drained to half,
 //!   and the loss is counted (`dropped_events_total`).
 //!
-//! The connection's writer thread drains the queue. Writes wait for the peer
-//! with `poll` and a timeout, never in a blocking `write`, so a peer that stops
-//! reading is noticed: when a reliable message has waited `RESPONSE_DEADLINE`
+//! The connection's writer thread drains the queue. Writes never block: sockets
+//! are sent with `MSG_DONTWAIT`, a pipe of our own is made non-blocking, and
+//! anything else is asked with `poll` first (see `Mode`); a full peer is waited
+//! for in `poll` slices, so a peer that stops reading is noticed: when a reliable message has waited `RESPONSE_DEADLINE`
 //! with no byte accepted, the connection is cut (`disconnect`: a socket is shut
 //! down, so its reader sees the end and the session ends as a vanished client's).
 //!
@@ -125,8 +126,7 @@ pub struct Outbox {
 struct Shared {
     fd: OwnedFd,
     mode: Mode,
-    /// Items sent and not yet written (the writer decrements after writing).
-    queued: AtomicUsize,
+    /// Items sent and not yet written, by class (the writer decrements after writing).
     events_queued: AtomicUsize,
     reliable_queued: AtomicUsize,
     /// Milliseconds since `epoch` when `reliable_queued` last rose from zero.
@@ -166,7 +166,6 @@ impl Outbox {
         let shared = Arc::new(Shared {
             fd,
             mode,
-            queued: AtomicUsize::new(0),
             events_queued: AtomicUsize::new(0),
             reliable_queued: AtomicUsize::new(0),
             reliable_since_ms: AtomicU64::new(0),
@@ -212,22 +211,9 @@ impl Outbox {
         self.send(&json!({"jsonrpc": "2.0", "method": method, "params": params}))
     }
 
-    /// Sends an event notification: dropped (and counted) when the peer has
-    /// `EVENT_QUEUE_LIMIT` events waiting. Returns false when the peer is gone.
-    pub fn event(&self, method: &str, params: Value) -> bool {
-        if self.is_broken() {
-            return false;
-        }
-        if self.drop_event() {
-            return true;
-        }
-        match encode(&json!({"jsonrpc": "2.0", "method": method, "params": params})) {
-            Some(bytes) => self.push(Class::Event, bytes.into()),
-            None => true,
-        }
-    }
-
-    /// `event` for a notification already framed (one publish, many connections).
+    /// Queues an event (framed once by its publisher for every connection): dropped,
+    /// and counted, when the peer has `EVENT_QUEUE_LIMIT` events waiting. Returns
+    /// false when the peer is gone.
     pub fn event_frame(&self, frame: &Frame) -> bool {
         if self.is_broken() {
             return false;
@@ -253,7 +239,7 @@ impl Outbox {
     pub fn send_now(&self, message: &impl Serialize) -> bool {
         let Some(bytes) = encode(message) else { return !self.is_broken() };
         let shared = &*self.shared;
-        if shared.queued.load(Ordering::Acquire) == 0 && shared.take_busy() {
+        if shared.queued() == 0 && shared.take_busy() {
             let written = shared.write_all(&bytes, true);
             shared.release_busy();
             return written;
@@ -266,10 +252,9 @@ impl Outbox {
         if shared.gone.load(Ordering::Relaxed) {
             return false;
         }
-        shared.queued.fetch_add(1, Ordering::AcqRel);
         match class {
             Class::Event => {
-                shared.events_queued.fetch_add(1, Ordering::Relaxed);
+                shared.events_queued.fetch_add(1, Ordering::AcqRel);
             }
             Class::Reliable => {
                 if shared.reliable_queued.fetch_add(1, Ordering::AcqRel) == 0 {
@@ -298,7 +283,7 @@ impl Outbox {
     /// Waits (bounded) until everything queued has been written or the peer is gone.
     pub fn flush(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while (self.shared.queued.load(Ordering::Acquire) > 0 || self.shared.busy.load(Ordering::Acquire))
+        while (self.shared.queued() > 0 || self.shared.busy.load(Ordering::Acquire))
             && !self.is_broken()
             && Instant::now() < deadline
         {
@@ -308,6 +293,11 @@ impl Outbox {
 }
 
 impl Shared {
+    /// Items sent and not yet written.
+    fn queued(&self) -> usize {
+        self.events_queued.load(Ordering::Acquire) + self.reliable_queued.load(Ordering::Acquire)
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
@@ -480,13 +470,12 @@ fn writer_loop(shared: &Shared, rx: &mpsc::Receiver<Item>) {
         }
         match item.class {
             Class::Event => {
-                shared.events_queued.fetch_sub(1, Ordering::Relaxed);
+                shared.events_queued.fetch_sub(1, Ordering::AcqRel);
             }
             Class::Reliable => {
                 shared.reliable_queued.fetch_sub(1, Ordering::AcqRel);
             }
         }
-        shared.queued.fetch_sub(1, Ordering::AcqRel);
         shared.release_busy();
     }
 }
@@ -512,6 +501,11 @@ mod tests {
 
     use super::*;
 
+    /// Queues an event the way `Core::publish` does.
+    fn tick(outbox: &Outbox, params: Value) -> bool {
+        outbox.event_frame(&Frame::event("nxops/tick", params).unwrap())
+    }
+
     fn read_messages(stream: &mut UnixStream, count: usize) -> Vec<Value> {
         let mut reader = frame::FrameReader::new(stream);
         (0..count).map(|_| serde_json::from_slice(&reader.read_frame().unwrap().unwrap().unwrap()).unwrap()).collect()
@@ -535,7 +529,7 @@ mod tests {
         let big = "e".repeat(4096);
         // Far more events than the socket buffer and the queue hold, while nobody reads.
         for n in 0..(EVENT_QUEUE_LIMIT * 4) {
-            assert!(outbox.event("nxops/tick", json!({"n": n, "pad": big})));
+            assert!(tick(&outbox, json!({"n": n, "pad": big})));
         }
         assert!(outbox.dropped_events() > 0, "nothing was dropped");
         // Sending never waited for the peer, and an answer still goes through.
@@ -558,7 +552,7 @@ mod tests {
         let outbox = Outbox::new(ours, || {});
         let started = Instant::now();
         for n in 0..(EVENT_QUEUE_LIMIT * 2) {
-            outbox.event("nxops/tick", json!({"n": n, "pad": "p".repeat(8192)}));
+            tick(&outbox, json!({"n": n, "pad": "p".repeat(8192)}));
         }
         outbox.send(&json!({"id": 2, "result": null}));
         assert!(started.elapsed() < Duration::from_secs(2), "sending took {:?}", started.elapsed());
@@ -600,7 +594,7 @@ mod tests {
         let outbox =
             Outbox::with_deadline(ours, Duration::from_millis(300), move || flag.store(true, Ordering::Relaxed));
         for n in 0..200 {
-            outbox.event("nxops/tick", json!({"n": n, "pad": "p".repeat(8192)}));
+            tick(&outbox, json!({"n": n, "pad": "p".repeat(8192)}));
         }
         std::thread::sleep(Duration::from_millis(1000));
         assert!(!cut.load(Ordering::Relaxed) && !outbox.is_broken());
@@ -616,7 +610,7 @@ mod tests {
         assert_eq!(outbox.shared.mode, Mode::NonBlocking, "a pipe of our own is made non-blocking");
         let started = Instant::now();
         for n in 0..(EVENT_QUEUE_LIMIT * 2) {
-            outbox.event("nxops/tick", json!({"n": n, "pad": "p".repeat(4096)}));
+            tick(&outbox, json!({"n": n, "pad": "p".repeat(4096)}));
         }
         assert!(outbox.dropped_events() > 0);
         // An answer behind the queued events: queued at once, and since the peer takes
