@@ -28,8 +28,6 @@ pub enum ClientError {
     Rpc(Error),
     #[error("the connection closed before the answer came")]
     Closed,
-    #[error("no answer within {0:?}")]
-    TimedOut(Duration),
     #[error("the peer stopped answering (a liveness check went unanswered for {0:?})")]
     Unresponsive(Duration),
 }
@@ -133,16 +131,6 @@ impl RpcClient {
     ) -> Result<Value, ClientError> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a current-thread runtime");
         rt.block_on(self.request_watched(method, params, probe, interval, limit))
-    }
-
-    /// `request` for callers outside a runtime, with a deadline.
-    pub fn request_blocking(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, ClientError> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a current-thread runtime");
-        rt.block_on(async {
-            tokio::time::timeout(timeout, self.request(method, params))
-                .await
-                .map_err(|_| ClientError::TimedOut(timeout))?
-        })
     }
 
     pub fn notify(&self, method: &str, params: Value) -> bool {

@@ -376,9 +376,10 @@ async fn forward(
     };
     answered.map_err(|err| match err {
         ClientError::Rpc(remote) => RpcError::Remote(remote),
-        ClientError::Closed | ClientError::TimedOut(_) | ClientError::Unresponsive(_) => RpcError::OwnerUnavailable(
-            format!("the owner of {} went away during the request; retry it", root.display()),
-        ),
+        ClientError::Closed | ClientError::Unresponsive(_) => RpcError::OwnerUnavailable(format!(
+            "the owner of {} went away during the request; retry it",
+            root.display()
+        )),
     })
 }
 

@@ -168,14 +168,6 @@ impl Connections {
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.open.with(|set| set.streams.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Tells a connection past the cap why it is closed (without waiting for it), and closes it.
