@@ -35,6 +35,9 @@
 //! A warm scan is CPU-bound (about 1 us per system call), so it stops gaining at one worker per core and
 //! loses little beyond; a cold scan waits on the disk, so workers beyond the cores keep more reads in
 //! flight, up to about 32. Emptying the trash behaves the same way (see `trash`).
+//!
+//! Workers take the shared folders (`terminalOutputs` above all: one file per entry) before the entries,
+//! so that the longest job does not start last and run alone on one core at the end of the scan.
 
 use std::collections::HashSet;
 use std::ffi::{CStr, CString, OsStr, OsString};
@@ -92,12 +95,14 @@ pub fn scan_children(root: &Path, threads: usize) -> io::Result<Vec<Child>> {
     let root_fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|err| with_path(err.into(), root))?;
     let names = DirBuffer::new().names(root_fd.as_fd()).map_err(|err| with_path(err.into(), root))?;
+    let order = largest_first(&names);
     let links = HardLinks::default();
     let workers = run_pool(
         names.len(),
         threads,
         || (Walker::new(&links), Vec::new()),
-        |(walker, found), index| {
+        |(walker, found), job| {
+            let index = order[job];
             let name = &names[index];
             let measured =
                 walker.measure_at(root_fd.as_fd(), name).map_err(|err| with_child_path(err.into(), root, name))?;
@@ -108,6 +113,19 @@ pub fn scan_children(root: &Path, threads: usize) -> io::Result<Vec<Child>> {
     let mut found: Vec<(usize, Child)> = workers.into_iter().flat_map(|(_, found)| found).collect();
     found.sort_unstable_by_key(|(index, _)| *index);
     Ok(found.into_iter().map(|(_, child)| child).collect())
+}
+
+/// The order in which [`scan_children`] hands children to its workers: the cache's shared folders
+/// (`terminalOutputs`, `batchOutputs`, the trash: any name that is not an entry's all-digit hash) first,
+/// then the entries in listing order. A shared folder holds one item per entry, so it is the longest job
+/// by far; started last, it would run alone on one core while the others sit idle (longest job first).
+fn largest_first(names: &[CString]) -> Vec<usize> {
+    let is_entry = |name: &CString| {
+        let bytes = name.as_bytes();
+        !bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit)
+    };
+    let shared = (0..names.len()).filter(|&i| !is_entry(&names[i]));
+    shared.chain((0..names.len()).filter(|&i| is_entry(&names[i]))).collect()
 }
 
 /// One subtree, same rules, single thread. A symlink at `path` counts as itself. `ENOENT` for `path`
@@ -431,6 +449,15 @@ mod tests {
         assert_eq!(child(&children, "run.json").usage, measure(&dir.path().join("run.json")).unwrap());
         assert_eq!(child(&children, "222").usage.dirs, 1);
         assert_eq!(entry.usage, measure(&dir.path().join("111")).unwrap());
+    }
+
+    #[test]
+    fn shared_folders_are_handed_out_before_the_entries() {
+        let names: Vec<CString> = ["123", "terminalOutputs", "456", ".nxops-trash", "12a"]
+            .iter()
+            .map(|name| CString::new(*name).unwrap())
+            .collect();
+        assert_eq!(largest_first(&names), vec![1, 3, 4, 0, 2]);
     }
 
     #[test]

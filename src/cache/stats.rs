@@ -124,11 +124,15 @@ pub fn collect(paths: &CachePaths, max_size: u64, max_age_ms: u64, deep: bool) -
         let db = NxDb::open(&paths.db_file)?;
         let mut stats = from_database(paths, &db, max_size, max_age_ms)?;
         if let Some(walk) = walk {
+            // The rows are read, and `terminalOutputs` listed, while the walk runs.
+            let rows = db.hashes()?;
+            let known: HashSet<&str> = rows.iter().map(|(hash, _)| hash.as_str()).collect();
+            let outputs = terminal_outputs(paths, |name| !known.contains(name));
             let children = walk
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("the disk walk panicked")))
                 .map_err(|e| CacheError::io(format!("failed to scan {}", paths.cache_dir.display()), e))?;
-            stats.deep = Some(deep_stats(paths, &db, &children)?);
+            stats.deep = Some(deep_stats(paths, Rows { all: &rows, known: &known }, &children, outputs)?);
         }
         stats.duration_ms = started.elapsed().as_millis() as u64;
         Ok(stats)
@@ -180,9 +184,20 @@ fn volume(dir: &std::path::Path) -> Option<Volume> {
     Some(Volume { total_bytes: stat.f_blocks * stat.f_frsize, free_bytes: stat.f_bavail * stat.f_frsize })
 }
 
-fn deep_stats(paths: &CachePaths, db: &NxDb, children: &[scan::Child]) -> Result<DeepStats, CacheError> {
-    let rows = db.hashes()?;
-    let known: HashSet<&str> = rows.iter().map(|(hash, _)| hash.as_str()).collect();
+/// The database's rows for [`deep_stats`]: every `(hash, is_cache_entry)`, and the set of their hashes.
+struct Rows<'r> {
+    all: &'r [(String, bool)],
+    known: &'r HashSet<&'r str>,
+}
+
+/// Compares the walk's `children` and the listing of `terminalOutputs` (`outputs`) with the rows.
+fn deep_stats(
+    paths: &CachePaths,
+    rows: Rows,
+    children: &[scan::Child],
+    outputs: Vec<(std::ffi::OsString, Kind, u64)>,
+) -> Result<DeepStats, CacheError> {
+    let Rows { all: rows, known } = rows;
     let mut total = scan::Usage::default();
     let mut orphans = Orphans::default();
     let mut unsafe_items = Vec::new();
@@ -224,7 +239,7 @@ fn deep_stats(paths: &CachePaths, db: &NxDb, children: &[scan::Child]) -> Result
         }
     }
     if terminal_outputs_folder {
-        for (name, kind, bytes) in terminal_outputs(paths, |name| !known.contains(name)) {
+        for (name, kind, bytes) in outputs {
             let Some(name) = name.to_str() else { continue };
             if !known.contains(name) {
                 orphans.terminal_outputs_without_row += 1;
