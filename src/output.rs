@@ -59,7 +59,9 @@ impl Section {
         out.push('\n');
         let width = self.rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
         for (label, value) in &self.rows {
-            out.push_str(&format!("  {label:<width$}  {value}\n"));
+            // A row without a value leaves no padding behind.
+            out.push_str(format!("  {label:<width$}  {value}").trim_end());
+            out.push('\n');
         }
     }
 }
@@ -67,6 +69,13 @@ impl Section {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_without_a_value_end_at_their_label() {
+        let mut out = String::new();
+        Section::new("Vars").row("none set", "").row("a", "1").render(&mut out);
+        assert_eq!(out, "Vars\n  none set\n  a         1\n");
+    }
 
     #[test]
     fn sections_align_values() {
