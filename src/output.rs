@@ -30,6 +30,21 @@ pub fn emit(report: &impl Report, format: Format) -> anyhow::Result<()> {
     }
 }
 
+/// A command and its arguments as a POSIX shell would read them back: words made only of characters
+/// the shell leaves alone stay bare, the others are single-quoted (`'` written as `'\''`), so that
+/// `sh -c 'echo "a b"'` is shown as it was given, not as `sh -c echo "a b"`.
+pub fn shell_line<'w>(words: impl IntoIterator<Item = &'w str>) -> String {
+    let quote = |word: &str| {
+        let bare = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+        if !word.is_empty() && word.chars().all(bare) {
+            word.to_string()
+        } else {
+            format!("'{}'", word.replace('\'', r"'\''"))
+        }
+    };
+    words.into_iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
 /// A titled block of `label  value` lines with the values aligned.
 #[derive(Default)]
 pub struct Section {
@@ -69,6 +84,13 @@ impl Section {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shell_lines_quote_only_what_the_shell_would_split_or_expand() {
+        assert_eq!(shell_line(["node", "dist/main.js", "--port=4200"]), "node dist/main.js --port=4200");
+        assert_eq!(shell_line(["sh", "-c", "echo \"a b\"; sleep 1"]), r#"sh -c 'echo "a b"; sleep 1'"#);
+        assert_eq!(shell_line(["echo", "it's", "", "$HOME"]), r"echo 'it'\''s' '' '$HOME'");
+    }
 
     #[test]
     fn rows_without_a_value_end_at_their_label() {

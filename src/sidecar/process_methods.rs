@@ -232,7 +232,7 @@ fn declared_without_sidecar(ctx: &CallCtx, ws: &Workspace) -> Result<Value, RpcE
                 let spec = spec::parse(name, value.clone(), &ws.root, &ws.settings, &location)
                     .map_err(|e| crate::config::ConfigError { location: e.location, problem: e.problem })?;
                 specs
-                    .push(json!({"name": spec.name, "state": "stopped", "command": command_line(&spec), "spec": spec}));
+                    .push(json!({"name": spec.name, "state": "stopped", "command": spec.command_line(), "spec": spec}));
             }
             (Some(trust::check(ctx.core.env(), &file.path, &file.sha256)), specs)
         }
@@ -244,10 +244,6 @@ fn declared_without_sidecar(ctx: &CallCtx, ws: &Workspace) -> Result<Value, RpcE
         "processes": processes,
         "unattributed": [],
     }))
-}
-
-fn command_line(spec: &ProcessSpec) -> String {
-    std::iter::once(spec.command.clone()).chain(spec.args.iter().cloned()).collect::<Vec<_>>().join(" ")
 }
 
 /// Log files are readable without a sidecar.
@@ -287,7 +283,7 @@ async fn trust_method(
             let location = format!("{} processes.{name}", file.path.display());
             let spec = spec::parse(name, value.clone(), &ws.root, &ws.settings, &location)
                 .map_err(|e| crate::config::ConfigError { location: e.location, problem: e.problem })?;
-            declared.push(json!({"name": spec.name, "command": command_line(&spec), "cwd": spec.cwd}));
+            declared.push(json!({"name": spec.name, "command": spec.command_line(), "cwd": spec.cwd}));
         }
     }
     // The workspace's MCP files name commands too, and are allowed with it.
@@ -340,7 +336,7 @@ async fn trust_method(
                 .servers
                 .iter()
                 .filter(|s| s.source.path == f.path)
-                .map(|s| json!({"name": s.name, "command": s.command.iter().chain(&s.args).cloned().collect::<Vec<_>>().join(" "), "url": s.url}))
+                .map(|s| json!({"name": s.name, "command": crate::output::shell_line(s.command.iter().chain(&s.args).map(String::as_str)), "url": s.url}))
                 .collect();
             json!({"file": f.path, "kind": f.kind.label(), "sha256": f.sha256, "trust": trust::check(env, &f.path, &f.sha256), "servers": servers})
         })

@@ -202,7 +202,7 @@ pub fn create(shared: &Arc<Shared>, spec: ProcessSpec, origin: Origin, start_now
         last_exit: None,
         next_restart_in_ms: None,
         given_up: None,
-        command: command_line(&spec),
+        command: spec.command_line(),
         spec: spec.clone(),
         started_instant: None,
         next_restart_at: None,
@@ -224,10 +224,6 @@ pub fn create(shared: &Arc<Shared>, spec: ProcessSpec, origin: Origin, start_now
     };
     shared.runtime.spawn(actor.run(rx, start_now));
     service
-}
-
-fn command_line(spec: &ProcessSpec) -> String {
-    std::iter::once(spec.command.as_str()).chain(spec.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
 }
 
 struct Actor {
@@ -344,7 +340,7 @@ impl Actor {
 
     fn respec(&mut self, spec: ProcessSpec) {
         let mut view = self.view();
-        view.command = command_line(&spec);
+        view.command = spec.command_line();
         view.spec = spec.clone();
         drop(view);
         self.spec = spec;

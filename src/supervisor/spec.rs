@@ -113,6 +113,13 @@ pub struct ProcessSpec {
     pub autostart: bool,
 }
 
+impl ProcessSpec {
+    /// The command and its arguments as one line a shell would read back the same way.
+    pub fn command_line(&self) -> String {
+        crate::output::shell_line(std::iter::once(self.command.as_str()).chain(self.args.iter().map(String::as_str)))
+    }
+}
+
 /// The JSON form, as users write it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
