@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "support/measure.rs"]
+mod measure;
+use measure::{Scratch, median, ms, rss_kib};
 #[path = "support/lsp.rs"]
 mod lsp;
 use lsp::{frame, read_frame, read_raw_frame};
@@ -31,16 +34,12 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     pin_to_one_cpu();
     let rounds = if quick { 2_000 } else { 10_000 };
-    let scratch = tempfile::tempdir().expect("a scratch folder");
-    let ws = scratch.path().join("ws");
-    std::fs::create_dir_all(&ws).unwrap();
-    std::fs::write(ws.join("nx.json"), "{}").unwrap();
-    let run_dir = scratch.path().join("run");
-    std::fs::create_dir_all(&run_dir).unwrap();
+    let scratch = Scratch::new();
+    let (ws, run_dir) = (&scratch.ws, &scratch.run_dir);
 
     println!("nxops rpc benchmark ({rounds} sequential round trips each; baseline measured in the same run)");
     let mut floor = Peer::floor();
-    let mut sidecar = Peer::sidecar(&ws, &run_dir);
+    let mut sidecar = Peer::sidecar(ws, run_dir);
     let (ours, base) = interleaved(&mut sidecar, &mut floor, rounds);
     let ratio = ours.p50.as_secs_f64() / base.p50.as_secs_f64();
     println!(
@@ -58,7 +57,7 @@ fn main() {
     let rss = rss_kib(sidecar.child.id());
     println!("  idle RSS         nxops {:>7.1} MB   (target <= 10 MB)", rss as f64 / 1024.0);
     drop(sidecar);
-    let starts: Vec<Duration> = (0..if quick { 5 } else { 20 }).map(|_| time_to_initialize(&ws, &run_dir)).collect();
+    let starts: Vec<Duration> = (0..if quick { 5 } else { 20 }).map(|_| time_to_initialize(ws, run_dir)).collect();
     println!(
         "  start to initialize p50 {:>6.1} ms   max {:>6.1} ms   (target <= 20 ms)",
         ms(median(&starts)),
@@ -222,25 +221,6 @@ fn pin_to_one_cpu() {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn median(values: &[Duration]) -> Duration {
-    let mut sorted = values.to_vec();
-    sorted.sort();
-    sorted[sorted.len() / 2]
-}
-
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }

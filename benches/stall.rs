@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "support/measure.rs"]
+mod measure;
+use measure::Scratch;
 #[path = "support/lsp.rs"]
 mod lsp;
 use lsp::{frame, read_frame};
@@ -28,14 +31,10 @@ const STALLED: usize = 16;
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let rounds = if quick { 1_000 } else { 5_000 };
-    let scratch = tempfile::tempdir().expect("a scratch folder");
-    let ws = scratch.path().join("ws");
-    std::fs::create_dir_all(&ws).unwrap();
-    std::fs::write(ws.join("nx.json"), "{}").unwrap();
-    let run_dir = scratch.path().join("run");
-    std::fs::create_dir_all(&run_dir).unwrap();
+    let scratch = Scratch::new();
+    let (ws, run_dir) = (&scratch.ws, &scratch.run_dir);
 
-    let mut owner = Owner::start(&ws, &run_dir, scratch.path());
+    let mut owner = Owner::start(ws, run_dir, scratch.dir.path());
     let socket = owner.socket();
     let mut healthy = Client::connect(&socket);
     healthy.handshake();
