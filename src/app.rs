@@ -54,6 +54,16 @@ pub fn run(cli: Cli, env: Environment) -> anyhow::Result<()> {
             let params = json!({"workspace": root, "set": set});
             show::<info::env::EnvInfo>(invoke(&env, &flags, Some(&root), "nxops/env/info", params)?, format)
         }
+        Command::Cache { command: CacheCommand::Serve { config, listen, check } } => {
+            crate::team_cache::cli::serve(&config, listen.as_deref(), check, format)
+        }
+        Command::Cache { command: CacheCommand::Token { name, access, prefix } } => {
+            let access = match access {
+                crate::cli::TokenAccess::Read => crate::team_cache::tokens::Access::Read,
+                crate::cli::TokenAccess::ReadWrite => crate::team_cache::tokens::Access::ReadWrite,
+            };
+            crate::team_cache::cli::token(&name, access, &prefix, format)
+        }
         Command::Cache { command } => cache(&cli.global, &env, &flags, command, format),
         Command::Proc { command } => proc(&cli.global, &env, &flags, command, format),
         Command::Session { command } => session(&cli.global, &env, &flags, command, format),
@@ -126,6 +136,7 @@ fn cache(
             ("nxops/cache/reset", json!({"all": all, "timeout": timeout}))
         }
         CacheCommand::Verify { fix } => ("nxops/cache/verify", json!({"fix": fix})),
+        CacheCommand::Serve { .. } | CacheCommand::Token { .. } => unreachable!("run needs no workspace for these"),
     };
     params["workspace"] = json!(root);
     strip_nulls(&mut params);
@@ -143,6 +154,7 @@ fn cache(
         CacheCommand::Clean { .. } => show::<CleanReport>(answer, format),
         CacheCommand::Reset { .. } => show::<ResetReport>(answer, format),
         CacheCommand::Verify { .. } => show::<VerifyReport>(answer, format),
+        CacheCommand::Serve { .. } | CacheCommand::Token { .. } => unreachable!("run needs no workspace for these"),
     }
 }
 

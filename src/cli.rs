@@ -148,6 +148,36 @@ pub enum CacheCommand {
         #[arg(long)]
         fix: bool,
     },
+    /// Serve Nx's remote-cache API (GET and PUT /v1/cache/HASH) for a team, from the store in FILE
+    Serve {
+        /// The server's configuration file (store, tokens, limits)
+        #[arg(long, value_name = "FILE")]
+        config: std::path::PathBuf,
+        /// Address to listen on, e.g. 0.0.0.0:4300 (default: the file's listen, else 127.0.0.1:4300)
+        #[arg(long, value_name = "ADDR", env = "NXOPS_CACHE_LISTEN")]
+        listen: Option<String>,
+        /// Check the file and the store, then exit: 0 when sound, 2 when not
+        #[arg(long)]
+        check: bool,
+    },
+    /// Make a token for `cache serve`: the token for the client, and its entry for the server's file
+    Token {
+        /// A name for the token, shown in the server's logs and stats
+        #[arg(long)]
+        name: String,
+        /// What the token may do: read (developers' machines) or read-write (CI)
+        #[arg(long, value_enum, default_value = "read")]
+        access: TokenAccess,
+        /// Keep the token's artifacts under this prefix of the store, e.g. team-a/
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TokenAccess {
+    Read,
+    ReadWrite,
 }
 
 #[derive(Debug, Subcommand)]

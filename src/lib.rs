@@ -21,5 +21,6 @@ pub mod sessions;
 pub mod sidecar;
 pub mod supervisor;
 pub mod sync;
+pub mod team_cache;
 pub mod trust;
 pub mod workspace;

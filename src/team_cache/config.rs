@@ -1,0 +1,189 @@
+//! The server's own configuration file (JSON with comments), read once at start:
+//!
+//! ```jsonc
+//! {
+//!   "listen": "127.0.0.1:4300",              // optional; --listen wins
+//!   "store": { "folder": "/srv/nx-cache" },   // relative to this file's folder
+//!   "maxArtifactSize": "2GB",                 // optional, default 2GB
+//!   "tokens": [
+//!     { "name": "ci",  "sha256": "<64 hex digits>", "access": "readWrite" },
+//!     { "name": "dev", "sha256": "<64 hex digits>", "access": "read", "prefix": "team-a/" }
+//!   ]
+//! }
+//! ```
+//!
+//! Every mistake is a [`ConfigError`] naming the file and the key. Tokens are never in the file,
+//! only their sha256 digests (`nxops cache token` prints both).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::tokens::{Access, Token, Tokens};
+use crate::config::units::parse_size;
+use crate::input_error::ConfigError;
+
+/// Where `listen` defaults to: loopback, so that a server is never exposed by accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4300";
+pub const DEFAULT_MAX_ARTIFACT_SIZE: u64 = 2 << 30;
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub file: PathBuf,
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    pub max_artifact_size: u64,
+    pub tokens: Tokens,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// A folder on this machine or a shared file system.
+    Folder(PathBuf),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    listen: Option<String>,
+    store: RawStore,
+    max_artifact_size: Option<String>,
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawStore {
+    folder: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawToken {
+    name: String,
+    sha256: String,
+    access: Access,
+    #[serde(default)]
+    prefix: String,
+}
+
+impl ServeConfig {
+    /// Reads `file`; `listen` (from `--listen`) replaces the file's address.
+    pub fn load(file: &Path, listen: Option<&str>) -> Result<ServeConfig, ConfigError> {
+        let text =
+            std::fs::read_to_string(file).map_err(|e| ConfigError::file(file, format!("cannot be read: {e}")))?;
+        let value = jsonc_parser::parse_to_serde_value(&text, &jsonc_parser::ParseOptions::default())
+            .map_err(|e| ConfigError::file(file, format!("is not valid JSON: {e}")))?;
+        let raw: RawConfig = serde_json::from_value(value).map_err(|e| ConfigError::file(file, e.to_string()))?;
+        let at = |key: &str, problem: String| ConfigError { location: format!("{}: {key}", file.display()), problem };
+        let listen_text = listen.or(raw.listen.as_deref()).unwrap_or(DEFAULT_LISTEN);
+        let listen = listen_text
+            .parse()
+            .map_err(|_| at("listen", format!("{listen_text:?} is not an address such as {DEFAULT_LISTEN}")))?;
+        let max_artifact_size = match &raw.max_artifact_size {
+            Some(text) => parse_size(text).map_err(|e| at("maxArtifactSize", format!("{text:?}: {e}")))?,
+            None => DEFAULT_MAX_ARTIFACT_SIZE,
+        };
+        let base = file.parent().unwrap_or(Path::new("/"));
+        let store = StoreConfig::Folder(base.join(&raw.store.folder));
+        let tokens =
+            raw.tokens.into_iter().enumerate().map(|(i, t)| token(t).map_err(|p| at(&format!("tokens[{i}]"), p)));
+        let tokens = Tokens(tokens.collect::<Result<_, _>>()?);
+        if tokens.0.is_empty() {
+            return Err(at(
+                "tokens",
+                "is empty: no client could read or write; add one made by `nxops cache token`".into(),
+            ));
+        }
+        Ok(ServeConfig { file: file.to_path_buf(), listen, store, max_artifact_size, tokens })
+    }
+}
+
+fn token(raw: RawToken) -> Result<Token, String> {
+    let digest = hex::decode(&raw.sha256).ok().and_then(|bytes| <[u8; 32]>::try_from(bytes).ok());
+    let Some(sha256) = digest else {
+        return Err(format!("sha256 of {:?} must be 64 hex digits (the token's digest, not the token)", raw.name));
+    };
+    check_prefix(&raw.prefix).map_err(|p| format!("prefix {:?} {p}", raw.prefix))?;
+    Ok(Token { name: raw.name, sha256, access: raw.access, prefix: raw.prefix })
+}
+
+/// A prefix is empty or folder-like segments of `[A-Za-z0-9._-]`, each ending in `/`, never `.`
+/// or `..`: it names a place inside the store, nowhere else.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    let Some(body) = prefix.strip_suffix('/') else { return Err("must end with /".into()) };
+    let sound = |segment: &str| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
+    if body.split('/').all(sound) { Ok(()) } else { Err("must be segments of letters, digits, '.', '_' or '-'".into()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<ServeConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache-serve.json");
+        std::fs::write(&file, text).unwrap();
+        ServeConfig::load(&file, None)
+    }
+
+    const DIGEST: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn a_minimal_file_gets_the_defaults() {
+        let text = format!(
+            r#"{{ "store": {{"folder": "store"}}, "tokens": [{{"name": "ci", "sha256": "{DIGEST}", "access": "readWrite"}}] }}"#
+        );
+        let config = load(&text).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.max_artifact_size, DEFAULT_MAX_ARTIFACT_SIZE);
+        assert!(matches!(&config.store, StoreConfig::Folder(p) if p.ends_with("store") && p.is_absolute()));
+        assert_eq!(config.tokens.check("test").map(|t| t.name.as_str()), Some("ci"));
+    }
+
+    #[test]
+    fn mistakes_name_their_key() {
+        let cases = [
+            (r#"{"store": {"folder": "s"}, "tokens": []}"#.to_string(), "tokens: is empty"),
+            (
+                r#"{"store": {"folder": "s"}, "tokens": [{"name": "ci", "sha256": "abc", "access": "read"}]}"#
+                    .to_string(),
+                "tokens[0]: sha256 of \"ci\"",
+            ),
+            (
+                format!(
+                    r#"{{"store": {{"folder": "s"}}, "tokens": [{{"name": "ci", "sha256": "{DIGEST}", "access": "read", "prefix": "../x/"}}]}}"#
+                ),
+                "prefix \"../x/\" must be segments",
+            ),
+            (
+                r#"{"listen": "everywhere", "store": {"folder": "s"}, "tokens": []}"#.to_string(),
+                "listen: \"everywhere\" is not an address",
+            ),
+            (r#"{"store": {"folder": "s"}, "tokens": [], "colour": 1}"#.to_string(), "unknown field `colour`"),
+        ];
+        for (text, expected) in cases {
+            let err = load(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err} should contain {expected}");
+        }
+    }
+
+    #[test]
+    fn prefixes_stay_inside_the_store() {
+        for good in ["", "team-a/", "ci/main/"] {
+            assert!(check_prefix(good).is_ok(), "{good}");
+        }
+        for bad in ["team-a", "/abs/", "a//", "./", "../", "a b/"] {
+            assert!(check_prefix(bad).is_err(), "{bad}");
+        }
+    }
+}

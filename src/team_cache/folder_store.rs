@@ -1,0 +1,174 @@
+//! Artifacts in a folder, for one machine or a shared file system: `<root>/<prefix><hash>`, each
+//! holding the artifact's bytes and its [`Footer`].
+//!
+//! # Invariants
+//! - An artifact appears under its name only complete: an upload is written to
+//!   `<root>/.incoming/<random>.part`, synced, and renamed with `RENAME_NOREPLACE`, so a cut upload
+//!   is never visible and a stored artifact is never replaced (a second upload of the hash loses).
+//! - Damaged objects are moved to `<root>/.damaged/` (never deleted by a read), so the next request
+//!   for the hash is a clean miss and the evidence stays for a look.
+//! - Nothing outside `root` is ever written: keys are a checked prefix and a checked hash.
+//! - Uploads left in `.incoming` by a killed server are removed when a server opens the folder and
+//!   they are more than an hour old (another server on a shared folder may still be writing younger
+//!   ones).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::artifact::{Damage, FOOTER_LEN, Footer};
+
+const INCOMING: &str = ".incoming";
+const DAMAGED: &str = ".damaged";
+const STALE_UPLOAD: Duration = Duration::from_secs(3600);
+
+pub struct FolderStore {
+    root: PathBuf,
+}
+
+/// An artifact found, opened and positioned at its first byte.
+pub struct Found {
+    pub file: tokio::fs::File,
+    pub footer: Footer,
+}
+
+/// Why an upload could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("the hash is already stored")]
+    Exists,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl FolderStore {
+    /// Opens (creating when missing) the store at `root` and removes stale uploads.
+    pub fn open(root: &Path) -> io::Result<FolderStore> {
+        for dir in [root.to_path_buf(), root.join(INCOMING), root.join(DAMAGED)] {
+            std::fs::create_dir_all(&dir).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        }
+        let store = FolderStore { root: root.to_path_buf() };
+        store.remove_stale_uploads();
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The artifact stored under `key`: `None` when there is none, `Some(Err)` when what is stored
+    /// has no sound footer.
+    pub async fn find(&self, key: &str) -> io::Result<Option<Result<Found, Damage>>> {
+        let mut file = match tokio::fs::File::open(self.root.join(key)).await {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let meta = file.metadata().await?;
+        if !meta.is_file() {
+            return Ok(Some(Err(Damage::NoFooter(0))));
+        }
+        let stored = meta.len();
+        if stored < FOOTER_LEN {
+            return Ok(Some(Err(Damage::NoFooter(stored))));
+        }
+        let mut tail = [0u8; FOOTER_LEN as usize];
+        file.seek(io::SeekFrom::Start(stored - FOOTER_LEN)).await?;
+        file.read_exact(&mut tail).await?;
+        file.seek(io::SeekFrom::Start(0)).await?;
+        Ok(Some(Footer::decode(&tail, stored).map(|footer| Found { file, footer })))
+    }
+
+    pub async fn exists(&self, key: &str) -> io::Result<bool> {
+        tokio::fs::try_exists(self.root.join(key)).await
+    }
+
+    /// Starts an upload under a temporary name.
+    pub async fn upload(&self) -> io::Result<Upload> {
+        let token = super::tokens::generate()?;
+        let temp = self.root.join(INCOMING).join(format!("{}.part", &token[4..28]));
+        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&temp).await?;
+        Ok(Upload { file, temp: Some(temp), hasher: blake3::Hasher::new(), written: 0 })
+    }
+
+    /// Moves what is stored under `key` to `.damaged/`, so that the hash reads as a miss.
+    pub async fn set_aside(&self, key: &str) -> io::Result<()> {
+        let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
+        let aside = self.root.join(DAMAGED).join(format!("{}.{stamp}", key.replace('/', "_")));
+        match tokio::fs::rename(self.root.join(key), aside).await {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    fn remove_stale_uploads(&self) {
+        let Ok(items) = std::fs::read_dir(self.root.join(INCOMING)) else { return };
+        for item in items.flatten() {
+            let old = item.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+            if old.is_some_and(|age| age > STALE_UPLOAD) {
+                let _ = std::fs::remove_file(item.path());
+            }
+        }
+    }
+}
+
+/// An upload in progress; dropped without [`Upload::commit`], it leaves nothing behind.
+pub struct Upload {
+    file: tokio::fs::File,
+    temp: Option<PathBuf>,
+    hasher: blake3::Hasher,
+    written: u64,
+}
+
+impl Upload {
+    pub async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.hasher.update(chunk);
+        self.written += chunk.len() as u64;
+        self.file.write_all(chunk).await
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Adds the footer, syncs, and gives the upload its name `key` unless that name is taken.
+    pub async fn commit(mut self, store: &FolderStore, key: &str) -> Result<(), CommitError> {
+        let footer = Footer { size: self.written, digest: *self.hasher.finalize().as_bytes() };
+        self.file.write_all(&footer.encode()).await?;
+        self.file.sync_all().await?;
+        let target = store.root.join(key);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        let temp = self.temp.clone().expect("an upload is committed once");
+        let renamed = tokio::task::spawn_blocking(move || {
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &temp,
+                rustix::fs::CWD,
+                &target,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+        })
+        .await
+        .map_err(io::Error::other)?;
+        match renamed {
+            Ok(()) => {
+                self.temp = None;
+                Ok(())
+            }
+            Err(rustix::io::Errno::EXIST) => Err(CommitError::Exists),
+            Err(err) => Err(CommitError::Io(err.into())),
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}

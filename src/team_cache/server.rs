@@ -1,0 +1,315 @@
+//! The HTTP side of `nxops cache serve` (see the module doc of `team_cache` for the API): axum on
+//! tokio, HTTP/1.1 and cleartext HTTP/2, bodies streamed both ways one chunk at a time, and a
+//! graceful shutdown that lets requests in flight (uploads included) finish.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
+
+use super::artifact::{Damage, Footer};
+use super::config::ServeConfig;
+use super::folder_store::{CommitError, FolderStore, Found};
+use super::tokens::{Access, Token, Tokens};
+
+/// Bytes read from the store per step of a download.
+const CHUNK: usize = 64 * 1024;
+
+/// What one server counts.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub damaged: AtomicU64,
+    pub stored: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+pub struct Server {
+    pub store: FolderStore,
+    pub tokens: Tokens,
+    pub max_artifact_size: u64,
+    pub counters: Counters,
+}
+
+impl Server {
+    pub fn new(config: &ServeConfig) -> io::Result<Arc<Server>> {
+        let super::config::StoreConfig::Folder(root) = &config.store;
+        Ok(Arc::new(Server {
+            store: FolderStore::open(root)?,
+            tokens: config.tokens.clone(),
+            max_artifact_size: config.max_artifact_size,
+            counters: Counters::default(),
+        }))
+    }
+}
+
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/v1/cache/{hash}", get(get_artifact).put(put_artifact))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(server)
+}
+
+/// Serves on `listener` until `shutdown` completes, then finishes the requests in flight.
+pub async fn serve(
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router(server)).with_graceful_shutdown(shutdown).await
+}
+
+/// A refusal: its status and a one-line reason for the client's log.
+fn refuse(status: StatusCode, reason: &str) -> Response {
+    let mut response = (status, format!("nxops cache serve: {reason}\n")).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// The token of the request, if it may do `needed`.
+fn authorize<'s>(server: &'s Server, headers: &HeaderMap, needed: Access) -> Result<&'s Token, Response> {
+    let presented =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = presented.and_then(|p| server.tokens.check(p.trim())) else {
+        return Err(refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required"));
+    };
+    if needed == Access::ReadWrite && token.access != Access::ReadWrite {
+        return Err(refuse(StatusCode::FORBIDDEN, &format!("token {:?} may only read", token.name)));
+    }
+    Ok(token)
+}
+
+/// Nx's hashes are digits; any 1 to 128 ASCII letters and digits are taken, nothing else.
+fn check_hash(hash: &str) -> Result<(), Response> {
+    if (1..=128).contains(&hash.len()) && hash.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(refuse(StatusCode::BAD_REQUEST, "the hash must be 1 to 128 letters and digits"))
+    }
+}
+
+async fn get_artifact(State(server): State<Arc<Server>>, Path(hash): Path<String>, headers: HeaderMap) -> Response {
+    let token = match authorize(&server, &headers, Access::Read).and_then(|t| check_hash(&hash).map(|()| t)) {
+        Ok(token) => token,
+        Err(refusal) => return refusal,
+    };
+    let key = format!("{}{hash}", token.prefix);
+    match server.store.find(&key).await {
+        Ok(None) => {
+            server.counters.misses.fetch_add(1, Ordering::Relaxed);
+            refuse(StatusCode::NOT_FOUND, "no artifact for this hash")
+        }
+        Ok(Some(Err(damage))) => {
+            tracing::warn!(target: "nxops", "cache serve: {key} is damaged ({damage}); moved aside, served as a miss");
+            damaged(&server, &key).await;
+            refuse(StatusCode::NOT_FOUND, "no artifact for this hash")
+        }
+        Ok(Some(Ok(found))) => serve_sound(server, key, found).await,
+        Err(err) => {
+            tracing::error!(target: "nxops", "cache serve: failed to read {key}: {err}");
+            refuse(StatusCode::INTERNAL_SERVER_ERROR, "the store could not be read")
+        }
+    }
+}
+
+/// Serves `found` if its bytes match its digest, checked before the status is sent: Nx 24 fails
+/// the whole run when a body is cut ("Failed to read remote cache response body"), so damage must
+/// be a 404 (a miss, and the task runs), never a cut 200.
+async fn serve_sound(server: Arc<Server>, key: String, found: Found) -> Response {
+    match sound(found).await {
+        Ok(Ok(found)) => {
+            server.counters.hits.fetch_add(1, Ordering::Relaxed);
+            let size = found.footer.size;
+            let body = Body::from_stream(futures_util::stream::unfold(
+                Serving {
+                    server: server.clone(),
+                    key,
+                    file: found.file,
+                    footer: found.footer,
+                    hasher: blake3::Hasher::new(),
+                    left: size,
+                    held: None,
+                    done: false,
+                },
+                Serving::next,
+            ));
+            let mut response = Response::new(body);
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            response
+        }
+        Ok(Err(damage)) => {
+            tracing::warn!(target: "nxops", "cache serve: {key} is damaged ({damage}); moved aside, served as a miss");
+            damaged(&server, &key).await;
+            refuse(StatusCode::NOT_FOUND, "no artifact for this hash")
+        }
+        Err(err) => {
+            tracing::error!(target: "nxops", "cache serve: failed to read {key}: {err}");
+            refuse(StatusCode::INTERNAL_SERVER_ERROR, "the store could not be read")
+        }
+    }
+}
+
+/// Reads `found` through once, off the runtime's threads, and gives it back rewound if its bytes
+/// match the footer's size and digest.
+async fn sound(found: Found) -> io::Result<Result<Found, Damage>> {
+    let Found { file, footer } = found;
+    let mut file = file.into_std().await;
+    let checked = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek};
+        let mut hasher = blake3::Hasher::new();
+        let read = std::io::copy(&mut (&mut file).take(footer.size), &mut hasher)?;
+        file.seek(io::SeekFrom::Start(0))?;
+        let damage = if read != footer.size {
+            Some(Damage::WrongSize { said: footer.size, stored: read })
+        } else if *hasher.finalize().as_bytes() != footer.digest {
+            Some(Damage::WrongDigest)
+        } else {
+            None
+        };
+        io::Result::Ok((file, damage))
+    })
+    .await
+    .map_err(io::Error::other)??;
+    Ok(match checked {
+        (file, None) => Ok(Found { file: tokio::fs::File::from_std(file), footer }),
+        (_, Some(damage)) => Err(damage),
+    })
+}
+
+async fn damaged(server: &Server, key: &str) {
+    server.counters.damaged.fetch_add(1, Ordering::Relaxed);
+    if let Err(err) = server.store.set_aside(key).await {
+        tracing::error!(target: "nxops", "cache serve: failed to move damaged {key} aside: {err}");
+    }
+}
+
+/// A download in progress, checked again as it streams: one chunk is held back until the bytes are
+/// known to match their digest, so an object changed after its check never reaches a client whole.
+struct Serving {
+    server: Arc<Server>,
+    key: String,
+    file: tokio::fs::File,
+    footer: Footer,
+    hasher: blake3::Hasher,
+    left: u64,
+    held: Option<Bytes>,
+    done: bool,
+}
+
+impl Serving {
+    async fn next(mut self) -> Option<(io::Result<Bytes>, Serving)> {
+        while !self.done {
+            if self.left == 0 {
+                self.done = true;
+                if *self.hasher.finalize().as_bytes() == self.footer.digest {
+                    return self.held.take().map(|last| (Ok(last), self));
+                }
+                return Some((Err(self.damage("the bytes do not match their digest").await), self));
+            }
+            let mut chunk = vec![0u8; CHUNK.min(self.left as usize)];
+            let read = match self.file.read(&mut chunk).await {
+                Ok(0) => {
+                    return Some((Err(self.damage("the object is shorter than its footer says").await), self.ended()));
+                }
+                Ok(read) => read,
+                Err(err) => return Some((Err(err), self.ended())),
+            };
+            chunk.truncate(read);
+            self.left -= read as u64;
+            self.hasher.update(&chunk);
+            if let Some(previous) = self.held.replace(Bytes::from(chunk)) {
+                return Some((Ok(previous), self));
+            }
+        }
+        None
+    }
+
+    fn ended(mut self) -> Serving {
+        self.done = true;
+        self
+    }
+
+    async fn damage(&self, what: &str) -> io::Error {
+        tracing::warn!(target: "nxops", "cache serve: {} is damaged ({what}); download cut, moved aside", self.key);
+        damaged(&self.server, &self.key).await;
+        io::Error::other(format!("{}: {what}", self.key))
+    }
+}
+
+async fn put_artifact(
+    State(server): State<Arc<Server>>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = store_upload(&server, &hash, &headers, body).await;
+    if result.is_err() {
+        server.counters.refused.fetch_add(1, Ordering::Relaxed);
+    }
+    result.unwrap_or_else(|refusal| refusal)
+}
+
+async fn store_upload(server: &Server, hash: &str, headers: &HeaderMap, body: Body) -> Result<Response, Response> {
+    let token = authorize(server, headers, Access::ReadWrite)?;
+    check_hash(hash)?;
+    let length = content_length(headers, server.max_artifact_size)?;
+    let key = format!("{}{hash}", token.prefix);
+    let exists = server.store.exists(&key).await.map_err(|e| failed("read", &key, e))?;
+    if exists {
+        return Err(refuse(StatusCode::CONFLICT, "this hash is already stored"));
+    }
+    let mut upload = server.store.upload().await.map_err(|e| failed("write", &key, e))?;
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| refuse(StatusCode::BAD_REQUEST, "the upload ended before its Content-Length"))?;
+        if upload.written() + chunk.len() as u64 > length {
+            return Err(refuse(StatusCode::BAD_REQUEST, "the body is longer than its Content-Length"));
+        }
+        upload.write(&chunk).await.map_err(|e| failed("write", &key, e))?;
+    }
+    if upload.written() != length {
+        return Err(refuse(StatusCode::BAD_REQUEST, "the body is shorter than its Content-Length"));
+    }
+    match upload.commit(&server.store, &key).await {
+        Ok(()) => {
+            server.counters.stored.fetch_add(1, Ordering::Relaxed);
+            Ok(StatusCode::OK.into_response())
+        }
+        Err(CommitError::Exists) => Err(refuse(StatusCode::CONFLICT, "this hash is already stored")),
+        Err(CommitError::Io(err)) => Err(failed("write", &key, err)),
+    }
+}
+
+fn content_length(headers: &HeaderMap, limit: u64) -> Result<u64, Response> {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return Err(refuse(StatusCode::LENGTH_REQUIRED, "an upload needs a Content-Length"));
+    };
+    let length: u64 = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "Content-Length is not a number"))?;
+    if length > limit {
+        let reason = format!("{length} bytes is more than the server's maxArtifactSize ({limit} bytes)");
+        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, &reason));
+    }
+    Ok(length)
+}
+
+fn failed(what: &str, key: &str, err: io::Error) -> Response {
+    tracing::error!(target: "nxops", "cache serve: failed to {what} {key}: {err}");
+    refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("the store could not {what} the artifact"))
+}

@@ -1,0 +1,250 @@
+//! `nxops cache serve` with Nx 24 itself as the client: two checkouts with separate HOMEs stand
+//! for CI (a read-write token) and a developer (a read-only token), over the folder store. And the
+//! API's answers to bad requests, over plain HTTP/1.1.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+
+use common::{Scratch, json_of, run_ok};
+use serde_json::{Value, json};
+
+/// A running `nxops cache serve` over a folder store, with a CI and a developer token. Killed on drop.
+struct Served {
+    child: Child,
+    address: String,
+    store: PathBuf,
+    ci_token: String,
+    dev_token: String,
+}
+
+impl Served {
+    fn start(scratch: &Scratch, extra: Value) -> Served {
+        let dir = scratch.spaces.path();
+        let token = |name: &str, access: &str| {
+            json_of(&run_ok(scratch.nxops(dir).args(["cache", "token", "--name", name, "--access", access, "--json"])))
+        };
+        let (ci, dev) = (token("ci", "read-write"), token("dev", "read"));
+        let mut config = json!({"store": {"folder": "store"}, "tokens": [ci["entry"], dev["entry"]]});
+        config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let file = dir.join("serve.json");
+        std::fs::write(&file, config.to_string()).unwrap();
+        let mut cmd = scratch.nxops(dir);
+        cmd.args(["cache", "serve", "--json", "--listen", "127.0.0.1:0", "--config"]).arg(&file);
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn cache serve");
+        let listening = read_json(child.stdout.take().unwrap());
+        Served {
+            child,
+            address: listening["listen"].as_str().unwrap().to_string(),
+            store: PathBuf::from(listening["store"].as_str().unwrap()),
+            ci_token: ci["token"].as_str().unwrap().into(),
+            dev_token: dev["token"].as_str().unwrap().into(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The artifacts in the store (its own folders left out).
+    fn artifacts(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.store)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// One HTTP/1.1 request on its own connection: the status and the body.
+    fn request(&self, head: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        stream.write_all(format!("{head}\r\nHost: {}\r\nConnection: close\r\n\r\n", self.address).as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        let split = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP head");
+        let status = String::from_utf8_lossy(&answer[9..12]).parse().unwrap();
+        (status, answer[split + 4..].to_vec())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads lines until they make one JSON value (`--json` prints it pretty).
+fn read_json(stdout: impl Read) -> Value {
+    let mut reader = BufReader::new(stdout);
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "cache serve ended before saying where it listens: {text}");
+        text.push_str(&line);
+        if let Ok(value) = serde_json::from_str(&text) {
+            return value;
+        }
+    }
+}
+
+/// `nx run-many -t build` in `ws` against the server with `token`; returns task id -> cache status.
+fn build(scratch: &Scratch, ws: &Path, served: &Served, token: &str) -> BTreeMap<String, String> {
+    let mut cmd = scratch.tool(ws, &ws.join("node_modules/.bin/nx").to_string_lossy());
+    cmd.args(["run-many", "-t", "build", "--outputStyle=static"])
+        .env("NX_TUI", "false")
+        .env("NX_SELF_HOSTED_REMOTE_CACHE_SERVER", served.url())
+        .env("NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN", token);
+    let out = run_ok(&mut cmd);
+    let log = String::from_utf8_lossy(&out.stdout);
+    log.lines()
+        .filter_map(|line| line.split_once("nx run ").map(|(_, rest)| rest))
+        .map(|rest| {
+            let (task, status) = rest.split_once("  ").unwrap_or((rest, ""));
+            (task.trim().to_string(), status.trim().to_string())
+        })
+        .collect()
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for item in std::fs::read_dir(&d).unwrap().flatten() {
+            if item.file_type().unwrap().is_dir() {
+                stack.push(item.path());
+            } else {
+                out.insert(item.path().strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(item.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Two checkouts, each with its own HOME (so its own local cache).
+fn checkouts() -> (Scratch, PathBuf, Scratch, PathBuf) {
+    let (ci, developer) = (Scratch::new(), Scratch::new());
+    let (ci_ws, dev_ws) = (ci.workspace("ci", "none"), developer.workspace("dev", "none"));
+    (ci, ci_ws, developer, dev_ws)
+}
+
+#[test]
+fn what_ci_builds_a_developer_restores_byte_for_byte_as_remote_hits() {
+    let (ci, ci_ws, developer, dev_ws) = checkouts();
+    let served = Served::start(&ci, json!({}));
+    let built = build(&ci, &ci_ws, &served, &served.ci_token);
+    assert!(built.values().all(String::is_empty), "CI's first build runs every task: {built:?}");
+    assert_eq!(served.artifacts().len(), built.len(), "one artifact per task");
+
+    let restored = build(&developer, &dev_ws, &served, &served.dev_token);
+    assert_eq!(restored.keys().collect::<Vec<_>>(), built.keys().collect::<Vec<_>>());
+    assert!(restored.values().all(|s| s == "[remote cache]"), "{restored:?}");
+    assert_eq!(snapshot(&dev_ws.join("dist")), snapshot(&ci_ws.join("dist")));
+}
+
+#[test]
+fn a_read_only_token_uploads_nothing_and_nx_carries_on() {
+    let (ci, ci_ws, developer, dev_ws) = checkouts();
+    let served = Served::start(&ci, json!({}));
+    build(&ci, &ci_ws, &served, &served.ci_token);
+    let before = served.artifacts();
+    std::fs::write(dev_ws.join("packages/alpha/src.txt"), "changed on a developer's machine\n").unwrap();
+    let ran = build(&developer, &dev_ws, &served, &served.dev_token);
+    assert!(ran.values().any(String::is_empty), "the changed project runs: {ran:?}");
+    assert_eq!(served.artifacts(), before, "a read-only token's uploads are refused");
+    let (status, body) = served.request(
+        &format!("PUT /v1/cache/123 HTTP/1.1\r\nAuthorization: Bearer {}\r\nContent-Length: 3", served.dev_token),
+        b"abc",
+    );
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("\"dev\" may only read"));
+}
+
+#[test]
+fn a_damaged_artifact_is_a_clean_miss_and_a_rebuild_never_a_wrong_hit() {
+    let (ci, ci_ws, developer, dev_ws) = checkouts();
+    let served = Served::start(&ci, json!({}));
+    build(&ci, &ci_ws, &served, &served.ci_token);
+    let artifacts = served.artifacts();
+    // One flipped byte in the middle, one object cut short.
+    let flipped = served.store.join(&artifacts[0]);
+    let mut bytes = std::fs::read(&flipped).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&flipped, bytes).unwrap();
+    let cut = served.store.join(&artifacts[1]);
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+
+    let result = build(&developer, &dev_ws, &served, &served.dev_token);
+    let hits = result.values().filter(|s| *s == "[remote cache]").count();
+    assert_eq!(hits, artifacts.len() - 2, "the two damaged ones run, the rest are hits: {result:?}");
+    assert_eq!(snapshot(&dev_ws.join("dist")), snapshot(&ci_ws.join("dist")));
+    let aside: Vec<_> = std::fs::read_dir(served.store.join(".damaged")).unwrap().flatten().collect();
+    assert_eq!(aside.len(), 2, "both moved aside");
+    assert_eq!(served.artifacts().len(), artifacts.len() - 2, "and a later request for them is a plain miss");
+}
+
+#[test]
+fn bad_requests_get_the_status_the_spec_gives_and_leave_nothing_behind() {
+    let scratch = Scratch::new();
+    let served = Served::start(&scratch, json!({"maxArtifactSize": "1KB"}));
+    let ci = format!("Authorization: Bearer {}", served.ci_token);
+    let cases: Vec<(String, &[u8], u16)> = vec![
+        ("GET /v1/cache/123 HTTP/1.1".into(), b"", 401),
+        ("GET /v1/cache/123 HTTP/1.1\r\nAuthorization: Bearer nxc_wrong".into(), b"", 401),
+        (format!("GET /v1/cache/123 HTTP/1.1\r\n{ci}"), b"", 404),
+        (format!("GET /v1/cache/12..3 HTTP/1.1\r\n{ci}"), b"", 400),
+        (format!("PUT /v1/cache/123 HTTP/1.1\r\n{ci}"), b"", 411),
+        (format!("PUT /v1/cache/123 HTTP/1.1\r\n{ci}\r\nContent-Length: 2048"), &[0; 2048], 413),
+        (format!("PUT /v1/cache/123 HTTP/1.1\r\n{ci}\r\nContent-Length: 5"), b"hello", 200),
+        (format!("PUT /v1/cache/123 HTTP/1.1\r\n{ci}\r\nContent-Length: 5"), b"world", 409),
+    ];
+    for (head, body, expected) in cases {
+        let (status, answer) = served.request(&head, body);
+        assert_eq!(status, expected, "{head}: {}", String::from_utf8_lossy(&answer));
+    }
+    // An upload cut off: 3 of its 10 bytes, then the connection closes.
+    let mut stream = TcpStream::connect(&served.address).unwrap();
+    write!(stream, "PUT /v1/cache/456 HTTP/1.1\r\nHost: x\r\n{ci}\r\nContent-Length: 10\r\n\r\ncut").unwrap();
+    drop(stream);
+    let incoming = served.store.join(".incoming");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_dir(&incoming).unwrap().count() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the cut upload's temporary file is removed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (status, body) =
+        served.request(&format!("GET /v1/cache/123 HTTP/1.1\r\nAuthorization: Bearer {}", served.dev_token), b"");
+    assert_eq!((status, body.as_slice()), (200, b"hello".as_slice()), "the first upload stands, read by any token");
+    assert_eq!(served.artifacts(), ["123"], "the cut upload never appears");
+}
+
+#[test]
+fn check_says_whether_the_file_and_the_store_are_sound() {
+    let scratch = Scratch::new();
+    let dir = scratch.spaces.path();
+    let file = dir.join("serve.json");
+    std::fs::write(&file, r#"{"store": {"folder": "store"}, "tokens": []}"#).unwrap();
+    let out = scratch.nxops(dir).args(["cache", "serve", "--check", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("serve.json: tokens: is empty"), "{stderr}");
+
+    let entry =
+        json_of(&run_ok(scratch.nxops(dir).args(["cache", "token", "--name", "ci", "--json"])))["entry"].clone();
+    std::fs::write(&file, json!({"store": {"folder": "store"}, "tokens": [entry]}).to_string()).unwrap();
+    let out = run_ok(scratch.nxops(dir).args(["cache", "serve", "--check", "--config"]).arg(&file));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration sound"));
+    assert!(dir.join("store/.incoming").is_dir(), "the store was opened");
+}
