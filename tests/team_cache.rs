@@ -248,3 +248,34 @@ fn check_says_whether_the_file_and_the_store_are_sound() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration sound"));
     assert!(dir.join("store/.incoming").is_dir(), "the store was opened");
 }
+
+#[test]
+fn sigterm_lets_an_upload_in_flight_finish_then_stops() {
+    let scratch = Scratch::new();
+    let mut served = Served::start(&scratch, json!({}));
+    let mut stream = TcpStream::connect(&served.address).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "PUT /v1/cache/789 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 10\r\n\r\n",
+        served.ci_token
+    );
+    stream.write_all(format!("{head}first").as_bytes()).unwrap();
+    // The upload has begun once its temporary file exists.
+    let incoming = served.store.join(".incoming");
+    while std::fs::read_dir(&incoming).unwrap().count() == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    rustix::process::kill_process(rustix::process::Pid::from_child(&served.child), rustix::process::Signal::TERM)
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(served.child.try_wait().unwrap().is_none(), "the server waits for the upload in flight");
+    stream.write_all(b"-half").unwrap();
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(stream);
+    let status = served.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(served.artifacts(), ["789"]);
+    assert!(TcpStream::connect(&served.address).is_err(), "and listens no more");
+}
