@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod environment;
+pub mod exposition;
 pub mod health;
 pub mod info;
 pub mod input_error;

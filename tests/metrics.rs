@@ -4,7 +4,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{Scratch, Sidecar};
@@ -76,36 +75,7 @@ fn the_exposition_is_accepted_by_promtool_and_parsed_per_family_by_prometheus_cl
     let (_sidecar, port) = metrics_sidecar(&scratch, &ws);
     let text = exposition(port);
 
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (scripts/setup installs Debian's prometheus package)");
-    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let checked = promtool.wait_with_output().unwrap();
-    assert!(checked.status.success(), "promtool: {checked:?}\n{text}");
-
-    let python = common::repo_root().join("scripts/tools/.venv/bin/python");
-    let script = r#"
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-out = [{"name": f.name, "type": f.type, "samples": [[s.name, s.labels, repr(float(s.value))] for s in f.samples]}
-       for f in text_string_to_metric_families(sys.stdin.read())]
-print(json.dumps(out))
-"#;
-    let mut parser = std::process::Command::new(&python)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{} ({e}): run scripts/tools/setup.sh", python.display()));
-    parser.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let parsed = parser.wait_with_output().unwrap();
-    assert!(parsed.status.success(), "prometheus_client: {parsed:?}");
-    let families: Vec<serde_json::Value> = serde_json::from_slice(&parsed.stdout).unwrap();
+    let families = common::checked_exposition(&text);
     let names: Vec<&str> = families.iter().map(|f| f["name"].as_str().unwrap()).collect();
     let mut unique = names.clone();
     unique.sort();

@@ -228,6 +228,35 @@ fn bad_requests_get_the_status_the_spec_gives_and_leave_nothing_behind() {
         served.request(&format!("GET /v1/cache/123 HTTP/1.1\r\nAuthorization: Bearer {}", served.dev_token), b"");
     assert_eq!((status, body.as_slice()), (200, b"hello".as_slice()), "the first upload stands, read by any token");
     assert_eq!(served.artifacts(), ["123"], "the cut upload never appears");
+    let counted = |families: &[Value], name: &str, token: &str| -> f64 {
+        let family = families.iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("{name}"));
+        let sample = family["samples"].as_array().unwrap().iter().find(|s| s[1]["token"] == token || token.is_empty());
+        sample.and_then(|s| s[2].as_str()).unwrap_or("0").parse().unwrap()
+    };
+    // The cut upload's refusal is counted as its handler ends: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let families = loop {
+        let (status, text) = served.request("GET /metrics HTTP/1.1", b"");
+        assert_eq!(status, 200);
+        let families = common::checked_exposition(&String::from_utf8(text).unwrap());
+        if counted(&families, "nxops_cache_serve_refused", "ci") >= 5.0 || std::time::Instant::now() > deadline {
+            break families;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let figures = [
+        ("nxops_cache_serve_unauthorized", "", 2.0),
+        ("nxops_cache_serve_misses", "ci", 1.0),
+        ("nxops_cache_serve_refused", "ci", 5.0),
+        ("nxops_cache_serve_uploads", "ci", 1.0),
+        ("nxops_cache_serve_stored_bytes", "ci", 5.0),
+        ("nxops_cache_serve_hits", "dev", 1.0),
+        ("nxops_cache_serve_served_bytes", "dev", 5.0),
+        ("nxops_cache_serve_hits", "ci", 0.0),
+    ];
+    for (name, token, expected) in figures {
+        assert_eq!(counted(&families, name, token), expected, "{name}{{token={token:?}}}");
+    }
 }
 
 #[test]

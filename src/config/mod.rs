@@ -102,9 +102,17 @@ pub const SETTINGS: &[SettingDef] = &[
 
 /// `NXOPS_*` variables that are not settings but are still ours.
 /// `NXOPS_SUPERVISED` marks the processes the supervisor starts (see `supervisor::tree`);
-/// `NXOPS_SOCKET` is the sidecar's socket, which the Nx plugin exports to tasks.
-pub const OTHER_ENV_VARS: &[&str] =
-    &["NXOPS_BIN", "NXOPS_LOG", "NXOPS_STATE_DIR", "NXOPS_FAULTS", "NXOPS_SUPERVISED", "NXOPS_SOCKET"];
+/// `NXOPS_SOCKET` is the sidecar's socket, which the Nx plugin exports to tasks; `NXOPS_CACHE_LISTEN`
+/// is `cache serve --listen`.
+pub const OTHER_ENV_VARS: &[&str] = &[
+    "NXOPS_BIN",
+    "NXOPS_LOG",
+    "NXOPS_STATE_DIR",
+    "NXOPS_FAULTS",
+    "NXOPS_SUPERVISED",
+    "NXOPS_SOCKET",
+    "NXOPS_CACHE_LISTEN",
+];
 
 /// A parsed setting value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,6 @@
 //! read's timeout) and [`WRITE_TIMEOUT`] for each write of the answer. These
 //! are plain threads, never a tokio runtime's.
 
-use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -28,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::core::Core;
+use crate::exposition::{Family, label};
 
 /// Connections answered at once; more get `503 Service Unavailable`.
 pub const MAX_CONNECTIONS: usize = 8;
@@ -130,25 +130,6 @@ fn respond(mut stream: TcpStream, status: &str, body: &str) {
 }
 
 /// One metric family: its comments and its samples, written together.
-struct Family {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    samples: Vec<String>,
-}
-
-impl Family {
-    fn new(name: &'static str, kind: &'static str, help: &'static str) -> Family {
-        Family { name, kind, help, samples: Vec::new() }
-    }
-
-    /// Adds a sample; `labels` is the text between the braces, empty for none.
-    fn sample(&mut self, labels: &str, value: impl std::fmt::Display) {
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        self.samples.push(format!("{}{braces} {value}", self.name));
-    }
-}
-
 /// The exposition text.
 pub fn render(core: &Core) -> String {
     let mut up = Family::new("nxops_up", "gauge", "1 while the sidecar runs");
@@ -233,17 +214,5 @@ pub fn render(core: &Core) -> String {
         ws_sessions,
         ended,
     ];
-    let mut out = String::new();
-    for family in &families {
-        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}", family.name, family.help, family.name, family.kind);
-        for sample in &family.samples {
-            let _ = writeln!(out, "{sample}");
-        }
-    }
-    out
-}
-
-/// A label value with `\`, `"` and newlines escaped.
-fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    crate::exposition::render(&families)
 }

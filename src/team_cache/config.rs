@@ -147,7 +147,7 @@ mod tests {
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.max_artifact_size, DEFAULT_MAX_ARTIFACT_SIZE);
         assert!(matches!(&config.store, StoreConfig::Folder(p) if p.ends_with("store") && p.is_absolute()));
-        assert_eq!(config.tokens.check("test").map(|t| t.name.as_str()), Some("ci"));
+        assert_eq!(config.tokens.check("test").map(|(_, t)| t.name.as_str()), Some("ci"));
     }
 
     #[test]

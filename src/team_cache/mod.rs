@@ -28,11 +28,13 @@
 //!
 //! # Not built yet
 //! Only the folder store (one machine, or a shared file system) exists; the S3 store, the size and
-//! age policies, `cache stats --remote`, metrics and TLS are the next steps of the team-cache issue.
+//! age policies, `cache stats --remote`, TLS and time-outs for slow clients are the next steps of
+//! the team-cache issue. `GET /metrics` (no token: counts only, no hashes) gives the counters.
 
 pub mod artifact;
 pub mod cli;
 pub mod config;
+pub mod counters;
 pub mod folder_store;
 pub mod server;
 pub mod tokens;

@@ -4,7 +4,6 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -17,21 +16,12 @@ use tokio::io::AsyncReadExt;
 
 use super::artifact::{Damage, Footer};
 use super::config::ServeConfig;
+use super::counters::{Counters, TokenCounters, add};
 use super::folder_store::{CommitError, FolderStore, Found};
 use super::tokens::{Access, Token, Tokens};
 
 /// Bytes read from the store per step of a download.
 const CHUNK: usize = 64 * 1024;
-
-/// What one server counts.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub damaged: AtomicU64,
-    pub stored: AtomicU64,
-    pub refused: AtomicU64,
-}
 
 pub struct Server {
     pub store: FolderStore,
@@ -47,7 +37,7 @@ impl Server {
             store: FolderStore::open(root)?,
             tokens: config.tokens.clone(),
             max_artifact_size: config.max_artifact_size,
-            counters: Counters::default(),
+            counters: Counters::new(&config.tokens),
         }))
     }
 }
@@ -55,6 +45,7 @@ impl Server {
 pub fn router(server: Arc<Server>) -> Router {
     Router::new()
         .route("/v1/cache/{hash}", get(get_artifact).put(put_artifact))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::disable())
         .with_state(server)
 }
@@ -77,17 +68,31 @@ fn refuse(status: StatusCode, reason: &str) -> Response {
     response
 }
 
-/// The token of the request, if it may do `needed`.
-fn authorize<'s>(server: &'s Server, headers: &HeaderMap, needed: Access) -> Result<&'s Token, Response> {
+async fn metrics(State(server): State<Arc<Server>>) -> Response {
+    let mut response = server.counters.render().into_response();
+    let kind = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    response.headers_mut().insert(header::CONTENT_TYPE, kind);
+    response
+}
+
+/// The request's token and its counters, if it may do `needed`.
+fn authorize<'s>(
+    server: &'s Server,
+    headers: &HeaderMap,
+    needed: Access,
+) -> Result<(&'s Token, &'s TokenCounters), Response> {
     let presented =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let Some(token) = presented.and_then(|p| server.tokens.check(p.trim())) else {
+    let Some((index, token)) = presented.and_then(|p| server.tokens.check(p.trim())) else {
+        add(&server.counters.unauthorized, 1);
         return Err(refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required"));
     };
+    let counters = server.counters.of(index);
     if needed == Access::ReadWrite && token.access != Access::ReadWrite {
+        add(&counters.refused, 1);
         return Err(refuse(StatusCode::FORBIDDEN, &format!("token {:?} may only read", token.name)));
     }
-    Ok(token)
+    Ok((token, counters))
 }
 
 /// Nx's hashes are digits; any 1 to 128 ASCII letters and digits are taken, nothing else.
@@ -100,22 +105,27 @@ fn check_hash(hash: &str) -> Result<(), Response> {
 }
 
 async fn get_artifact(State(server): State<Arc<Server>>, Path(hash): Path<String>, headers: HeaderMap) -> Response {
-    let token = match authorize(&server, &headers, Access::Read).and_then(|t| check_hash(&hash).map(|()| t)) {
-        Ok(token) => token,
+    let (token, counters) = match authorize(&server, &headers, Access::Read) {
+        Ok(found) => found,
         Err(refusal) => return refusal,
     };
+    if let Err(refusal) = check_hash(&hash) {
+        add(&counters.refused, 1);
+        return refusal;
+    }
     let key = format!("{}{hash}", token.prefix);
     match server.store.find(&key).await {
         Ok(None) => {
-            server.counters.misses.fetch_add(1, Ordering::Relaxed);
+            add(&counters.misses, 1);
             refuse(StatusCode::NOT_FOUND, "no artifact for this hash")
         }
         Ok(Some(Err(damage))) => {
             tracing::warn!(target: "nxops", "cache serve: {key} is damaged ({damage}); moved aside, served as a miss");
             damaged(&server, &key).await;
+            add(&counters.misses, 1);
             refuse(StatusCode::NOT_FOUND, "no artifact for this hash")
         }
-        Ok(Some(Ok(found))) => serve_sound(server, key, found).await,
+        Ok(Some(Ok(found))) => serve_sound(server.clone(), key, found, counters).await,
         Err(err) => {
             tracing::error!(target: "nxops", "cache serve: failed to read {key}: {err}");
             refuse(StatusCode::INTERNAL_SERVER_ERROR, "the store could not be read")
@@ -126,10 +136,11 @@ async fn get_artifact(State(server): State<Arc<Server>>, Path(hash): Path<String
 /// Serves `found` if its bytes match its digest, checked before the status is sent: Nx 24 fails
 /// the whole run when a body is cut ("Failed to read remote cache response body"), so damage must
 /// be a 404 (a miss, and the task runs), never a cut 200.
-async fn serve_sound(server: Arc<Server>, key: String, found: Found) -> Response {
+async fn serve_sound(server: Arc<Server>, key: String, found: Found, counters: &TokenCounters) -> Response {
     match sound(found).await {
         Ok(Ok(found)) => {
-            server.counters.hits.fetch_add(1, Ordering::Relaxed);
+            add(&counters.hits, 1);
+            add(&counters.bytes_served, found.footer.size);
             let size = found.footer.size;
             let body = Body::from_stream(futures_util::stream::unfold(
                 Serving {
@@ -153,6 +164,7 @@ async fn serve_sound(server: Arc<Server>, key: String, found: Found) -> Response
         Ok(Err(damage)) => {
             tracing::warn!(target: "nxops", "cache serve: {key} is damaged ({damage}); moved aside, served as a miss");
             damaged(&server, &key).await;
+            add(&counters.misses, 1);
             refuse(StatusCode::NOT_FOUND, "no artifact for this hash")
         }
         Err(err) => {
@@ -190,7 +202,7 @@ async fn sound(found: Found) -> io::Result<Result<Found, Damage>> {
 }
 
 async fn damaged(server: &Server, key: &str) {
-    server.counters.damaged.fetch_add(1, Ordering::Relaxed);
+    add(&server.counters.damaged, 1);
     if let Err(err) = server.store.set_aside(key).await {
         tracing::error!(target: "nxops", "cache serve: failed to move damaged {key} aside: {err}");
     }
@@ -255,15 +267,31 @@ async fn put_artifact(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = store_upload(&server, &hash, &headers, body).await;
-    if result.is_err() {
-        server.counters.refused.fetch_add(1, Ordering::Relaxed);
+    let (token, counters) = match authorize(&server, &headers, Access::ReadWrite) {
+        Ok(found) => found,
+        Err(refusal) => return refusal,
+    };
+    match store_upload(&server, token, &hash, &headers, body).await {
+        Ok(stored) => {
+            add(&counters.uploads, 1);
+            add(&counters.bytes_stored, stored);
+            StatusCode::OK.into_response()
+        }
+        Err(refusal) => {
+            add(&counters.refused, 1);
+            refusal
+        }
     }
-    result.unwrap_or_else(|refusal| refusal)
 }
 
-async fn store_upload(server: &Server, hash: &str, headers: &HeaderMap, body: Body) -> Result<Response, Response> {
-    let token = authorize(server, headers, Access::ReadWrite)?;
+/// Stores the upload for `token`; its size once stored.
+async fn store_upload(
+    server: &Server,
+    token: &Token,
+    hash: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<u64, Response> {
     check_hash(hash)?;
     let length = content_length(headers, server.max_artifact_size)?;
     let key = format!("{}{hash}", token.prefix);
@@ -284,10 +312,7 @@ async fn store_upload(server: &Server, hash: &str, headers: &HeaderMap, body: Bo
         return Err(refuse(StatusCode::BAD_REQUEST, "the body is shorter than its Content-Length"));
     }
     match upload.commit(&server.store, &key).await {
-        Ok(()) => {
-            server.counters.stored.fetch_add(1, Ordering::Relaxed);
-            Ok(StatusCode::OK.into_response())
-        }
+        Ok(()) => Ok(length),
         Err(CommitError::Exists) => Err(refuse(StatusCode::CONFLICT, "this hash is already stored")),
         Err(CommitError::Io(err)) => Err(failed("write", &key, err)),
     }

@@ -28,14 +28,14 @@ pub struct Token {
 pub struct Tokens(pub Vec<Token>);
 
 impl Tokens {
-    /// The stored token `presented` is, if any.
-    pub fn check(&self, presented: &str) -> Option<&Token> {
+    /// The stored token `presented` is, if any, with its index.
+    pub fn check(&self, presented: &str) -> Option<(usize, &Token)> {
         let digest = sha256(presented);
         let mut found = None;
-        for token in &self.0 {
+        for (index, token) in self.0.iter().enumerate() {
             // Every digest is compared, so the time does not say which one matched.
             if bool::from(token.sha256.ct_eq(&digest)) && found.is_none() {
-                found = Some(token);
+                found = Some((index, token));
             }
         }
         found
@@ -67,8 +67,8 @@ mod tests {
     #[test]
     fn a_token_is_known_by_its_digest_only() {
         let tokens = Tokens(vec![token("ci", "s3cret", Access::ReadWrite), token("dev", "other", Access::Read)]);
-        assert_eq!(tokens.check("other").map(|t| t.name.as_str()), Some("dev"));
-        assert_eq!(tokens.check("s3cret").map(|t| t.access), Some(Access::ReadWrite));
+        assert_eq!(tokens.check("other").map(|(i, t)| (i, t.name.as_str())), Some((1, "dev")));
+        assert_eq!(tokens.check("s3cret").map(|(_, t)| t.access), Some(Access::ReadWrite));
         assert!(tokens.check("s3cre").is_none());
         assert!(tokens.check("").is_none());
     }

@@ -489,3 +489,39 @@ pub fn owner_socket(status: &serde_json::Value) -> PathBuf {
     let socket = status["workspaces"][0]["role"]["socket"].as_str().expect("an owner's status names its socket");
     PathBuf::from(socket)
 }
+
+/// Checks a Prometheus exposition with promtool and parses it with prometheus_client (both
+/// installed by scripts/setup): its families as `{name, type, samples: [[name, labels, value]]}`.
+pub fn checked_exposition(text: &str) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/setup installs Debian's prometheus package)");
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(checked.status.success(), "promtool: {checked:?}\n{text}");
+
+    let python = repo_root().join("scripts/tools/.venv/bin/python");
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = [{"name": f.name, "type": f.type, "samples": [[s.name, s.labels, repr(float(s.value))] for s in f.samples]}
+       for f in text_string_to_metric_families(sys.stdin.read())]
+print(json.dumps(out))
+"#;
+    let mut parser = std::process::Command::new(&python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} ({e}): run scripts/tools/setup.sh", python.display()));
+    parser.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let parsed = parser.wait_with_output().unwrap();
+    assert!(parsed.status.success(), "prometheus_client: {parsed:?}");
+    serde_json::from_slice(&parsed.stdout).unwrap()
+}

@@ -1,0 +1,86 @@
+//! What `cache serve` counts, per token (hits, misses, uploads, refusals, bytes each way) and in
+//! all (requests without a valid token, damaged artifacts), and its exposition at `GET /metrics`
+//! in the Prometheus text format. Counters are atomics, one set per token fixed at start: nothing
+//! is locked on a request's path.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use super::tokens::Tokens;
+use crate::exposition::{Family, label};
+
+#[derive(Debug, Default)]
+pub struct TokenCounters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub uploads: AtomicU64,
+    pub refused: AtomicU64,
+    pub bytes_served: AtomicU64,
+    pub bytes_stored: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Counters {
+    tokens: Vec<(String, TokenCounters)>,
+    pub unauthorized: AtomicU64,
+    pub damaged: AtomicU64,
+    started: Instant,
+}
+
+/// Adds `n` to a counter.
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub fn new(tokens: &Tokens) -> Counters {
+        let tokens = tokens.0.iter().map(|t| (t.name.clone(), TokenCounters::default())).collect();
+        Counters { tokens, unauthorized: AtomicU64::new(0), damaged: AtomicU64::new(0), started: Instant::now() }
+    }
+
+    /// The counters of the token at `index` in the server's tokens.
+    pub fn of(&self, index: usize) -> &TokenCounters {
+        &self.tokens[index].1
+    }
+
+    pub fn render(&self) -> String {
+        let mut up = Family::new("nxops_cache_serve_up", "gauge", "1 while the team cache server runs");
+        let mut uptime = Family::new("nxops_cache_serve_uptime_seconds", "gauge", "seconds since the server started");
+        let mut unauthorized =
+            Family::new("nxops_cache_serve_unauthorized_total", "counter", "requests without a valid token (401)");
+        let mut damaged = Family::new(
+            "nxops_cache_serve_damaged_total",
+            "counter",
+            "stored artifacts that failed their check, answered as misses and set aside",
+        );
+        up.sample("", 1);
+        uptime.sample("", format!("{:.3}", self.started.elapsed().as_secs_f64()));
+        unauthorized.sample("", self.unauthorized.load(Ordering::Relaxed));
+        damaged.sample("", self.damaged.load(Ordering::Relaxed));
+        let mut families = vec![up, uptime, unauthorized, damaged];
+        families.extend(self.per_token());
+        crate::exposition::render(&families)
+    }
+
+    fn per_token(&self) -> Vec<Family> {
+        type Pick = fn(&TokenCounters) -> &AtomicU64;
+        let kinds: [(&'static str, &'static str, Pick); 6] = [
+            ("nxops_cache_serve_hits_total", "downloads served, by token", |c| &c.hits),
+            ("nxops_cache_serve_misses_total", "downloads of hashes not stored (404), by token", |c| &c.misses),
+            ("nxops_cache_serve_uploads_total", "artifacts stored, by token", |c| &c.uploads),
+            ("nxops_cache_serve_refused_total", "requests refused (403, 409, 4xx), by token", |c| &c.refused),
+            ("nxops_cache_serve_served_bytes_total", "artifact bytes served, by token", |c| &c.bytes_served),
+            ("nxops_cache_serve_stored_bytes_total", "artifact bytes stored, by token", |c| &c.bytes_stored),
+        ];
+        kinds
+            .into_iter()
+            .map(|(name, help, pick)| {
+                let mut family = Family::new(name, "counter", help);
+                for (token, counters) in &self.tokens {
+                    family.sample(&format!("token=\"{}\"", label(token)), pick(counters).load(Ordering::Relaxed));
+                }
+                family
+            })
+            .collect()
+    }
+}
