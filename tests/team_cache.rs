@@ -308,3 +308,18 @@ fn sigterm_lets_an_upload_in_flight_finish_then_stops() {
     assert_eq!(served.artifacts(), ["789"]);
     assert!(TcpStream::connect(&served.address).is_err(), "and listens no more");
 }
+
+#[test]
+fn an_upload_that_stalls_is_refused_after_the_client_timeout_and_leaves_nothing() {
+    let scratch = Scratch::new();
+    let served = Served::start(&scratch, json!({"clientTimeout": "1s"}));
+    let started = std::time::Instant::now();
+    let (status, body) = served.request(
+        &format!("PUT /v1/cache/321 HTTP/1.1\r\nAuthorization: Bearer {}\r\nContent-Length: 10", served.ci_token),
+        b"half",
+    );
+    assert_eq!(status, 408, "{}", String::from_utf8_lossy(&body));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(served.artifacts().is_empty());
+    assert_eq!(std::fs::read_dir(served.store.join(".incoming")).unwrap().count(), 0);
+}

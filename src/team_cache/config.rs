@@ -5,6 +5,7 @@
 //!   "listen": "127.0.0.1:4300",              // optional; --listen wins
 //!   "store": { "folder": "/srv/nx-cache" },   // relative to this file's folder
 //!   "maxArtifactSize": "2GB",                 // optional, default 2GB
+//!   "clientTimeout": "30s",                   // optional: an upload silent this long gets 408
 //!   "tokens": [
 //!     { "name": "ci",  "sha256": "<64 hex digits>", "access": "readWrite" },
 //!     { "name": "dev", "sha256": "<64 hex digits>", "access": "read", "prefix": "team-a/" }
@@ -17,16 +18,19 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::tokens::{Access, Token, Tokens};
-use crate::config::units::parse_size;
+use crate::config::units::{parse_duration, parse_size};
 use crate::input_error::ConfigError;
 
 /// Where `listen` defaults to: loopback, so that a server is never exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4300";
 pub const DEFAULT_MAX_ARTIFACT_SIZE: u64 = 2 << 30;
+/// How long an upload may send nothing before it is refused (408).
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -34,6 +38,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub store: StoreConfig,
     pub max_artifact_size: u64,
+    pub client_timeout: Duration,
     pub tokens: Tokens,
 }
 
@@ -49,6 +54,7 @@ struct RawConfig {
     listen: Option<String>,
     store: RawStore,
     max_artifact_size: Option<String>,
+    client_timeout: Option<String>,
     tokens: Vec<RawToken>,
 }
 
@@ -85,6 +91,13 @@ impl ServeConfig {
             Some(text) => parse_size(text).map_err(|e| at("maxArtifactSize", format!("{text:?}: {e}")))?,
             None => DEFAULT_MAX_ARTIFACT_SIZE,
         };
+        let client_timeout = match &raw.client_timeout {
+            Some(text) => parse_duration(text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| at("clientTimeout", format!("{text:?} is not a duration above zero such as 30s")))?,
+            None => DEFAULT_CLIENT_TIMEOUT,
+        };
         let base = file.parent().unwrap_or(Path::new("/"));
         let store = StoreConfig::Folder(base.join(&raw.store.folder));
         let tokens =
@@ -96,7 +109,7 @@ impl ServeConfig {
                 "is empty: no client could read or write; add one made by `nxops cache token`".into(),
             ));
         }
-        Ok(ServeConfig { file: file.to_path_buf(), listen, store, max_artifact_size, tokens })
+        Ok(ServeConfig { file: file.to_path_buf(), listen, store, max_artifact_size, client_timeout, tokens })
     }
 }
 
@@ -170,6 +183,10 @@ mod tests {
                 "listen: \"everywhere\" is not an address",
             ),
             (r#"{"store": {"folder": "s"}, "tokens": [], "colour": 1}"#.to_string(), "unknown field `colour`"),
+            (
+                r#"{"clientTimeout": "0s", "store": {"folder": "s"}, "tokens": []}"#.to_string(),
+                "clientTimeout: \"0s\" is not",
+            ),
         ];
         for (text, expected) in cases {
             let err = load(&text).unwrap_err().to_string();

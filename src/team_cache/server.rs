@@ -27,6 +27,7 @@ pub struct Server {
     pub store: FolderStore,
     pub tokens: Tokens,
     pub max_artifact_size: u64,
+    pub client_timeout: std::time::Duration,
     pub counters: Counters,
 }
 
@@ -37,6 +38,7 @@ impl Server {
             store: FolderStore::open(root)?,
             tokens: config.tokens.clone(),
             max_artifact_size: config.max_artifact_size,
+            client_timeout: config.client_timeout,
             counters: Counters::new(&config.tokens),
         }))
     }
@@ -301,7 +303,12 @@ async fn store_upload(
     }
     let mut upload = server.store.upload().await.map_err(|e| failed("write", &key, e))?;
     let mut chunks = body.into_data_stream();
-    while let Some(chunk) = chunks.next().await {
+    loop {
+        let Ok(next) = tokio::time::timeout(server.client_timeout, chunks.next()).await else {
+            let reason = format!("the upload sent nothing for {:?}", server.client_timeout);
+            return Err(refuse(StatusCode::REQUEST_TIMEOUT, &reason));
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| refuse(StatusCode::BAD_REQUEST, "the upload ended before its Content-Length"))?;
         if upload.written() + chunk.len() as u64 > length {
             return Err(refuse(StatusCode::BAD_REQUEST, "the body is longer than its Content-Length"));
