@@ -115,22 +115,6 @@ fn build(scratch: &Scratch, ws: &Path, served: &Served, token: &str) -> BTreeMap
         .collect()
 }
 
-/// Every file under `dir` with its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for item in std::fs::read_dir(&d).unwrap().flatten() {
-            if item.file_type().unwrap().is_dir() {
-                stack.push(item.path());
-            } else {
-                out.insert(item.path().strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(item.path()).unwrap());
-            }
-        }
-    }
-    out
-}
-
 /// Two checkouts, each with its own HOME (so its own local cache).
 fn checkouts() -> (Scratch, PathBuf, Scratch, PathBuf) {
     let (ci, developer) = (Scratch::new(), Scratch::new());
@@ -149,7 +133,7 @@ fn what_ci_builds_a_developer_restores_byte_for_byte_as_remote_hits() {
     let restored = build(&developer, &dev_ws, &served, &served.dev_token);
     assert_eq!(restored.keys().collect::<Vec<_>>(), built.keys().collect::<Vec<_>>());
     assert!(restored.values().all(|s| s == "[remote cache]"), "{restored:?}");
-    assert_eq!(snapshot(&dev_ws.join("dist")), snapshot(&ci_ws.join("dist")));
+    assert_eq!(common::snapshot(&dev_ws.join("dist")), common::snapshot(&ci_ws.join("dist")));
 }
 
 #[test]
@@ -189,7 +173,7 @@ fn a_damaged_artifact_is_a_clean_miss_and_a_rebuild_never_a_wrong_hit() {
     let result = build(&developer, &dev_ws, &served, &served.dev_token);
     let hits = result.values().filter(|s| *s == "[remote cache]").count();
     assert_eq!(hits, artifacts.len() - 2, "the two damaged ones run, the rest are hits: {result:?}");
-    assert_eq!(snapshot(&dev_ws.join("dist")), snapshot(&ci_ws.join("dist")));
+    assert_eq!(common::snapshot(&dev_ws.join("dist")), common::snapshot(&ci_ws.join("dist")));
     let aside: Vec<_> = std::fs::read_dir(served.store.join(".damaged")).unwrap().flatten().collect();
     assert_eq!(aside.len(), 2, "both moved aside");
     assert_eq!(served.artifacts().len(), artifacts.len() - 2, "and a later request for them is a plain miss");

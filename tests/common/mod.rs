@@ -525,3 +525,19 @@ print(json.dumps(out))
     assert!(parsed.status.success(), "prometheus_client: {parsed:?}");
     serde_json::from_slice(&parsed.stdout).unwrap()
 }
+
+/// Every file under `dir` with its bytes.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for item in std::fs::read_dir(&d).unwrap().flatten() {
+            if item.file_type().unwrap().is_dir() {
+                stack.push(item.path());
+            } else {
+                out.insert(item.path().strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(item.path()).unwrap());
+            }
+        }
+    }
+    out
+}
