@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 struct Served {
     child: Child,
     address: String,
+    url: String,
     store: PathBuf,
     ci_token: String,
     dev_token: String,
@@ -40,14 +41,11 @@ impl Served {
         Served {
             child,
             address: listening["listen"].as_str().unwrap().to_string(),
+            url: listening["url"].as_str().unwrap().to_string(),
             store: PathBuf::from(listening["store"].as_str().unwrap()),
             ci_token: ci["token"].as_str().unwrap().into(),
             dev_token: dev["token"].as_str().unwrap().into(),
         }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.address)
     }
 
     /// The artifacts in the store (its own folders left out).
@@ -99,10 +97,21 @@ fn read_json(stdout: impl Read) -> Value {
 
 /// `nx run-many -t build` in `ws` against the server with `token`; returns task id -> cache status.
 fn build(scratch: &Scratch, ws: &Path, served: &Served, token: &str) -> BTreeMap<String, String> {
-    let mut cmd = scratch.tool(ws, &ws.join("node_modules/.bin/nx").to_string_lossy());
+    build_with(scratch, ws, served, token, |cmd| cmd)
+}
+
+/// [`build`], with the Nx command adjusted by `adjust` first.
+fn build_with(
+    scratch: &Scratch,
+    ws: &Path,
+    served: &Served,
+    token: &str,
+    adjust: impl Fn(std::process::Command) -> std::process::Command,
+) -> BTreeMap<String, String> {
+    let mut cmd = adjust(scratch.tool(ws, &ws.join("node_modules/.bin/nx").to_string_lossy()));
     cmd.args(["run-many", "-t", "build", "--outputStyle=static"])
         .env("NX_TUI", "false")
-        .env("NX_SELF_HOSTED_REMOTE_CACHE_SERVER", served.url())
+        .env("NX_SELF_HOSTED_REMOTE_CACHE_SERVER", &served.url)
         .env("NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN", token);
     let out = run_ok(&mut cmd);
     let log = String::from_utf8_lossy(&out.stdout);
@@ -306,4 +315,41 @@ fn an_upload_that_stalls_is_refused_after_the_client_timeout_and_leaves_nothing(
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
     assert!(served.artifacts().is_empty());
     assert_eq!(std::fs::read_dir(served.store.join(".incoming")).unwrap().count(), 0);
+}
+
+#[test]
+fn over_https_nx_restores_what_ci_stored() {
+    let (ci, ci_ws, developer, dev_ws) = checkouts();
+    let dir = ci.spaces.path();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    let served = Served::start(&ci, json!({"tls": {"cert": "cert.pem", "key": "key.pem"}}));
+    assert!(served.url.starts_with("https://127.0.0.1:"), "{}", served.url);
+    // The certificate is self-signed: Nx's client is told to accept it the way Node is.
+    let trusting = |mut cmd: std::process::Command| {
+        cmd.env("NODE_TLS_REJECT_UNAUTHORIZED", "0");
+        cmd
+    };
+    let built = build_with(&ci, &ci_ws, &served, &served.ci_token, trusting);
+    assert_eq!(served.artifacts().len(), built.len());
+    let restored = build_with(&developer, &dev_ws, &served, &served.dev_token, trusting);
+    assert!(restored.values().all(|s| s == "[remote cache]"), "{restored:?}");
+    assert_eq!(common::snapshot(&dev_ws.join("dist")), common::snapshot(&ci_ws.join("dist")));
+}
+
+#[test]
+fn a_missing_certificate_is_bad_input_named_in_check() {
+    let scratch = Scratch::new();
+    let dir = scratch.spaces.path();
+    let entry =
+        json_of(&run_ok(scratch.nxops(dir).args(["cache", "token", "--name", "ci", "--json"])))["entry"].clone();
+    let file = dir.join("serve.json");
+    let config =
+        json!({"store": {"folder": "store"}, "tls": {"cert": "nope.pem", "key": "nope.key"}, "tokens": [entry]});
+    std::fs::write(&file, config.to_string()).unwrap();
+    let out = scratch.nxops(dir).args(["cache", "serve", "--check", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("serve.json: tls:") && stderr.contains("nope.pem"), "{stderr}");
 }

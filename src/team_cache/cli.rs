@@ -17,31 +17,33 @@ use crate::output::{Format, Report, emit};
 pub fn serve(file: &Path, listen: Option<&str>, check: bool, format: Format) -> anyhow::Result<()> {
     let config = ServeConfig::load(file, listen)?;
     let server = Server::new(&config).map_err(|e| ConfigError::file(file, format!("store: {e}")))?;
-    if check {
-        let report = Listening {
-            config: config.file.clone(),
-            listen: config.listen.to_string(),
-            store: server.store.root().into(),
-            serving: false,
-        };
-        return emit(&report, format);
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| ConfigError {
+        let tls = match &config.tls {
+            Some(files) => Some(server::load_tls(files).await.map_err(|e| {
+                let location = format!("{}: tls", file.display());
+                ConfigError { location, problem: format!("{} and {}: {e}", files.cert.display(), files.key.display()) }
+            })?),
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let report = |listen: String, serving| Listening {
+            config: config.file.clone(),
+            url: format!("{scheme}://{listen}"),
+            listen,
+            store: server.store.root().into(),
+            serving,
+        };
+        if check {
+            return emit(&report(config.listen.to_string(), false), format);
+        }
+        let listener = std::net::TcpListener::bind(config.listen).map_err(|e| ConfigError {
             location: "listen".into(),
             problem: format!("cannot listen on {}: {e}", config.listen),
         })?;
-        let address = listener.local_addr()?.to_string();
-        let report = Listening {
-            config: config.file.clone(),
-            listen: address,
-            store: server.store.root().into(),
-            serving: true,
-        };
-        emit(&report, format)?;
+        emit(&report(listener.local_addr()?.to_string(), true), format)?;
         std::io::stdout().flush()?;
-        server::serve(server, listener, stop_signal()).await?;
+        server::serve(server, listener, tls, stop_signal()).await?;
         anyhow::Ok(())
     })
 }
@@ -63,6 +65,7 @@ async fn stop_signal() {
 struct Listening {
     config: std::path::PathBuf,
     listen: String,
+    url: String,
     store: std::path::PathBuf,
     serving: bool,
 }
@@ -70,7 +73,7 @@ struct Listening {
 impl Report for Listening {
     fn human(&self) -> String {
         let what = if self.serving { "serving Nx's remote cache at" } else { "configuration sound; would serve at" };
-        format!("nxops cache serve: {what} http://{} from {}\n", self.listen, self.store.display())
+        format!("nxops cache serve: {what} {} from {}\n", self.url, self.store.display())
     }
 }
 

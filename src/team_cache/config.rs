@@ -6,6 +6,7 @@
 //!   "store": { "folder": "/srv/nx-cache" },   // relative to this file's folder
 //!   "maxArtifactSize": "2GB",                 // optional, default 2GB
 //!   "clientTimeout": "30s",                   // optional: an upload silent this long gets 408
+//!   "tls": { "cert": "cert.pem", "key": "key.pem" },  // optional: HTTPS (PEM, relative to this file)
 //!   "tokens": [
 //!     { "name": "ci",  "sha256": "<64 hex digits>", "access": "readWrite" },
 //!     { "name": "dev", "sha256": "<64 hex digits>", "access": "read", "prefix": "team-a/" }
@@ -39,7 +40,16 @@ pub struct ServeConfig {
     pub store: StoreConfig,
     pub max_artifact_size: u64,
     pub client_timeout: Duration,
+    pub tls: Option<TlsFiles>,
     pub tokens: Tokens,
+}
+
+/// PEM files for HTTPS: the certificate chain and its private key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +65,7 @@ struct RawConfig {
     store: RawStore,
     max_artifact_size: Option<String>,
     client_timeout: Option<String>,
+    tls: Option<TlsFiles>,
     tokens: Vec<RawToken>,
 }
 
@@ -100,6 +111,7 @@ impl ServeConfig {
         };
         let base = file.parent().unwrap_or(Path::new("/"));
         let store = StoreConfig::Folder(base.join(&raw.store.folder));
+        let tls = raw.tls.map(|tls| TlsFiles { cert: base.join(tls.cert), key: base.join(tls.key) });
         let tokens =
             raw.tokens.into_iter().enumerate().map(|(i, t)| token(t).map_err(|p| at(&format!("tokens[{i}]"), p)));
         let tokens = Tokens(tokens.collect::<Result<_, _>>()?);
@@ -109,7 +121,7 @@ impl ServeConfig {
                 "is empty: no client could read or write; add one made by `nxops cache token`".into(),
             ));
         }
-        Ok(ServeConfig { file: file.to_path_buf(), listen, store, max_artifact_size, client_timeout, tokens })
+        Ok(ServeConfig { file: file.to_path_buf(), listen, store, max_artifact_size, client_timeout, tls, tokens })
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP side of `nxops cache serve` (see the module doc of `team_cache` for the API): axum on
-//! tokio, HTTP/1.1 and cleartext HTTP/2, bodies streamed both ways one chunk at a time, and a
-//! graceful shutdown that lets requests in flight (uploads included) finish.
+//! tokio through axum-server (HTTP/1.1 and HTTP/2, in the clear or over rustls when given a
+//! certificate and key), bodies streamed both ways one chunk at a time, and a graceful shutdown
+//! that lets requests in flight (uploads included) finish.
 
 use std::io;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum_server::tls_rustls::RustlsConfig;
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 
@@ -53,12 +55,29 @@ pub fn router(server: Arc<Server>) -> Router {
 }
 
 /// Serves on `listener` until `shutdown` completes, then finishes the requests in flight.
+/// `tls` (from [`load_tls`]) makes it HTTPS; both speak HTTP/1.1 and HTTP/2.
 pub async fn serve(
     server: Arc<Server>,
-    listener: tokio::net::TcpListener,
+    listener: std::net::TcpListener,
+    tls: Option<RustlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(server)).with_graceful_shutdown(shutdown).await
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(None);
+    });
+    let app = router(server).into_make_service();
+    match tls {
+        Some(tls) => axum_server::from_tcp_rustls(listener, tls)?.handle(handle).serve(app).await,
+        None => axum_server::from_tcp(listener)?.handle(handle).serve(app).await,
+    }
+}
+
+/// The certificate chain and private key (PEM files) for HTTPS.
+pub async fn load_tls(tls: &super::config::TlsFiles) -> io::Result<RustlsConfig> {
+    RustlsConfig::from_pem_file(&tls.cert, &tls.key).await
 }
 
 /// A refusal: its status and a one-line reason for the client's log.
