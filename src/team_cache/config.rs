@@ -134,8 +134,9 @@ fn token(raw: RawToken) -> Result<Token, String> {
     Ok(Token { name: raw.name, sha256, access: raw.access, prefix: raw.prefix })
 }
 
-/// A prefix is empty or folder-like segments of `[A-Za-z0-9._-]`, each ending in `/`, never `.`
-/// or `..`: it names a place inside the store, nowhere else.
+/// A prefix is empty or folder-like segments of `[A-Za-z0-9._-]`, each ending in `/`, none starting
+/// with `.` (so never `.`, `..` or the store's own `.incoming` and `.damaged`): it names a place
+/// inside the store for artifacts, nowhere else.
 pub fn check_prefix(prefix: &str) -> Result<(), String> {
     if prefix.is_empty() {
         return Ok(());
@@ -143,11 +144,14 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
     let Some(body) = prefix.strip_suffix('/') else { return Err("must end with /".into()) };
     let sound = |segment: &str| {
         !segment.is_empty()
-            && segment != "."
-            && segment != ".."
+            && !segment.starts_with('.')
             && segment.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
     };
-    if body.split('/').all(sound) { Ok(()) } else { Err("must be segments of letters, digits, '.', '_' or '-'".into()) }
+    if body.split('/').all(sound) {
+        Ok(())
+    } else {
+        Err("must be segments of letters, digits, '.', '_' or '-', none starting with '.'".into())
+    }
 }
 
 #[cfg(test)]
@@ -208,10 +212,10 @@ mod tests {
 
     #[test]
     fn prefixes_stay_inside_the_store() {
-        for good in ["", "team-a/", "ci/main/"] {
+        for good in ["", "team-a/", "ci/main/", "v1.2/"] {
             assert!(check_prefix(good).is_ok(), "{good}");
         }
-        for bad in ["team-a", "/abs/", "a//", "./", "../", "a b/"] {
+        for bad in ["team-a", "/abs/", "a//", "./", "../", "a b/", ".incoming/", "x/.damaged/"] {
             assert!(check_prefix(bad).is_err(), "{bad}");
         }
     }
