@@ -353,3 +353,17 @@ fn a_missing_certificate_is_bad_input_named_in_check() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("serve.json: tls:") && stderr.contains("nope.pem"), "{stderr}");
 }
+
+#[test]
+fn a_hash_named_like_another_tokens_prefix_is_a_plain_miss_and_touches_its_folder_not() {
+    let scratch = Scratch::new();
+    let served = Served::start(&scratch, json!({}));
+    let ci = format!("Authorization: Bearer {}", served.ci_token);
+    // What a token with the prefix team/ has stored.
+    std::fs::create_dir_all(served.store.join("team")).unwrap();
+    std::fs::write(served.store.join("team/42"), b"a prefixed artifact").unwrap();
+    let (status, _) = served.request(&format!("GET /v1/cache/team HTTP/1.1\r\n{ci}"), b"");
+    assert_eq!(status, 404);
+    assert!(served.store.join("team/42").exists(), "the prefix folder is left alone");
+    assert_eq!(std::fs::read_dir(served.store.join(".damaged")).unwrap().count(), 0);
+}

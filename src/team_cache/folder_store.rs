@@ -68,7 +68,9 @@ impl FolderStore {
         };
         let meta = file.metadata().await?;
         if !meta.is_file() {
-            return Ok(Some(Err(Damage::NoFooter(0))));
+            // A folder here is another token's prefix (`team/` beside a hash `team`): no artifact,
+            // and never something to set aside.
+            return Ok(None);
         }
         let stored = meta.len();
         if stored < FOOTER_LEN {
