@@ -367,3 +367,74 @@ fn a_hash_named_like_another_tokens_prefix_is_a_plain_miss_and_touches_its_folde
     assert!(served.store.join("team/42").exists(), "the prefix folder is left alone");
     assert_eq!(std::fs::read_dir(served.store.join(".damaged")).unwrap().count(), 0);
 }
+
+/// Uploads `body` under `hash` with the CI token; fails the test unless stored.
+fn upload(served: &Served, hash: &str, body: &[u8]) {
+    let head = format!(
+        "PUT /v1/cache/{hash} HTTP/1.1\r\nAuthorization: Bearer {}\r\nContent-Length: {}",
+        served.ci_token,
+        body.len()
+    );
+    let (status, answer) = served.request(&head, body);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+}
+
+/// Waits until `done` holds (the policy thread runs on its own clock).
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn past_max_size_the_least_recently_read_are_evicted_down_to_ninety_percent() {
+    let scratch = Scratch::new();
+    let served = Served::start(&scratch, json!({"maxSize": "100B", "evictInterval": "300ms"}));
+    for hash in ["1", "2", "3"] {
+        upload(&served, hash, &[b'x'; 40]);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // 1 is read last: 2 is now the least recently read.
+    let (status, _) =
+        served.request(&format!("GET /v1/cache/1 HTTP/1.1\r\nAuthorization: Bearer {}", served.dev_token), b"");
+    assert_eq!(status, 200);
+    eventually("2 is evicted", || served.artifacts() == ["1", "3"]);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(served.artifacts(), ["1", "3"], "80 bytes are under 90% of 100: nothing more goes");
+    let (_, text) = served.request("GET /metrics HTTP/1.1", b"");
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("nxops_cache_serve_evicted_total 1\n"), "{text}");
+    assert!(text.contains("nxops_cache_serve_bytes 80\n"), "{text}");
+}
+
+#[test]
+fn an_eviction_never_cuts_a_download_in_progress() {
+    let scratch = Scratch::new();
+    let served = Served::start(&scratch, json!({"maxSize": "1MB", "evictInterval": "200ms"}));
+    let body: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let mut stream = TcpStream::connect(&served.address).unwrap();
+    upload(&served, "77", &body);
+    // A download begins, and its reader stops after the head while the artifact is evicted.
+    write!(
+        stream,
+        "GET /v1/cache/77 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        served.dev_token
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    eventually("the 8 MB artifact is evicted past 1 MB", || served.artifacts().is_empty());
+    let mut answer = Vec::new();
+    reader.read_to_end(&mut answer).unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(
+        answer[split + 4..] == body[..],
+        "the download finished whole ({} of {} bytes)",
+        answer.len() - split - 4,
+        body.len()
+    );
+}

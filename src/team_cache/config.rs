@@ -7,6 +7,8 @@
 //!   "maxArtifactSize": "2GB",                 // optional, default 2GB
 //!   "clientTimeout": "30s",                   // optional: an upload silent this long gets 408
 //!   "tls": { "cert": "cert.pem", "key": "key.pem" },  // optional: HTTPS (PEM, relative to this file)
+//!   "maxSize": "5GB", "maxAge": "7d",         // optional: the local cache's defaults
+//!   "evictInterval": "1m",                    // optional: how often the policies run
 //!   "tokens": [
 //!     { "name": "ci",  "sha256": "<64 hex digits>", "access": "readWrite" },
 //!     { "name": "dev", "sha256": "<64 hex digits>", "access": "read", "prefix": "team-a/" }
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::policy::Rules;
 use super::tokens::{Access, Token, Tokens};
 use crate::config::units::{parse_duration, parse_size};
 use crate::input_error::ConfigError;
@@ -41,6 +44,7 @@ pub struct ServeConfig {
     pub max_artifact_size: u64,
     pub client_timeout: Duration,
     pub tls: Option<TlsFiles>,
+    pub rules: Rules,
     pub tokens: Tokens,
 }
 
@@ -66,6 +70,9 @@ struct RawConfig {
     max_artifact_size: Option<String>,
     client_timeout: Option<String>,
     tls: Option<TlsFiles>,
+    max_size: Option<String>,
+    max_age: Option<String>,
+    evict_interval: Option<String>,
     tokens: Vec<RawToken>,
 }
 
@@ -109,6 +116,7 @@ impl ServeConfig {
                 .ok_or_else(|| at("clientTimeout", format!("{text:?} is not a duration above zero such as 30s")))?,
             None => DEFAULT_CLIENT_TIMEOUT,
         };
+        let rules = rules(&raw, &at)?;
         let base = file.parent().unwrap_or(Path::new("/"));
         let store = StoreConfig::Folder(base.join(&raw.store.folder));
         let tls = raw.tls.map(|tls| TlsFiles { cert: base.join(tls.cert), key: base.join(tls.key) });
@@ -121,8 +129,34 @@ impl ServeConfig {
                 "is empty: no client could read or write; add one made by `nxops cache token`".into(),
             ));
         }
-        Ok(ServeConfig { file: file.to_path_buf(), listen, store, max_artifact_size, client_timeout, tls, tokens })
+        Ok(ServeConfig {
+            file: file.to_path_buf(),
+            listen,
+            store,
+            max_artifact_size,
+            client_timeout,
+            tls,
+            rules,
+            tokens,
+        })
     }
+}
+
+/// The policies: `maxSize` and `maxAge` default to the local cache's defaults (`cache.maxSize`,
+/// `cache.maxAge`), `evictInterval` to one minute.
+fn rules(raw: &RawConfig, at: &impl Fn(&str, String) -> ConfigError) -> Result<Rules, ConfigError> {
+    let default_of = |key: &str| crate::config::SETTINGS.iter().find(|s| s.key == key).map_or("", |s| s.default);
+    let size_text = raw.max_size.clone().unwrap_or_else(|| default_of("cache.maxSize").into());
+    let max_size = parse_size(&size_text).map_err(|e| at("maxSize", format!("{size_text:?}: {e}")))?;
+    let duration = |key: &str, text: &str| {
+        parse_duration(text)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| at(key, format!("{text:?} is not a duration above zero such as 7d")))
+    };
+    let max_age = duration("maxAge", raw.max_age.as_deref().unwrap_or(default_of("cache.maxAge")))?;
+    let interval = duration("evictInterval", raw.evict_interval.as_deref().unwrap_or("1m"))?;
+    Ok(Rules { max_size, max_age, interval })
 }
 
 fn token(raw: RawToken) -> Result<Token, String> {

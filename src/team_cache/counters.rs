@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use super::policy::Evictions;
 use super::tokens::Tokens;
 use crate::exposition::{Family, label};
 
@@ -24,6 +25,8 @@ pub struct Counters {
     tokens: Vec<(String, TokenCounters)>,
     pub unauthorized: AtomicU64,
     pub damaged: AtomicU64,
+    /// Written by the policy thread.
+    pub evictions: std::sync::Arc<Evictions>,
     started: Instant,
 }
 
@@ -35,7 +38,13 @@ pub fn add(counter: &AtomicU64, n: u64) {
 impl Counters {
     pub fn new(tokens: &Tokens) -> Counters {
         let tokens = tokens.0.iter().map(|t| (t.name.clone(), TokenCounters::default())).collect();
-        Counters { tokens, unauthorized: AtomicU64::new(0), damaged: AtomicU64::new(0), started: Instant::now() }
+        Counters {
+            tokens,
+            unauthorized: AtomicU64::new(0),
+            damaged: AtomicU64::new(0),
+            evictions: Default::default(),
+            started: Instant::now(),
+        }
     }
 
     /// The counters of the token at `index` in the server's tokens.
@@ -57,7 +66,23 @@ impl Counters {
         uptime.sample("", format!("{:.3}", self.started.elapsed().as_secs_f64()));
         unauthorized.sample("", self.unauthorized.load(Ordering::Relaxed));
         damaged.sample("", self.damaged.load(Ordering::Relaxed));
-        let mut families = vec![up, uptime, unauthorized, damaged];
+        let evictions = &self.evictions;
+        let mut evicted =
+            Family::new("nxops_cache_serve_evicted_total", "counter", "artifacts removed by maxSize and maxAge");
+        let mut evicted_bytes = Family::new(
+            "nxops_cache_serve_evicted_bytes_total",
+            "counter",
+            "artifact bytes removed by maxSize and maxAge",
+        );
+        let mut stored =
+            Family::new("nxops_cache_serve_artifacts", "gauge", "artifacts in the store, as of the last policy run");
+        let mut stored_bytes =
+            Family::new("nxops_cache_serve_bytes", "gauge", "artifact bytes in the store, as of the last policy run");
+        evicted.sample("", evictions.artifacts.load(Ordering::Relaxed));
+        evicted_bytes.sample("", evictions.bytes.load(Ordering::Relaxed));
+        stored.sample("", evictions.stored_artifacts.load(Ordering::Relaxed));
+        stored_bytes.sample("", evictions.stored_bytes.load(Ordering::Relaxed));
+        let mut families = vec![up, uptime, unauthorized, damaged, evicted, evicted_bytes, stored, stored_bytes];
         families.extend(self.per_token());
         crate::exposition::render(&families)
     }

@@ -27,14 +27,16 @@
 //! store): its hashes are stored and looked up under that prefix only.
 //!
 //! # Not built yet
-//! Only the folder store (one machine, or a shared file system) exists; the S3 store, the size and
-//! age policies, `cache stats --remote`, TLS and time-outs for slow clients are the next steps of
-//! the team-cache issue. `GET /metrics` (no token: counts only, no hashes) gives the counters.
+//! Only the folder store (one machine, or one server on a shared file system) exists; the S3 store,
+//! `cache stats --remote` and a time-out for downloads that stop reading are the next steps of the
+//! team-cache issue. `GET /metrics` (no token: counts only, no hashes) gives the counters; the
+//! policies are in [`policy`].
 
 pub mod artifact;
 pub mod cli;
 pub mod config;
 pub mod counters;
 pub mod folder_store;
+pub mod policy;
 pub mod server;
 pub mod tokens;

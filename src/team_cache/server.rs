@@ -20,6 +20,7 @@ use super::artifact::{Damage, Footer};
 use super::config::ServeConfig;
 use super::counters::{Counters, TokenCounters, add};
 use super::folder_store::{CommitError, FolderStore, Found};
+use super::policy::Policy;
 use super::tokens::{Access, Token, Tokens};
 
 /// Bytes read from the store per step of a download.
@@ -27,6 +28,7 @@ const CHUNK: usize = 64 * 1024;
 
 pub struct Server {
     pub store: FolderStore,
+    pub policy: Policy,
     pub tokens: Tokens,
     pub max_artifact_size: u64,
     pub client_timeout: std::time::Duration,
@@ -36,12 +38,17 @@ pub struct Server {
 impl Server {
     pub fn new(config: &ServeConfig) -> io::Result<Arc<Server>> {
         let super::config::StoreConfig::Folder(root) = &config.store;
+        let store = FolderStore::open(root)?;
+        let counters = Counters::new(&config.tokens);
+        let policy = Policy::start(root, config.rules, counters.evictions.clone())
+            .map_err(|e| io::Error::other(format!("the index {}: {e}", root.join(".index.db").display())))?;
         Ok(Arc::new(Server {
-            store: FolderStore::open(root)?,
+            store,
+            policy,
             tokens: config.tokens.clone(),
             max_artifact_size: config.max_artifact_size,
             client_timeout: config.client_timeout,
-            counters: Counters::new(&config.tokens),
+            counters,
         }))
     }
 }
@@ -162,6 +169,7 @@ async fn serve_sound(server: Arc<Server>, key: String, found: Found, counters: &
         Ok(Ok(found)) => {
             add(&counters.hits, 1);
             add(&counters.bytes_served, found.footer.size);
+            server.policy.read(&key);
             let size = found.footer.size;
             let body = Body::from_stream(futures_util::stream::unfold(
                 Serving {
@@ -224,6 +232,7 @@ async fn sound(found: Found) -> io::Result<Result<Found, Damage>> {
 
 async fn damaged(server: &Server, key: &str) {
     add(&server.counters.damaged, 1);
+    server.policy.removed(key);
     if let Err(err) = server.store.set_aside(key).await {
         tracing::error!(target: "nxops", "cache serve: failed to move damaged {key} aside: {err}");
     }
@@ -338,7 +347,10 @@ async fn store_upload(
         return Err(refuse(StatusCode::BAD_REQUEST, "the body is shorter than its Content-Length"));
     }
     match upload.commit(&server.store, &key).await {
-        Ok(()) => Ok(length),
+        Ok(()) => {
+            server.policy.stored(&key, length);
+            Ok(length)
+        }
         Err(CommitError::Exists) => Err(refuse(StatusCode::CONFLICT, "this hash is already stored")),
         Err(CommitError::Io(err)) => Err(failed("write", &key, err)),
     }

@@ -1,0 +1,300 @@
+//! The team cache's size and age policies, and the index they are decided from.
+//!
+//! # The index
+//! A store has no access times worth trusting (S3 has none; folders are mounted `relatime`), so the
+//! server keeps its own: a sqlite file (`<store>/.index.db` for a folder store) with one row per
+//! artifact, `(key, size, stored_ms, read_ms)`. One thread owns it (the policy thread); request
+//! handlers only send it messages ([`Policy::stored`], [`Policy::read`]) and never wait for it. When
+//! the file is missing it is rebuilt from a listing of the store (an artifact's modification time
+//! standing for its last read). Lost messages (a full queue) only make an artifact look older.
+//!
+//! # Eviction
+//! Every `evictInterval` (default 1 minute), and only then, the policy thread removes what the rules
+//! say, oldest reads first: artifacts not read for `maxAge`, then, while the stored bytes exceed
+//! `maxSize`, the least recently read down to 90% of it (the local cache's rules). Each removal is
+//! a delete of one name; a download that already opened the artifact finishes (an open file outlives
+//! its name), and one that starts after is a plain miss, so a removal never cuts a read.
+//!
+//! # Performance
+//! A hit costs one message on a bounded channel; the thread writes reads to the index in one
+//! transaction per batch.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, params};
+
+/// Messages waiting for the policy thread at most; past this, reads are not recorded.
+const QUEUE: usize = 4096;
+
+/// The rules, from the server's file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    pub max_size: u64,
+    pub max_age: Duration,
+    pub interval: Duration,
+}
+
+/// What the policy thread has done, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Evictions {
+    pub artifacts: AtomicU64,
+    pub bytes: AtomicU64,
+    pub stored_bytes: AtomicU64,
+    pub stored_artifacts: AtomicU64,
+}
+
+enum Message {
+    Stored { key: String, size: u64, at_ms: i64 },
+    Read { key: String, at_ms: i64 },
+    Removed { key: String },
+}
+
+/// The handle request handlers hold.
+#[derive(Clone)]
+pub struct Policy {
+    tx: SyncSender<Message>,
+}
+
+impl Policy {
+    /// Opens (or rebuilds) the index of the folder store at `root` and starts the policy thread.
+    pub fn start(root: &Path, rules: Rules, evictions: std::sync::Arc<Evictions>) -> rusqlite::Result<Policy> {
+        let index = Index::open(root)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let mut owner = Owner { index, root: root.to_path_buf(), rules, evictions };
+        std::thread::Builder::new()
+            .name("nxops-policy".into())
+            .spawn(move || owner.run(&rx))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(Policy { tx })
+    }
+
+    pub fn stored(&self, key: &str, size: u64) {
+        self.send(Message::Stored { key: key.into(), size, at_ms: now_ms() });
+    }
+
+    pub fn read(&self, key: &str) {
+        self.send(Message::Read { key: key.into(), at_ms: now_ms() });
+    }
+
+    pub fn removed(&self, key: &str) {
+        self.send(Message::Removed { key: key.into() });
+    }
+
+    fn send(&self, message: Message) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(message) {
+            tracing::debug!(target: "nxops", "cache serve: the policy queue is full; a read is not recorded");
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The policy thread's state.
+struct Owner {
+    index: Index,
+    root: PathBuf,
+    rules: Rules,
+    evictions: std::sync::Arc<Evictions>,
+}
+
+impl Owner {
+    fn run(&mut self, rx: &Receiver<Message>) {
+        self.publish_totals();
+        let mut due = Instant::now() + self.rules.interval;
+        loop {
+            let wait = due.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(first) => {
+                    let batch: Vec<Message> = std::iter::once(first).chain(rx.try_iter()).collect();
+                    if let Err(err) = self.index.apply(&batch) {
+                        tracing::error!(target: "nxops", "cache serve: failed to update the index: {err}");
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    self.evict(now_ms());
+                    due = Instant::now() + self.rules.interval;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn evict(&mut self, now_ms: i64) {
+        let victims = match self.index.victims(self.rules, now_ms) {
+            Ok(victims) => victims,
+            Err(err) => return tracing::error!(target: "nxops", "cache serve: failed to read the index: {err}"),
+        };
+        for (key, size) in victims {
+            match std::fs::remove_file(self.root.join(&key)) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::error!(target: "nxops", "cache serve: failed to evict {key}: {err}");
+                    continue;
+                }
+                _ => {}
+            }
+            let _ = self.index.apply(&[Message::Removed { key: key.clone() }]);
+            super::counters::add(&self.evictions.artifacts, 1);
+            super::counters::add(&self.evictions.bytes, size);
+            tracing::info!(target: "nxops", "cache serve: evicted {key} ({size} bytes)");
+        }
+        self.publish_totals();
+    }
+
+    fn publish_totals(&self) {
+        if let Ok((artifacts, bytes)) = self.index.totals() {
+            self.evictions.stored_artifacts.store(artifacts, std::sync::atomic::Ordering::Relaxed);
+            self.evictions.stored_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// The sqlite index, owned by the policy thread.
+struct Index {
+    conn: Connection,
+}
+
+impl Index {
+    fn open(root: &Path) -> rusqlite::Result<Index> {
+        let file = root.join(".index.db");
+        let fresh = !file.exists();
+        let conn = Connection::open(&file)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+             CREATE TABLE IF NOT EXISTS artifacts(key TEXT PRIMARY KEY, size INTEGER NOT NULL,
+                 stored_ms INTEGER NOT NULL, read_ms INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS by_read ON artifacts(read_ms);",
+        )?;
+        let mut index = Index { conn };
+        if fresh {
+            index.rebuild(root)?;
+        }
+        Ok(index)
+    }
+
+    /// Fills the index from the store's files (their modification time as their last read).
+    fn rebuild(&mut self, root: &Path) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        let mut pending = vec![(root.to_path_buf(), String::new())];
+        while let Some((dir, prefix)) = pending.pop() {
+            let Ok(items) = std::fs::read_dir(&dir) else { continue };
+            for item in items.flatten() {
+                let name = item.file_name().to_string_lossy().into_owned();
+                let Ok(meta) = item.metadata() else { continue };
+                if name.starts_with('.') {
+                    continue;
+                } else if meta.is_dir() {
+                    pending.push((item.path(), format!("{prefix}{name}/")));
+                } else if meta.is_file() {
+                    let at = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+                    let at_ms = at.map_or(0, |d| d.as_millis() as i64);
+                    let size = meta.len().saturating_sub(super::artifact::FOOTER_LEN);
+                    tx.execute(
+                        "INSERT OR REPLACE INTO artifacts VALUES (?1, ?2, ?3, ?3)",
+                        params![format!("{prefix}{name}"), size as i64, at_ms],
+                    )?;
+                }
+            }
+        }
+        tx.commit()
+    }
+
+    fn apply(&mut self, batch: &[Message]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        for message in batch {
+            match message {
+                Message::Stored { key, size, at_ms } => tx.execute(
+                    "INSERT OR REPLACE INTO artifacts VALUES (?1, ?2, ?3, ?3)",
+                    params![key, *size as i64, at_ms],
+                )?,
+                Message::Read { key, at_ms } => {
+                    tx.execute("UPDATE artifacts SET read_ms = max(read_ms, ?2) WHERE key = ?1", params![key, at_ms])?
+                }
+                Message::Removed { key } => tx.execute("DELETE FROM artifacts WHERE key = ?1", params![key])?,
+            };
+        }
+        tx.commit()
+    }
+
+    fn totals(&self) -> rusqlite::Result<(u64, u64)> {
+        self.conn.query_row("SELECT count(*), coalesce(sum(size), 0) FROM artifacts", [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })
+    }
+
+    /// What the rules remove now, oldest reads first: too old, then least recently read while the
+    /// rest is above `max_size`, down to 90% of it.
+    fn victims(&self, rules: Rules, now_ms: i64) -> rusqlite::Result<Vec<(String, u64)>> {
+        let (_, mut total) = self.totals()?;
+        let oldest_kept = now_ms - rules.max_age.as_millis() as i64;
+        let over = total > rules.max_size;
+        let target = rules.max_size / 10 * 9;
+        let mut stmt = self.conn.prepare("SELECT key, size, read_ms FROM artifacts ORDER BY read_ms, key")?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)?)))?;
+        let mut victims = Vec::new();
+        for row in rows {
+            let (key, size, read_ms) = row?;
+            // Rows come oldest read first, so once one is neither too old nor needed to get under
+            // the target, none after it is either.
+            let too_old = read_ms < oldest_kept;
+            let too_big = over && total > target;
+            if !(too_old || too_big) {
+                break;
+            }
+            total = total.saturating_sub(size);
+            victims.push((key, size));
+        }
+        Ok(victims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_with(rows: &[(&str, u64, i64)]) -> (tempfile::TempDir, Index) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = Index::open(dir.path()).unwrap();
+        let batch: Vec<Message> = rows
+            .iter()
+            .map(|(key, size, at_ms)| Message::Stored { key: (*key).into(), size: *size, at_ms: *at_ms })
+            .collect();
+        index.apply(&batch).unwrap();
+        (dir, index)
+    }
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn the_least_recently_read_go_first_down_to_ninety_percent() {
+        let (_dir, mut index) = index_with(&[("a", 40, 10 * DAY), ("b", 40, 11 * DAY), ("c", 40, 12 * DAY)]);
+        index.apply(&[Message::Read { key: "a".into(), at_ms: 13 * DAY }]).unwrap();
+        let rules = Rules { max_size: 100, max_age: Duration::from_secs(30 * 86_400), interval: Duration::ZERO };
+        // 120 > 100: b (oldest read) goes, leaving 80 <= 90.
+        assert_eq!(index.victims(rules, 14 * DAY).unwrap(), [("b".to_string(), 40)]);
+    }
+
+    #[test]
+    fn artifacts_not_read_for_max_age_go_whatever_the_size() {
+        let (_dir, index) = index_with(&[("old", 1, DAY), ("new", 1, 9 * DAY)]);
+        let rules = Rules { max_size: 1 << 30, max_age: Duration::from_secs(7 * 86_400), interval: Duration::ZERO };
+        assert_eq!(index.victims(rules, 10 * DAY).unwrap(), [("old".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_lost_index_is_rebuilt_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("team/")).unwrap();
+        std::fs::create_dir_all(dir.path().join(".incoming")).unwrap();
+        std::fs::write(dir.path().join("123"), vec![0; 48 + 5]).unwrap();
+        std::fs::write(dir.path().join("team/456"), vec![0; 48 + 7]).unwrap();
+        std::fs::write(dir.path().join(".incoming/x.part"), b"not yet").unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        assert_eq!(index.totals().unwrap(), (2, 12));
+    }
+}
