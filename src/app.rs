@@ -64,6 +64,15 @@ pub fn run(cli: Cli, env: Environment) -> anyhow::Result<()> {
             };
             crate::team_cache::cli::token(&name, access, &prefix, format)
         }
+        Command::Cache { command: CacheCommand::Stats { remote: true, .. } } => {
+            let remote = crate::team_cache::cli::Remote::from_env(|name| env.get(name).map(str::to_string))?;
+            let db = start_dir(&cli.global)
+                .ok()
+                .and_then(|dir| find_root(&dir).ok())
+                .and_then(|root| crate::workspace::Workspace::open(&root, &env, &flags).ok())
+                .and_then(|ws| ws.nx().db_files.first().cloned());
+            crate::team_cache::cli::remote_stats(&remote, db.as_deref(), format)
+        }
         Command::Cache { command } => cache(&cli.global, &env, &flags, command, format),
         Command::Proc { command } => proc(&cli.global, &env, &flags, command, format),
         Command::Session { command } => session(&cli.global, &env, &flags, command, format),
@@ -120,7 +129,7 @@ fn cache(
     let root = find_root(&start_dir(global)?)?;
     let bad = |flag: &str, problem: String| ConfigError { location: flag.to_string(), problem };
     let (method, mut params) = match &command {
-        CacheCommand::Stats { deep } => ("nxops/cache/stats", json!({"deep": deep})),
+        CacheCommand::Stats { deep, .. } => ("nxops/cache/stats", json!({"deep": deep})),
         CacheCommand::Clean { max_size, max_age, dry_run, force } => {
             if let Some(size) = max_size {
                 config::units::parse_size(size).map_err(|e| bad("--max-size", format!("{size:?}: {e}")))?;

@@ -117,6 +117,10 @@ pub enum CacheCommand {
         /// Also walk the disk: apparent and allocated bytes, and orphans the database does not know
         #[arg(long)]
         deep: bool,
+        /// The team cache's figures instead: asks the `nxops cache serve` that
+        /// NX_SELF_HOSTED_REMOTE_CACHE_SERVER names, with NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN
+        #[arg(long, conflicts_with = "deep")]
+        remote: bool,
     },
     /// Evict by age, then least recently used down to 90% of the size limit, then sweep orphans
     Clean {

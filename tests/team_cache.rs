@@ -143,6 +143,32 @@ fn what_ci_builds_a_developer_restores_byte_for_byte_as_remote_hits() {
     assert_eq!(restored.keys().collect::<Vec<_>>(), built.keys().collect::<Vec<_>>());
     assert!(restored.values().all(|s| s == "[remote cache]"), "{restored:?}");
     assert_eq!(common::snapshot(&dev_ws.join("dist")), common::snapshot(&ci_ws.join("dist")));
+
+    // The figures, asked the way Nx is pointed at the server, tied to this checkout's tasks.
+    let mut cmd = developer.nxops(&dev_ws);
+    cmd.args(["cache", "stats", "--remote", "--json"])
+        .env("NX_SELF_HOSTED_REMOTE_CACHE_SERVER", &served.url)
+        .env("NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN", &served.dev_token);
+    let stats = json_of(&run_ok(&mut cmd));
+    assert_eq!(stats["artifacts"], built.len(), "{stats}");
+    let dev = stats["tokens"].as_array().unwrap().iter().find(|t| t["name"] == "dev").unwrap();
+    assert_eq!(dev["hits"], built.len(), "{stats}");
+    let ci_figures = stats["tokens"].as_array().unwrap().iter().find(|t| t["name"] == "ci").unwrap();
+    assert_eq!(ci_figures["uploads"], built.len(), "{stats}");
+    let mut tasks: Vec<&str> = stats["largest"].as_array().unwrap().iter().filter_map(|a| a["task"].as_str()).collect();
+    tasks.sort();
+    let mut expected: Vec<&str> = built.keys().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(tasks, expected, "each artifact tied to its task: {stats}");
+}
+
+#[test]
+fn remote_stats_without_nx_variables_name_the_missing_one() {
+    let scratch = Scratch::new();
+    let out = scratch.nxops(scratch.spaces.path()).args(["cache", "stats", "--remote"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NX_SELF_HOSTED_REMOTE_CACHE_SERVER: is not set"), "{stderr}");
 }
 
 #[test]

@@ -52,6 +52,18 @@ impl Counters {
         &self.tokens[index].1
     }
 
+    /// Every token's counts, by name.
+    pub fn per_token_json(&self) -> Vec<serde_json::Value> {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let of = |(name, c): &(String, TokenCounters)| {
+            serde_json::json!({
+                "name": name, "hits": load(&c.hits), "misses": load(&c.misses), "uploads": load(&c.uploads),
+                "refused": load(&c.refused), "servedBytes": load(&c.bytes_served), "storedBytes": load(&c.bytes_stored),
+            })
+        };
+        self.tokens.iter().map(of).collect()
+    }
+
     pub fn render(&self) -> String {
         let mut up = Family::new("nxops_cache_serve_up", "gauge", "1 while the team cache server runs");
         let mut uptime = Family::new("nxops_cache_serve_uptime_seconds", "gauge", "seconds since the server started");

@@ -50,6 +50,17 @@ enum Message {
     Stored { key: String, size: u64, at_ms: i64 },
     Read { key: String, at_ms: i64 },
     Removed { key: String },
+    Report { prefix: String, reply: tokio::sync::oneshot::Sender<Report> },
+}
+
+/// What the index holds under one prefix.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub artifacts: u64,
+    pub bytes: u64,
+    /// The largest artifacts: key, bytes, last read (ms since the epoch).
+    pub largest: Vec<(String, u64, i64)>,
 }
 
 /// The handle request handlers hold.
@@ -83,6 +94,13 @@ impl Policy {
         self.send(Message::Removed { key: key.into() });
     }
 
+    /// The index's figures under `prefix`; `None` when the policy thread is too busy to answer.
+    pub async fn report(&self, prefix: &str) -> Option<Report> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx.try_send(Message::Report { prefix: prefix.into(), reply }).ok()?;
+        tokio::time::timeout(Duration::from_secs(5), answer).await.ok()?.ok()
+    }
+
     fn send(&self, message: Message) {
         if let Err(TrySendError::Full(_)) = self.tx.try_send(message) {
             tracing::debug!(target: "nxops", "cache serve: the policy queue is full; a read is not recorded");
@@ -113,6 +131,11 @@ impl Owner {
                     let batch: Vec<Message> = std::iter::once(first).chain(rx.try_iter()).collect();
                     if let Err(err) = self.index.apply(&batch) {
                         tracing::error!(target: "nxops", "cache serve: failed to update the index: {err}");
+                    }
+                    for message in batch {
+                        if let Message::Report { prefix, reply } = message {
+                            let _ = reply.send(self.index.report(&prefix).unwrap_or_default());
+                        }
                     }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -215,9 +238,29 @@ impl Index {
                     tx.execute("UPDATE artifacts SET read_ms = max(read_ms, ?2) WHERE key = ?1", params![key, at_ms])?
                 }
                 Message::Removed { key } => tx.execute("DELETE FROM artifacts WHERE key = ?1", params![key])?,
+                // Answered by `run` once the writes before it are applied.
+                Message::Report { .. } => 0,
             };
         }
         tx.commit()
+    }
+
+    fn report(&self, prefix: &str) -> rusqlite::Result<Report> {
+        // Keys under `prefix`: those that start with it (a prefix has no LIKE wildcards but `_`,
+        // so the comparison is by substr).
+        let under = "substr(key, 1, length(?1)) = ?1";
+        let (artifacts, bytes) = self.conn.query_row(
+            &format!("SELECT count(*), coalesce(sum(size), 0) FROM artifacts WHERE {under}"),
+            params![prefix],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT key, size, read_ms FROM artifacts WHERE {under} ORDER BY size DESC, key LIMIT 10"
+        ))?;
+        let largest = stmt
+            .query_map(params![prefix], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Report { artifacts, bytes, largest })
     }
 
     fn totals(&self) -> rusqlite::Result<(u64, u64)> {

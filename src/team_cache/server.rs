@@ -32,6 +32,7 @@ pub struct Server {
     pub tokens: Tokens,
     pub max_artifact_size: u64,
     pub client_timeout: std::time::Duration,
+    pub rules: super::policy::Rules,
     pub counters: Counters,
 }
 
@@ -48,6 +49,7 @@ impl Server {
             tokens: config.tokens.clone(),
             max_artifact_size: config.max_artifact_size,
             client_timeout: config.client_timeout,
+            rules: config.rules,
             counters,
         }))
     }
@@ -57,6 +59,7 @@ pub fn router(server: Arc<Server>) -> Router {
     Router::new()
         .route("/v1/cache/{hash}", get(get_artifact).put(put_artifact))
         .route("/metrics", get(metrics))
+        .route("/v1/stats", get(stats))
         .layer(DefaultBodyLimit::disable())
         .with_state(server)
 }
@@ -101,6 +104,37 @@ async fn metrics(State(server): State<Arc<Server>>) -> Response {
     let kind = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     response.headers_mut().insert(header::CONTENT_TYPE, kind);
     response
+}
+
+/// `GET /v1/stats` (nxops's own, beside Nx's API): what is stored under the token's prefix, the
+/// largest artifacts there, and every token's counts since the server started.
+async fn stats(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    let (token, _) = match authorize(&server, &headers, Access::Read) {
+        Ok(found) => found,
+        Err(refusal) => return refusal,
+    };
+    let Some(report) = server.policy.report(&token.prefix).await else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the index is busy; try again");
+    };
+    let c = &server.counters;
+    let largest: Vec<_> = report
+        .largest
+        .iter()
+        .map(|(key, size, read_ms)| serde_json::json!({"hash": &key[token.prefix.len()..], "bytes": size, "readMs": read_ms}))
+        .collect();
+    let body = serde_json::json!({
+        "prefix": token.prefix,
+        "artifacts": report.artifacts,
+        "bytes": report.bytes,
+        "maxSize": server.rules.max_size,
+        "maxAgeMs": server.rules.max_age.as_millis() as u64,
+        "largest": largest,
+        "evicted": {"artifacts": c.evictions.artifacts.load(std::sync::atomic::Ordering::Relaxed),
+                    "bytes": c.evictions.bytes.load(std::sync::atomic::Ordering::Relaxed)},
+        "damaged": c.damaged.load(std::sync::atomic::Ordering::Relaxed),
+        "tokens": c.per_token_json(),
+    });
+    axum::Json(body).into_response()
 }
 
 /// The request's token and its counters, if it may do `needed`.
