@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 
@@ -46,9 +46,13 @@ async function eventuallyText(page, pattern, what) {
 }
 
 describe('the extension in code-server', () => {
-  test('status bar, palette, a report as Markdown preview, a missing binary in red with Open Settings on the Remote tab', async (t) => {
+  test('status bar, palette, a report as Markdown preview, a crash loop\'s warnings and logs, a missing binary in red with Open Settings on the Remote tab', async (t) => {
     const home = scratchHome(t);
     const ws = filledWorkspace(home, 'ws');
+    // A crash-looping process from a trusted nxops.json: fails after 4 s, restarted once after 3 s, then given up.
+    const crashy = { command: 'sh', args: ['-c', 'echo starting; sleep 4; exit 3'], maxRestarts: 1, backoff: { initial: '3s' } };
+    writeFileSync(join(ws, 'nxops.json'), JSON.stringify({ processes: { crashy } }));
+    execFileSync(realBinary(), ['trust', '--workspace', ws, '--quiet'], { env: envFor(home), stdio: ['ignore', 'ignore', 'pipe'] });
     const vsix = execFileSync(join(extRoot, 'scripts/package.sh'), { encoding: 'utf8' }).trim();
     const server = await startCodeServer({ home, vsix, env: envFor(home), settings: { 'nxops.binaryPath': realBinary() } });
     cleanup(t, () => server.stop());
@@ -59,6 +63,13 @@ describe('the extension in code-server', () => {
     cleanup(t, async () => {
       if (failed) await shot(page, 'failure');
       console.log(`# screenshots: ${shots}`);
+    });
+    // Every notification ever shown (the transient ones close by themselves).
+    await page.addInitScript(() => {
+      window.__toasts = new Set();
+      new MutationObserver(() => {
+        for (const el of document.querySelectorAll('.notification-toast')) window.__toasts.add(el.innerText);
+      }).observe(document, { subtree: true, childList: true, characterData: true });
     });
     const opened = Date.now();
     await page.goto(`${server.url}/?folder=${encodeURIComponent(ws)}`);
@@ -90,20 +101,37 @@ describe('the extension in code-server', () => {
     assert.match(report, /component\s+score\s+reasons/);
     await shot(page, '4-health-report');
 
+    // The crash loop: a transient "restarting in 3s", replaced by the given-up warning with its buttons.
+    const gaveUp = page.locator('.notification-toast').filter({ hasText: 'process "crashy" failed (exit code 3); restarted 1 time within 10m; given up' });
+    await gaveUp.waitFor({ timeout: 40_000 });
+    await shot(page, '5-given-up');
+    const seen = await page.evaluate(() => [...window.__toasts]);
+    assert.ok(seen.some((t) => t.includes('process "crashy" failed (exit code 3); restarting in 3s')), seen.join('\n---\n'));
+    assert.equal(await page.locator('.notification-toast').filter({ hasText: 'restarting in' }).count(), 0, 'the transient one closed');
+    assert.equal((await gaveUp.innerText()).match(/given up/g).length, 1, 'said once');
+    await gaveUp.getByRole('button', { name: 'Restart' }).waitFor();
+    await gaveUp.getByRole('button', { name: 'Show Logs' }).click();
+    const logs = await eventuallyText(page, /--- run \d+, pid \d+ ---/, 'the process logs');
+    const lines = logs.split('\n').map((l) => l.trim()).filter((l) => /^--- run|^starting$/.test(l));
+    assert.ok(lines.length >= 4, logs);
+    // Each run's header, then its output (stdout and stderr each have their headers).
+    for (let i = 0; i + 1 < lines.length; i++) if (lines[i] === 'starting') assert.match(lines[i - 1] ?? '', /^--- run \d+, pid \d+ ---$/, logs);
+    await shot(page, '6-logs');
+
     // A missing binary: red status, an error whose Open Settings opens the Remote tab.
     machineSettings(server.userData, { 'nxops.binaryPath': join(home, 'no-such-nxops') });
     const error = page.locator('.notification-toast').filter({ hasText: 'no executable nxops' });
     await error.waitFor({ timeout: 30_000 });
     assert.match(await error.innerText(), /Remote or Workspace settings/);
     const red = await item.evaluate((el) => getComputedStyle(el.closest('.statusbar-item') ?? el).backgroundColor);
-    await shot(page, '5-missing-binary');
+    await shot(page, '7-missing-binary');
     assert.match(await item.innerText(), /nxops/);
     assert.notEqual(red, 'rgba(0, 0, 0, 0)', 'the error background');
     await error.getByRole('button', { name: 'Open Settings' }).click();
     const remoteTab = page.locator('.settings-editor .settings-tabs-widget .action-label.checked, .settings-editor .action-item.checked');
     await remoteTab.first().waitFor({ timeout: 15_000 });
     assert.match(await remoteTab.first().innerText(), /Remote/);
-    await shot(page, '6-remote-settings');
+    await shot(page, '8-remote-settings');
     failed = false;
   });
 });
