@@ -22,6 +22,8 @@ export const SIDECAR_SETTINGS: readonly SidecarSetting[] = [
   { key: 'processes.healthInterval', kind: 'duration' },
   { key: 'processes.maxRestarts', kind: 'count' },
   { key: 'processes.stopTimeout', kind: 'duration' },
+  { key: 'sessions.timeout', kind: 'duration' },
+  { key: 'sessions.namedTimeout', kind: 'duration' },
 ];
 
 /** The VS Code configuration section; settings are `nxops.binaryPath`, `nxops.cache.maxSize`, ... */
