@@ -46,7 +46,7 @@ async function eventuallyText(page, pattern, what) {
 }
 
 describe('the extension in code-server', () => {
-  test('status bar, palette, a report as Markdown preview, a crash loop\'s warnings and logs, a missing binary in red with Open Settings on the Remote tab', async (t) => {
+  test('status bar, palette, a report as Markdown preview, a crash loop\'s warnings and logs, a confirmed clean, a missing binary in red with Open Settings on the Remote tab', async (t) => {
     const home = scratchHome(t);
     const ws = filledWorkspace(home, 'ws');
     // A crash-looping process from a trusted nxops.json: fails after 4 s, restarted once after 3 s, then given up.
@@ -118,20 +118,38 @@ describe('the extension in code-server', () => {
     for (let i = 0; i + 1 < lines.length; i++) if (lines[i] === 'starting') assert.match(lines[i - 1] ?? '', /^--- run \d+, pid \d+ ---$/, logs);
     await shot(page, '6-logs');
 
+    // A clean past the limit: the dry run's confirmation first, then the clean, and the rating shown again.
+    machineSettings(server.userData, { 'nxops.binaryPath': realBinary(), 'nxops.cache.maxSize': '1KB' });
+    await item.filter({ hasText: /nxops: (Excellent|Good|Fair|Poor|Critical)/ }).waitFor({ timeout: 30_000 });
+    await page.waitForTimeout(2000); // the restart the settings change causes
+    await item.filter({ hasText: /nxops: (Excellent|Good|Fair|Poor|Critical)/ }).waitFor({ timeout: 30_000 });
+    await palette(page, 'nxops: Clean Cache');
+    await page.keyboard.press('Enter');
+    await page.locator('.quick-input-list .monaco-list-row').filter({ hasText: 'recent entries too' }).click();
+    const dialog = page.locator('.monaco-dialog-box');
+    await dialog.waitFor({ timeout: 30_000 });
+    assert.match(await dialog.innerText(), /Remove \d+ cache entries/);
+    await shot(page, '7-clean-confirmation');
+    await dialog.getByRole('button', { name: 'Clean' }).click();
+    const cleaned = page.locator('.notification-toast').filter({ hasText: /nxops removed \d+ cache entries/ });
+    await cleaned.waitFor({ timeout: 30_000 });
+    await item.filter({ hasText: /nxops: (Excellent|Good|Fair|Poor|Critical)/ }).waitFor({ timeout: 30_000 });
+    await shot(page, '8-cleaned');
+
     // A missing binary: red status, an error whose Open Settings opens the Remote tab.
     machineSettings(server.userData, { 'nxops.binaryPath': join(home, 'no-such-nxops') });
     const error = page.locator('.notification-toast').filter({ hasText: 'no executable nxops' });
     await error.waitFor({ timeout: 30_000 });
     assert.match(await error.innerText(), /Remote or Workspace settings/);
     const red = await item.evaluate((el) => getComputedStyle(el.closest('.statusbar-item') ?? el).backgroundColor);
-    await shot(page, '7-missing-binary');
+    await shot(page, '9-missing-binary');
     assert.match(await item.innerText(), /nxops/);
     assert.notEqual(red, 'rgba(0, 0, 0, 0)', 'the error background');
     await error.getByRole('button', { name: 'Open Settings' }).click();
     const remoteTab = page.locator('.settings-editor .settings-tabs-widget .action-label.checked, .settings-editor .action-item.checked');
     await remoteTab.first().waitFor({ timeout: 15_000 });
     assert.match(await remoteTab.first().innerText(), /Remote/);
-    await shot(page, '8-remote-settings');
+    await shot(page, '10-remote-settings');
     failed = false;
   });
 });
