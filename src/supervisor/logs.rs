@@ -6,6 +6,11 @@
 //! chunk is appended to `<state>/logs/<name>.<stream>.log` as it arrives (no
 //! buffering, so a crash loses nothing). At `FILE_LIMIT` bytes the file is
 //! renamed to `.1` (the old `.1` to `.2`, and `.2` is dropped).
+//!
+//! A run's header (`--- run N, pid P ---`) is written by the same task that
+//! then reads the run's pipe ([`pump_run`]), so it always comes before the
+//! run's first output: the child may write before its pump is scheduled, but
+//! what it wrote waits in the pipe until the header is down.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -156,6 +161,13 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Marks `header` in `stream`, then reads a child's pipe into it: the one
+/// writer of this run owns both, so the header is never after the run's output.
+pub async fn pump_run(pipe: std::os::fd::OwnedFd, stream: Arc<LogStream>, header: String) {
+    stream.mark(&header);
+    pump(pipe, stream).await;
+}
+
 /// Reads a child's pipe into `stream` until the pipe closes (every writer exited).
 pub async fn pump(pipe: std::os::fd::OwnedFd, stream: Arc<LogStream>) {
     let Ok(mut reader) = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) else { return };
@@ -206,5 +218,33 @@ mod tests {
         assert!(numbered(&path, 2).exists());
         assert!(!numbered(&path, 3).exists());
         assert!(std::fs::read_to_string(&path).unwrap().ends_with("--- restarted ---\n"));
+    }
+
+    /// A real child that writes and exits before its pump even starts: its
+    /// output still comes after the run's header, in the file and the ring.
+    #[tokio::test]
+    async fn a_runs_header_comes_before_its_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/api.stdout.log");
+        let stream = LogStream::new(Some(path.clone()));
+        for run in 1..=3 {
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", &format!("echo first of {run}; echo second of {run}")])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let pipe = std::os::fd::OwnedFd::from(child.stdout.take().unwrap());
+            assert!(child.wait().unwrap().success(), "the child wrote and exited before the pump started");
+            pump_run(pipe, stream.clone(), format!("run {run}, pid {}", child.id())).await;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 9, "{text}");
+        for (i, chunk) in lines.chunks(3).enumerate() {
+            let run = i + 1;
+            assert!(chunk[0].starts_with(&format!("--- run {run}, pid ")), "{text}");
+            assert_eq!(chunk[1..], [format!("first of {run}"), format!("second of {run}")], "{text}");
+        }
+        assert_eq!(stream.tail(9), lines, "the ring keeps the same order");
     }
 }

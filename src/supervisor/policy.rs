@@ -54,8 +54,8 @@ impl RestartBook {
         if self.recent.len() >= spec.max_restarts as usize {
             return Decision::GiveUp {
                 reason: format!(
-                    "restarted {} times within {}; given up",
-                    self.recent.len(),
+                    "restarted {} within {}; given up",
+                    times(self.recent.len()),
                     crate::config::units::format_duration(spec.restart_window)
                 ),
             };
@@ -74,6 +74,11 @@ impl RestartBook {
         self.recent.clear();
         self.consecutive = 0;
     }
+}
+
+/// "1 time", "3 times".
+fn times(n: usize) -> String {
+    if n == 1 { "1 time".into() } else { format!("{n} times") }
 }
 
 #[cfg(test)]
@@ -108,7 +113,8 @@ mod tests {
         let spec = spec(json!({"restartWindow": "1m", "maxRestarts": 1}));
         let (mut book, start) = (RestartBook::default(), Instant::now());
         assert!(matches!(book.decide(&spec, true, Duration::ZERO, start), Decision::Restart { .. }));
-        assert!(matches!(book.decide(&spec, true, Duration::ZERO, start), Decision::GiveUp { .. }));
+        let Decision::GiveUp { reason } = book.decide(&spec, true, Duration::ZERO, start) else { panic!() };
+        assert_eq!(reason, "restarted 1 time within 1m; given up", "one restart is \"1 time\"");
         let later = start + Duration::from_secs(61);
         let after_a_long_run = book.decide(&spec, true, Duration::from_secs(61), later);
         assert_eq!(after_a_long_run, Decision::Restart { delay: Duration::from_millis(200) });

@@ -376,11 +376,13 @@ impl Actor {
         self.shared
             .ledger()
             .started(&spec.name, super::ledger::Record { run, pid, pgid: pid, start_time, stop_timeout_ms });
+        // Each pump writes its run's header before the run's output (logs.rs).
+        let header = format!("run {run}, pid {pid}");
         if let Some(out) = child.stdout.take() {
-            self.shared.runtime.spawn(logs::pump(OwnedFd::from(out), self.service.stdout.clone()));
+            self.shared.runtime.spawn(logs::pump_run(OwnedFd::from(out), self.service.stdout.clone(), header.clone()));
         }
         if let Some(err) = child.stderr.take() {
-            self.shared.runtime.spawn(logs::pump(OwnedFd::from(err), self.service.stderr.clone()));
+            self.shared.runtime.spawn(logs::pump_run(OwnedFd::from(err), self.service.stderr.clone(), header));
         }
         let started = Instant::now();
         let previous = self.restarting.take();
@@ -402,8 +404,6 @@ impl Actor {
         if let Ok(mut leak) = self.service.leak.lock() {
             leak.reset();
         }
-        self.service.stdout.mark(&format!("run {run}, pid {pid}"));
-        self.service.stderr.mark(&format!("run {run}, pid {pid}"));
         let restarts = self.view().restarts;
         self.shared.publish(
             "processStarted",

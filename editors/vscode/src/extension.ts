@@ -21,7 +21,7 @@ import {
   renderSessions,
   renderVerify,
 } from './core/render';
-import { SECTION, explainStartError, initializationOptions, serverCommand, sidecarSettings } from './core/settings';
+import { SECTION, explainStartError, initializationOptions, serverCommand, settingsTab, sidecarSettings } from './core/settings';
 import { chooseWorkspace } from './core/workspaces';
 
 let current: NxopsExtension | undefined;
@@ -86,6 +86,8 @@ class NxopsExtension implements vscode.Disposable {
   private decider = new EventDecider();
   private state: SidecarState = { kind: 'starting' };
   private firstHealthLogged = false;
+  /** Closes each open transient notification, by key (events.ts). */
+  private readonly transients = new Map<string, () => void>();
 
   constructor() {
     this.status.name = 'nxops health';
@@ -161,6 +163,7 @@ class NxopsExtension implements vscode.Disposable {
   }
 
   dispose(): void {
+    for (const key of [...this.transients.keys()]) this.settle(key);
     void this.stop();
     for (const d of this.disposables) d.dispose();
   }
@@ -316,7 +319,23 @@ class NxopsExtension implements vscode.Disposable {
       if (action.kind === 'log') this.output.info(action.message);
       if (action.kind === 'refresh') void this.guard(() => this.refreshHealth());
       if (action.kind === 'warning') void this.warn(action.message, action.choices);
+      if (action.kind === 'transient') this.transient(action.key, action.message);
+      if (action.kind === 'settle') this.settle(action.key);
     }
+  }
+
+  /** A notification VS Code can close (a warning cannot be): replaced under its key, closed by settle. */
+  private transient(key: string, message: string): void {
+    this.settle(key);
+    this.output.warn(message);
+    void vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: message }, () =>
+      new Promise<void>((resolve) => this.transients.set(key, resolve)),
+    );
+  }
+
+  private settle(key: string): void {
+    this.transients.get(key)?.();
+    this.transients.delete(key);
   }
 
   private async warn(message: string, choices: Choice[]): Promise<void> {
@@ -359,8 +378,9 @@ class NxopsExtension implements vscode.Disposable {
   private failed(reason: string): void {
     this.output.error(reason);
     this.setState({ kind: 'stopped', reason });
-    void vscode.window.showErrorMessage(reason, 'Open Settings', 'Show Output').then((choice) => {
-      if (choice === 'Open Settings') void vscode.commands.executeCommand('workbench.action.openSettings', SECTION);
+    const tab = settingsTab(vscode.env.remoteName);
+    void vscode.window.showErrorMessage(`${reason}${tab.hint}`, 'Open Settings', 'Show Output').then((choice) => {
+      if (choice === 'Open Settings') void vscode.commands.executeCommand(tab.command, tab.arg);
       if (choice === 'Show Output') this.output.show();
     });
   }

@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 
 import { core, scratchHome } from './helpers.mjs';
 
-const { sidecarSettings, serverCommand, explainStartError, SIDECAR_SETTINGS, SettingsError } = core('settings');
+const { sidecarSettings, serverCommand, explainStartError, settingsTab, SIDECAR_SETTINGS, SettingsError } = core('settings');
 const { statusView, worstReport } = core('health');
 const { EventDecider } = core('events');
 const { describePreview } = core('clean');
@@ -49,6 +49,10 @@ describe('settings', () => {
 
   test('a start error without a setting to blame is passed on as it is', () => {
     assert.equal(explainStartError(new Error('spawn EACCES'), { 'cache.maxSize': '2GB' }), 'nxops could not start: spawn EACCES');
+    assert.deepEqual(settingsTab(undefined), { command: 'workbench.action.openSettings', arg: 'nxops', hint: '' });
+    const remote = settingsTab('ssh-remote');
+    assert.equal(remote.command, 'workbench.action.openRemoteSettings', 'machine settings are read from the Remote tab in a remote window');
+    assert.match(remote.hint, /ssh-remote: nxops\.binaryPath is read from the Remote or Workspace settings/);
   });
 });
 
@@ -90,14 +94,18 @@ describe('events', () => {
     assert.equal(warnings(report('/w/a', 'Critical', 0)).length, 1);
   });
 
-  test('a failure that will restart offers the logs; a given-up one offers Restart too', () => {
+  test('a failure that will restart is transient; a given-up one replaces it with Restart and Show Logs', () => {
     const decider = new EventDecider();
     const base = { workspace: '/w/a', name: 'api', pid: 7, reason: 'exit code 1', restarts: 1 };
-    const [retry] = decider.decide('processFailure', { ...base, willRestart: true, restartInMs: 400, givenUp: null });
-    assert.equal(retry.message, 'nxops: process "api" failed (exit code 1); restarting in 400ms');
-    assert.deepEqual(retry.choices.map((c) => c.title), ['Show Logs']);
-    const [gaveUp] = decider.decide('processFailure', { ...base, willRestart: false, restartInMs: null, givenUp: '4 restarts within 10m' });
-    assert.equal(gaveUp.message, 'nxops: process "api" failed (exit code 1); given up: 4 restarts within 10m');
+    const key = '/w/a\0api';
+    const retry = decider.decide('processFailure', { ...base, willRestart: true, restartInMs: 400, givenUp: null });
+    assert.deepEqual(retry, [{ kind: 'transient', key, message: 'nxops: process "api" failed (exit code 1); restarting in 400ms' }]);
+    assert.deepEqual(decider.decide('nxops/processStarted', { workspace: '/w/a', name: 'api', pid: 8, run: 2 }), [{ kind: 'settle', key }]);
+    // The sidecar's own reason (src/supervisor/policy.rs) already says "given up".
+    const givenUp = 'restarted 1 time within 10m; given up';
+    const [settle, gaveUp] = decider.decide('processFailure', { ...base, willRestart: false, restartInMs: null, givenUp });
+    assert.deepEqual(settle, { kind: 'settle', key });
+    assert.equal(gaveUp.message, 'nxops: process "api" failed (exit code 1); restarted 1 time within 10m; given up');
     assert.deepEqual(gaveUp.choices.map((c) => c.title), ['Restart', 'Show Logs']);
   });
 

@@ -71,6 +71,7 @@ describe('start-up', () => {
     assert.match(markdown, /^# nxops health: Excellent \(100\/100\)/);
     for (const c of report.components) assert.match(markdown, new RegExp(`\\| ${c.name} \\| ${c.score} \\|`));
     assert.match(markdown, /checked 2s ago/);
+    assert.match(renderHealth(report, report.checkedAt + 1), /checked just now\./, 'not "checked 1ms ago"');
   });
 });
 
@@ -157,6 +158,7 @@ describe('processes, events and several workspaces', () => {
 
     const failure = await eventually('processFailure', () => sidecar.notifications.find((n) => n.method === 'nxops/processFailure'));
     assert.deepEqual(decider.decide(failure.method, failure.params), [
+      { kind: 'settle', key: `${ws}\0flaky` },
       {
         kind: 'warning',
         message: 'nxops: process "flaky" failed (exit code 3); not restarted',

@@ -16,7 +16,11 @@ export type UiAction =
   | { kind: 'health'; report: HealthReport }
   | { kind: 'warning'; message: string; choices: Choice[] }
   | { kind: 'log'; message: string }
-  | { kind: 'refresh' };
+  | { kind: 'refresh' }
+  // A notification that is only true for a while ("restarting in 500ms"): shown
+  // under `key`, replacing the one shown under the same key, until `settle`.
+  | { kind: 'transient'; key: string; message: string }
+  | { kind: 'settle'; key: string };
 
 /**
  * Decides, event by event, what to show. It remembers each workspace's last
@@ -32,7 +36,9 @@ export class EventDecider {
       case 'healthCheck':
         return this.health(params as HealthReport);
       case 'processFailure':
-        return [processFailure(params as ProcessFailure)];
+        return processFailure(params as ProcessFailure);
+      case 'processStarted':
+        return [{ kind: 'settle', key: processKey(params.workspace, params.name) }];
       case 'processMemoryLeak':
         return [memoryLeak(params)];
       case 'cacheCleanup':
@@ -68,19 +74,26 @@ export class EventDecider {
   }
 }
 
-function processFailure(event: ProcessFailure): UiAction {
-  const next = event.willRestart
-    ? `restarting in ${formatDuration(event.restartInMs ?? 0)}`
-    : event.givenUp
-      ? `given up: ${event.givenUp}`
-      : 'not restarted';
+/** The key of a process's transient notification. */
+export function processKey(workspace: string, name: string): string {
+  return `${workspace}\0${name}`;
+}
+
+/**
+ * A failure that will be restarted is transient (closed when the process
+ * starts again or fails for good); a final one replaces it with a warning.
+ * `givenUp` already says "given up" (the sidecar's reason, docs/protocol.md).
+ */
+function processFailure(event: ProcessFailure): UiAction[] {
+  const key = processKey(event.workspace, event.name);
+  const failed = `nxops: process "${event.name}" failed (${event.reason})`;
+  if (event.willRestart) {
+    return [{ kind: 'transient', key, message: `${failed}; restarting in ${formatDuration(event.restartInMs ?? 0)}` }];
+  }
   const logs: Choice = { title: 'Show Logs', command: 'nxops.processLogs', workspace: event.workspace, name: event.name };
   const restart: Choice = { title: 'Restart', command: 'nxops.processRestart', workspace: event.workspace, name: event.name };
-  return {
-    kind: 'warning',
-    message: `nxops: process "${event.name}" failed (${event.reason}); ${next}`,
-    choices: event.willRestart ? [logs] : [restart, logs],
-  };
+  const next = event.givenUp ?? 'not restarted';
+  return [{ kind: 'settle', key }, { kind: 'warning', message: `${failed}; ${next}`, choices: [restart, logs] }];
 }
 
 function memoryLeak(event: { workspace: string; name: string; bytesPerMinute: number; action: string }): UiAction {

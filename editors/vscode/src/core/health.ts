@@ -61,6 +61,11 @@ export function statusView(state: SidecarState): StatusView {
   return { text, tooltip, level: levelOf(worst.rating) };
 }
 
+/** "just now" under a second (a fresh check's age is noise), else "2m 5s ago". */
+export function checkedAgo(ageMs: number): string {
+  return ageMs < 1000 ? 'just now' : `${formatDuration(ageMs)} ago`;
+}
+
 function firstReason(report: HealthReport): string {
   return report.reasons.length ? `: ${report.reasons[0]}` : '';
 }
@@ -76,7 +81,7 @@ export function renderHealth(report: HealthReport, now: number = Date.now()): st
   const lines = [
     `# nxops health: ${report.rating} (${report.score}/100)`,
     '',
-    `Workspace \`${report.workspace}\`, checked ${formatDuration(Math.max(0, now - report.checkedAt))} ago.`,
+    `Workspace \`${report.workspace}\`, checked ${checkedAgo(now - report.checkedAt)}.`,
     '',
     '| component | score | reasons |',
     '|---|---:|---|',

@@ -235,6 +235,7 @@ export interface ProcessFailure {
 export const EVENTS = [
   'healthCheck',
   'processFailure',
+  'processStarted',
   'processMemoryLeak',
   'cacheCleanup',
   'workspaceAttached',

@@ -22,6 +22,8 @@ export const SIDECAR_SETTINGS: readonly SidecarSetting[] = [
   { key: 'processes.healthInterval', kind: 'duration' },
   { key: 'processes.maxRestarts', kind: 'count' },
   { key: 'processes.stopTimeout', kind: 'duration' },
+  { key: 'sessions.timeout', kind: 'duration' },
+  { key: 'sessions.namedTimeout', kind: 'duration' },
 ];
 
 /** The VS Code configuration section; settings are `nxops.binaryPath`, `nxops.cache.maxSize`, ... */
@@ -119,4 +121,28 @@ export function explainStartError(error: unknown, settings: Record<string, strin
     .map(([key]) => `${SECTION}.${key}`);
   if (culprits.length === 0) return `nxops could not start: ${message}`;
   return `nxops could not start: check the setting ${culprits.join(', ')}: ${message}`;
+}
+
+/** Where "Open Settings" goes, and what the start-up error adds about it. */
+export interface SettingsTab {
+  command: string;
+  /** The command's argument: the settings search (code-server 4.139's Remote tab ignores it). */
+  arg: string;
+  hint: string;
+}
+
+/**
+ * The settings tab where `nxops.binaryPath` (scope `machine-overridable`) can
+ * be set. In a remote window (code-server, Remote-SSH, WSL, dev containers:
+ * `vscode.env.remoteName` is set) VS Code ignores machine settings from the
+ * User settings and reads them from the Remote settings (or the Workspace's),
+ * so the button opens the Remote tab there.
+ */
+export function settingsTab(remoteName: string | undefined): SettingsTab {
+  if (!remoteName) return { command: 'workbench.action.openSettings', arg: SECTION, hint: '' };
+  return {
+    command: 'workbench.action.openRemoteSettings',
+    arg: SECTION,
+    hint: ` (a remote window, ${remoteName}: ${SECTION}.binaryPath is read from the Remote or Workspace settings, not the User settings)`,
+  };
 }
