@@ -177,11 +177,12 @@ impl McpPools {
         config::discover(root, env).files.into_iter().filter(|f| f.workspace_file).collect()
     }
 
-    /// Releases every connection leased under `key` (a session ended).
+    /// A session ended: every connection leased (or parked) under `key` ends,
+    /// or goes back to its pool if the server is stateless (`Pool::end_session`).
     pub fn release_all(&self, key: &str) {
         let pools: Vec<Pool> = self.state().pools.values().cloned().collect();
         for pool in pools {
-            pool.release(key);
+            pool.end_session(key);
         }
     }
 
