@@ -174,3 +174,46 @@ fn an_initialize_client_and_a_discover_client_on_one_dual_era_server() {
     assert_eq!(again["protocol"], "2025-11-25", "{again}");
     nothing_left(scratch.home(), Instant::now() + Duration::from_secs(5));
 }
+
+fn pool_of(sidecar: &mut Sidecar) -> Value {
+    let servers = sidecar.request("nxops/mcp/servers", json!({})).unwrap();
+    servers["servers"][0]["pool"].clone()
+}
+
+fn lease_request(sidecar: &mut Sidecar, lease: &str) -> Result<Value, Value> {
+    sidecar.request("nxops/mcp/request", json!({"server": "stateful", "method": "tools/list", "lease": lease}))
+}
+
+/// A `max` (and `minIdle`) change in nxops.json applies to a running sidecar's
+/// pool by `nxops trust` alone: the pool grows, then shrinks again.
+#[test]
+fn a_max_change_applies_by_nxops_trust_alone() {
+    let scratch = Scratch::new();
+    let settings =
+        |min: u64, max: u64| json!({"mcp": {"defaults": {"minIdle": min, "max": max, "acquireTimeout": "1s"}}});
+    let ws = workspace(&scratch, Some(settings(0, 1)));
+    let mut sidecar = Sidecar::start(&scratch, &ws, &[("NXOPS_PROCESSES_STOP_TIMEOUT", "1s")]);
+    sidecar.initialize(&ws);
+    lease_request(&mut sidecar, "a").expect("the first lease");
+    let busy = lease_request(&mut sidecar, "b").expect_err("max 1: the second lease waits, then fails");
+    assert!(busy.to_string().contains("all 1 connections"), "{busy}");
+
+    std::fs::write(ws.join("nxops.json"), serde_json::to_vec(&settings(1, 3)).unwrap()).unwrap();
+    run_ok(scratch.nxops(&ws).args(["trust"]));
+    lease_request(&mut sidecar, "b").expect("max 3 now: the second lease gets a connection");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pool_of(&mut sidecar)["idle"] != 1 {
+        assert!(Instant::now() < deadline, "minIdle 1 was never warmed: {}", pool_of(&mut sidecar));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    std::fs::write(ws.join("nxops.json"), serde_json::to_vec(&settings(0, 2)).unwrap()).unwrap();
+    run_ok(scratch.nxops(&ws).args(["trust"]));
+    while pool_of(&mut sidecar)["idle"] != 0 {
+        assert!(Instant::now() < deadline, "the idle connection did not end: {}", pool_of(&mut sidecar));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(pool_of(&mut sidecar)["busy"], 2, "leased connections stay with their leases");
+    assert!(sidecar.close_stdin_and_wait().success());
+    nothing_left(scratch.home(), Instant::now() + Duration::from_secs(5));
+}

@@ -48,7 +48,7 @@ pub enum Era {
 }
 
 /// How to start a server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Launch {
     pub server: String,
     pub command: String,

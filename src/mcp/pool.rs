@@ -146,6 +146,8 @@ struct State {
     next_warm: Option<Instant>,
     /// Connections that finished opening after `shutdown` began; it closes them.
     late: Vec<Arc<Connection>>,
+    /// Connections being ended in the background (`end`); `shutdown` ends them too.
+    ending: Vec<Arc<Connection>>,
     closed: bool,
     /// The most recent acquire times (microseconds), for the median.
     acquire_us: Vec<u64>,
@@ -180,7 +182,8 @@ pub struct Pool(Arc<Inner>);
 
 struct Inner {
     launch: Launch,
-    settings: PoolSettings,
+    /// Changed by `update` (`nxops trust` re-reads nxops.json); read afresh by every step.
+    settings: Mutex<PoolSettings>,
     sup: Supervisor,
     state: Mutex<State>,
     freed: Notify,
@@ -202,7 +205,7 @@ impl Pool {
     pub fn start(sup: Supervisor, launch: Launch, settings: PoolSettings) -> Pool {
         let pool = Pool(Arc::new(Inner {
             launch,
-            settings,
+            settings: Mutex::new(settings),
             sup,
             state: Mutex::default(),
             freed: Notify::new(),
@@ -215,6 +218,36 @@ impl Pool {
         let maintained = pool.clone();
         pool.0.sup.runtime().spawn(async move { maintained.maintain().await });
         pool
+    }
+
+    /// The settings in effect now.
+    pub fn settings(&self) -> PoolSettings {
+        self.0.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies new settings: the upkeep grows the pool to the new `min_idle`,
+    /// ends idle connections beyond it, and ends parked, then idle ones while
+    /// the pool holds more than the new `max` (leased ones end when released).
+    pub fn update(&self, settings: PoolSettings) {
+        let shrunk = {
+            let mut current = self.0.settings.lock().unwrap_or_else(|p| p.into_inner());
+            let shrunk = settings.min_idle < current.min_idle;
+            *current = settings.clone();
+            shrunk
+        };
+        if shrunk {
+            let extra: Vec<Arc<Connection>> = {
+                let mut state = self.state();
+                let keep = settings.min_idle.min(state.idle.len());
+                state.idle.drain(keep..).map(|(c, _)| c).collect()
+            };
+            extra.into_iter().for_each(|conn| self.end(conn));
+        }
+        self.0.freed.notify_waiters();
+    }
+
+    pub fn launch(&self) -> &Launch {
+        &self.0.launch
     }
 
     pub fn server(&self) -> &str {
@@ -235,7 +268,7 @@ impl Pool {
     /// `acquire` for a lease whose first request needs `want` (see `Want`).
     pub async fn acquire_for(&self, key: &str, want: Want) -> Result<Arc<Connection>, PoolError> {
         let asked = Instant::now();
-        let deadline = asked + self.0.settings.acquire_timeout;
+        let deadline = asked + self.settings().acquire_timeout;
         let want = self.learn(want);
         loop {
             let freed = self.0.freed.notified();
@@ -258,7 +291,7 @@ impl Pool {
                     return Ok(conn);
                 }
                 let warming_fits = state.warming > 0 && want.accepts(&self.preferred());
-                let evicted = if warming_fits || state.total() < self.0.settings.max {
+                let evicted = if warming_fits || state.total() < self.settings().max {
                     None
                 } else {
                     // Full: make room by ending a parked connection or an idle one of another shape.
@@ -266,7 +299,7 @@ impl Pool {
                 };
                 if warming_fits {
                     (false, None) // a warm connection is on its way: wait for it rather than start another
-                } else if state.total() < self.0.settings.max {
+                } else if state.total() < self.settings().max {
                     state.opening += 1;
                     (true, evicted)
                 } else {
@@ -349,15 +382,19 @@ impl Pool {
     fn busy_error(&self) -> PoolError {
         PoolError::Busy {
             server: self.server().to_string(),
-            max: self.0.settings.max,
-            waited: self.0.settings.acquire_timeout,
+            max: self.settings().max,
+            waited: self.settings().acquire_timeout,
         }
     }
 
-    /// Ends a connection in the background.
+    /// Ends a connection in the background; `shutdown` waits for it too.
     fn end(&self, conn: Arc<Connection>) {
-        let sup = self.0.sup.clone();
-        self.0.sup.runtime().spawn(async move { conn.close(&sup).await });
+        self.state().ending.push(conn.clone());
+        let pool = self.clone();
+        self.0.sup.runtime().spawn(async move {
+            conn.close(&pool.0.sup).await;
+            pool.state().ending.retain(|c| c.id != conn.id);
+        });
     }
 
     fn record_acquire(&self, state: &mut State, asked: Instant) {
@@ -398,7 +435,7 @@ impl Pool {
                 state.note_replaced(1);
                 (Some(lease.conn), None)
             } else {
-                match self.0.settings.sharing {
+                match self.settings().sharing {
                     Sharing::OneSession => {
                         state.parked.insert(key.to_string(), (lease.conn, Instant::now()));
                     }
@@ -421,7 +458,7 @@ impl Pool {
     /// `key`'s session ended for good: its connection ends (`OneSession`: no
     /// other session may see its state), or, for a stateless server, is released.
     pub fn end_session(&self, key: &str) {
-        match self.0.settings.sharing {
+        match self.settings().sharing {
             Sharing::OneSession => self.discard(key),
             Sharing::Stateless => self.release(key),
         }
@@ -499,14 +536,14 @@ impl Pool {
 
     /// The pool's upkeep, until `shutdown`.
     async fn maintain(&self) {
-        let settings = self.0.settings.clone();
-        let tick = settings
-            .health_interval
-            .min(settings.idle_timeout)
-            .min(Duration::from_secs(1))
-            .max(Duration::from_millis(20));
         let mut last_health = Instant::now();
         loop {
+            let settings = self.settings();
+            let tick = settings
+                .health_interval
+                .min(settings.idle_timeout)
+                .min(Duration::from_secs(1))
+                .max(Duration::from_millis(20));
             let (expired, dead, to_open, to_check) = {
                 let mut state = self.state();
                 if state.closed {
@@ -556,6 +593,11 @@ impl Pool {
                         .map(|(i, _)| i);
                     let Some(i) = oldest else { break };
                     expired.push(state.idle.remove(i).0);
+                }
+                // Settings shrunk (`update`): parked, then idle connections end down to `max`.
+                while state.total() > settings.max {
+                    let Some(conn) = state.evict_parked().or_else(|| state.idle.pop().map(|(c, _)| c)) else { break };
+                    expired.push(conn);
                 }
                 let want = settings.min_idle.saturating_sub(state.idle.len() + state.opening);
                 let backing_off = state.next_warm.is_some_and(|t| Instant::now() < t);
@@ -643,7 +685,7 @@ impl Pool {
     pub async fn trim_idle(&self) -> usize {
         let extra: Vec<Arc<Connection>> = {
             let mut state = self.state();
-            let keep = self.0.settings.min_idle.min(state.idle.len());
+            let keep = self.settings().min_idle.min(state.idle.len());
             let mut extra: Vec<Arc<Connection>> = state.idle.drain(keep..).map(|(c, _)| c).collect();
             extra.extend(state.parked.drain().map(|(_, (c, _))| c));
             extra
@@ -669,6 +711,7 @@ impl Pool {
             all.extend(state.parked.drain().map(|(_, (c, _))| c));
             all.extend(state.draining.drain(..).map(|(c, _)| c));
             all.append(&mut state.late);
+            all.extend(state.ending.iter().cloned());
             all
         };
         self.0.freed.notify_waiters();
