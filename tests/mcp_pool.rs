@@ -158,3 +158,29 @@ async fn a_released_connection_serves_only_its_own_session_again() {
     pool.shutdown().await;
     assert!(!common::alive(b.pid));
 }
+
+/// A cold start slower than `acquireTimeout` says so; it does not claim that
+/// every connection is busy when none is leased (issue 19, item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_cold_start_is_not_reported_as_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mcp = common::repo_root().join("fixtures/mcp");
+    let launch = Launch {
+        server: "stateful".into(),
+        command: mcp.join(".venv/bin/python").display().to_string(),
+        args: vec![mcp.join("stateful_server.py").display().to_string()],
+        env: Default::default(),
+        cwd: dir.path().to_path_buf(),
+    };
+    // A Python SDK server takes hundreds of milliseconds to start; the caller waits 20 ms.
+    let pool = Pool::start(common::supervisor(&dir), launch, settings(1, 4, 60_000, 20));
+    until("the warm-up has started", || pool.view().opening == 1).await;
+    let err = pool.acquire("a").await.err().expect("no connection within 20 ms");
+    assert!(matches!(err, PoolError::Starting { opening: 1, .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "the MCP server \"stateful\" is still starting (1 connection(s) opening, none free); waited 20ms"
+    );
+    until("the warm-up finishes", || pool.view().idle == 1).await;
+    pool.shutdown().await;
+}

@@ -48,6 +48,11 @@ pub enum PoolError {
         crate::config::units::format_duration(*.waited)
     )]
     Busy { server: String, max: usize, waited: Duration },
+    #[error(
+        "the MCP server {server:?} is still starting ({opening} connection(s) opening, none free); waited {}",
+        crate::config::units::format_duration(*.waited)
+    )]
+    Starting { server: String, opening: usize, waited: Duration },
     #[error(transparent)]
     Conn(#[from] ConnError),
     #[error("the pool of {0:?} is shut down")]
@@ -380,6 +385,18 @@ impl Pool {
     }
 
     fn busy_error(&self) -> PoolError {
+        let (busy, opening) = {
+            let state = self.state();
+            (state.leased.len(), state.opening)
+        };
+        if busy < self.settings().max && opening > 0 {
+            // Nobody holds the connections: they are slow to start (cold start past acquireTimeout).
+            return PoolError::Starting {
+                server: self.server().to_string(),
+                opening,
+                waited: self.settings().acquire_timeout,
+            };
+        }
         PoolError::Busy {
             server: self.server().to_string(),
             max: self.settings().max,
