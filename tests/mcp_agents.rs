@@ -217,3 +217,46 @@ fn a_max_change_applies_by_nxops_trust_alone() {
     assert!(sidecar.close_stdin_and_wait().success());
     nothing_left(scratch.home(), Instant::now() + Duration::from_secs(5));
 }
+
+/// An agent that vanishes mid-call (its proxy's stdin closes while `slow`
+/// runs): the call is cancelled or its server ended, and the next agent gets
+/// a fresh server, not the one still busy with the call.
+#[test]
+fn an_agent_vanishing_mid_call_leaves_its_call_to_nobody() {
+    use std::io::{BufRead, BufReader, Write};
+    let scratch = Scratch::new();
+    let ws = workspace(&scratch, Some(json!({"mcp": {"defaults": {"minIdle": 1, "max": 2}}})));
+    let mut sidecar = Sidecar::start(&scratch, &ws, &[("NXOPS_PROCESSES_STOP_TIMEOUT", "1s")]);
+    sidecar.initialize(&ws);
+    let mut proxy = scratch
+        .nxops(&ws)
+        .args(["mcp", "proxy", "stateful"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = proxy.stdin.take().unwrap();
+    let mut lines = BufReader::new(proxy.stdout.take().unwrap()).lines();
+    let hello =
+        json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "agent", "version": "1"}});
+    writeln!(stdin, "{}", json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello})).unwrap();
+    let call = json!({"name": "slow", "arguments": {"seconds": 10}, "_meta": {"progressToken": "p"}});
+    writeln!(stdin, "{}", json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call})).unwrap();
+    // The call runs: progress arrives.
+    let progress = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("notifications/progress"))
+        .expect("progress from the running call");
+    assert!(progress.contains("\"p\""), "{progress}");
+    drop(stdin); // the agent is gone
+    assert!(proxy.wait().unwrap().success());
+    let cancelled = logged(scratch.home(), "cancelled", Instant::now() + Duration::from_secs(10));
+    let next = run_agent_with(&scratch, &ws, "era_agent.py", &["initialize"]);
+    assert_eq!(next["count"], 1, "the next agent got the vanished agent's server: {next}");
+    let started: Vec<u32> =
+        log_lines(scratch.home()).into_iter().filter(|(w, _)| w == "started").map(|(_, p)| p).collect();
+    assert!(started.contains(&cancelled), "{started:?}");
+    assert!(sidecar.close_stdin_and_wait().success());
+    nothing_left(scratch.home(), Instant::now() + Duration::from_secs(5));
+}

@@ -299,8 +299,12 @@ impl Pool {
                 let evicted = if warming_fits || state.total() < self.settings().max {
                     None
                 } else {
-                    // Full: make room by ending a parked connection or an idle one of another shape.
-                    state.evict_parked().or_else(|| (!state.idle.is_empty()).then(|| state.idle.remove(0).0))
+                    // Full: make room by ending a parked connection, a draining one (it is
+                    // replaced), or an idle one of another shape.
+                    state
+                        .evict_parked()
+                        .or_else(|| state.draining.pop().map(|(c, _)| c))
+                        .or_else(|| (!state.idle.is_empty()).then(|| state.idle.remove(0).0))
                 };
                 if warming_fits {
                     (false, None) // a warm connection is on its way: wait for it rather than start another
