@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use nxops::mcp::config::PoolSettings;
+use nxops::mcp::config::{PoolSettings, Sharing};
 use nxops::mcp::conn::Launch;
 use nxops::mcp::pool::{Pool, PoolError};
 use serde_json::json;
@@ -31,6 +31,7 @@ fn settings(min_idle: usize, max: usize, idle_timeout_ms: u64, acquire_timeout_m
         idle_timeout: Duration::from_millis(idle_timeout_ms),
         acquire_timeout: Duration::from_millis(acquire_timeout_ms),
         health_interval: Duration::from_millis(200),
+        sharing: Sharing::Stateless,
     }
 }
 
@@ -134,4 +135,52 @@ async fn a_shutdown_during_warm_up_leaves_no_server_behind() {
     pool.shutdown().await;
     // At once: a sidecar exits right after its pools' shutdown returns.
     assert!(servers_of(&dir).is_empty(), "left: {:?}", servers_of(&dir));
+}
+
+/// By default (one session per server process) a released connection is
+/// parked for its own key: the same key gets it back, another key never does,
+/// and it ends after `idle_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_connection_serves_only_its_own_session_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = common::supervisor(&dir);
+    let one_session = PoolSettings { sharing: Sharing::OneSession, ..settings(1, 3, 1_000, 5_000) };
+    let pool = Pool::start(sup, memory(&dir), one_session);
+    until("one connection is warm", || pool.view().idle == 1).await;
+    let a = pool.acquire("a").await.unwrap();
+    pool.release("a");
+    assert_eq!((pool.view().parked, pool.view().busy), (1, 0));
+    let b = pool.acquire("b").await.unwrap();
+    assert_ne!(b.id, a.id, "another session got a used connection");
+    assert_eq!(pool.acquire("a").await.unwrap().id, a.id, "the session's own connection, back");
+    pool.release("a");
+    until("the parked connection ends after idle_timeout", || !common::alive(a.pid)).await;
+    pool.shutdown().await;
+    assert!(!common::alive(b.pid));
+}
+
+/// A cold start slower than `acquireTimeout` says so; it does not claim that
+/// every connection is busy when none is leased (issue 19, item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_cold_start_is_not_reported_as_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mcp = common::repo_root().join("fixtures/mcp");
+    let launch = Launch {
+        server: "stateful".into(),
+        command: mcp.join(".venv/bin/python").display().to_string(),
+        args: vec![mcp.join("stateful_server.py").display().to_string()],
+        env: Default::default(),
+        cwd: dir.path().to_path_buf(),
+    };
+    // A Python SDK server takes hundreds of milliseconds to start; the caller waits 20 ms.
+    let pool = Pool::start(common::supervisor(&dir), launch, settings(1, 4, 60_000, 20));
+    until("the warm-up has started", || pool.view().opening == 1).await;
+    let err = pool.acquire("a").await.err().expect("no connection within 20 ms");
+    assert!(matches!(err, PoolError::Starting { opening: 1, .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "the MCP server \"stateful\" is still starting (1 connection(s) opening, none free); waited 20ms"
+    );
+    until("the warm-up finishes", || pool.view().idle == 1).await;
+    pool.shutdown().await;
 }

@@ -100,7 +100,9 @@ fn a_clients_session_holds_what_it_made_and_exit_closes_it_at_once() {
     assert_eq!(pid_of(&mut owner, "web"), None, "a closed session's process is forgotten, its name free");
     let servers = owner.request("nxops/mcp/servers", json!({})).unwrap();
     assert_eq!(servers["servers"][0]["pool"]["leases"], json!([]), "{servers}");
-    assert_eq!(servers["servers"][0]["pool"]["idle"], 1, "the connection stays warm for others");
+    // The server kept the session's state: its connection is never leased to another session (issue 19).
+    assert_eq!(servers["servers"][0]["pool"]["idle"], 0, "a used connection ended: {servers}");
+    assert_eq!(servers["servers"][0]["pool"]["parked"], 0, "{servers}");
 
     // A one-shot `nxops call` is a connection too, and ends with `exit`: what it made ends with it.
     let params = json!({"name": "oneshot", "command": "sleep", "args": ["1000"]}).to_string();

@@ -170,6 +170,20 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
     /// How often idle processes are checked.
     pub health_interval: Duration,
+    /// Whether the server keeps no state between sessions, so that a process
+    /// one session used may serve the next (`false`: every session gets a
+    /// never-used process, and a released one ends).
+    pub sharing: Sharing,
+}
+
+/// Whether one server process may serve one session after another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sharing {
+    /// A process serves one session only (the default: MCP servers keep state per connection).
+    #[default]
+    OneSession,
+    /// `"stateless": true`: a released process goes back to the idle set for any session.
+    Stateless,
 }
 
 impl Default for PoolSettings {
@@ -180,6 +194,7 @@ impl Default for PoolSettings {
             idle_timeout: Duration::from_secs(300),
             acquire_timeout: Duration::from_secs(10),
             health_interval: Duration::from_secs(30),
+            sharing: Sharing::OneSession,
         }
     }
 }
@@ -713,7 +728,7 @@ fn env_file_value(text: &str) -> Option<String> {
 
 /// Applies one `defaults` or `servers.NAME` object over `base`.
 fn overlay(base: PoolSettings, value: &Value, at: &str) -> Result<PoolSettings, ConfigError> {
-    const FIELDS: &[&str] = &["minIdle", "max", "idleTimeout", "acquireTimeout", "healthInterval"];
+    const FIELDS: &[&str] = &["minIdle", "max", "idleTimeout", "acquireTimeout", "healthInterval", "stateless"];
     let fields = object_at(value, at)?;
     reject_unknown(fields, FIELDS, at)?;
     let mut out = base;
@@ -724,11 +739,25 @@ fn overlay(base: PoolSettings, value: &Value, at: &str) -> Result<PoolSettings, 
             "max" => out.max = count_at(value, &here)?,
             "idleTimeout" => out.idle_timeout = duration_at(value, &here)?,
             "acquireTimeout" => out.acquire_timeout = duration_at(value, &here)?,
+            "stateless" => out.sharing = sharing_at(value, &here)?,
             _ => out.health_interval = duration_at(value, &here)?,
         }
     }
     check_pool(&out, fields, at)?;
     Ok(out)
+}
+
+fn sharing_at(value: &Value, at: &str) -> Result<Sharing, ConfigError> {
+    match value {
+        Value::Bool(true) => Ok(Sharing::Stateless),
+        Value::Bool(false) => Ok(Sharing::OneSession),
+        other => Err(ConfigError {
+            location: at.to_string(),
+            problem: format!(
+                "must be true or false, got {other} (true lets one server process serve one session after another)"
+            ),
+        }),
+    }
 }
 
 /// Checks the merged values; an error names the field this object gave.
@@ -1263,6 +1292,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(300),
                 acquire_timeout: Duration::from_secs(10),
                 health_interval: Duration::from_secs(30),
+                sharing: Sharing::OneSession,
             }
         );
         assert!(servers.is_empty());
@@ -1273,7 +1303,7 @@ mod tests {
     fn pool_settings_merge_field_by_field() {
         let (defaults, servers) = settings(json!({
             "defaults": {"minIdle": 2, "max": 6, "idleTimeout": "10m", "acquireTimeout": "2s", "healthInterval": "1m"},
-            "servers": {"memory": {"max": 2}, "cold": {"minIdle": 0, "idleTimeout": "30s"}}
+            "servers": {"memory": {"max": 2}, "cold": {"minIdle": 0, "idleTimeout": "30s"}, "time": {"stateless": true}}
         }))
         .unwrap();
         let expected = PoolSettings {
@@ -1282,11 +1312,18 @@ mod tests {
             idle_timeout: Duration::from_secs(600),
             acquire_timeout: Duration::from_secs(2),
             health_interval: Duration::from_secs(60),
+            sharing: Sharing::OneSession,
         };
         assert_eq!(defaults, expected);
+        assert_eq!(servers["time"], PoolSettings { sharing: Sharing::Stateless, ..expected });
         assert_eq!(servers["memory"], PoolSettings { max: 2, ..expected });
         assert_eq!(servers["cold"], PoolSettings { min_idle: 0, idle_timeout: Duration::from_secs(30), ..expected });
-        assert_eq!(servers.len(), 2);
+        assert_eq!(servers.len(), 3);
+        assert_eq!(
+            settings(json!({"servers": {"time": {"stateless": "yes"}}})).unwrap_err().to_string(),
+            "nxops.json mcp.servers.time.stateless: must be true or false, got \"yes\" \
+             (true lets one server process serve one session after another)"
+        );
     }
 
     #[test]
@@ -1295,7 +1332,7 @@ mod tests {
         assert_eq!(
             err(json!({"servers": {"memory": {"maxx": 2}}})),
             "nxops.json mcp.servers.memory.maxx: unknown field \"maxx\"; did you mean \"max\"? \
-             (known: minIdle, max, idleTimeout, acquireTimeout, healthInterval)"
+             (known: minIdle, max, idleTimeout, acquireTimeout, healthInterval, stateless)"
         );
         assert_eq!(
             err(json!({"default": {}})),

@@ -17,7 +17,7 @@
 //! stdio framing: one JSON message per line, UTF-8; stdout carries only
 //! protocol messages, stderr is kept (last lines) for diagnostics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,7 +48,7 @@ pub enum Era {
 }
 
 /// How to start a server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Launch {
     pub server: String,
     pub command: String,
@@ -68,12 +68,17 @@ pub struct Connection {
     /// The era and the `initialize` result (legacy) or `server/discover` result
     /// (modern), once the handshake is done.
     hello: std::sync::OnceLock<(Era, Value)>,
+    /// The `initialize` params the connection was opened with (legacy), else Null.
+    asked: std::sync::OnceLock<Value>,
     pub started: Instant,
     pub stderr: Arc<LogStream>,
     run: u64,
     exit: crate::reaper::ExitWatch,
     writer: tokio::sync::Mutex<Option<tokio::net::unix::pipe::Sender>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Value>>>,
+    /// Requests cancelled (`notifications/cancelled` sent) that the server has
+    /// not answered yet: the connection is busy with them until it does.
+    cancelled: Mutex<HashSet<u64>>,
     next_id: AtomicU64,
     dead: AtomicBool,
     /// Where the server's own messages go (the current lessee), if anywhere.
@@ -89,6 +94,8 @@ pub enum ConnError {
     TimedOut { server: String, method: String, secs: u64 },
     #[error("cannot start the MCP server {server:?}: {problem}")]
     Start { server: String, problem: String },
+    #[error("the request to the MCP server {server:?} was cancelled")]
+    Cancelled { server: String },
 }
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -100,8 +107,11 @@ impl Connection {
             let conn = Connection::spawn(sup, launch).await?;
             match conn.probe_modern().await {
                 Ok(hello) => return Ok(conn.with_hello(Era::Modern, hello)),
-                Err(ProbeFailed::NotModern) => match conn.initialize().await {
-                    Ok(hello) => return Ok(conn.with_hello(Era::Legacy, hello)),
+                Err(ProbeFailed::NotModern) => match conn.initialize(default_initialize()).await {
+                    Ok(hello) => {
+                        let _ = conn.asked.set(default_initialize());
+                        return Ok(conn.with_hello(Era::Legacy, hello));
+                    }
                     Err(_) => conn.close(sup).await, // the probe fixed this process's era: start afresh
                 },
                 Err(ProbeFailed::Conn(err)) => {
@@ -112,9 +122,18 @@ impl Connection {
                 }
             }
         }
+        Connection::open_legacy(sup, launch, default_initialize()).await
+    }
+
+    /// Starts the server and opens it with `initialize` sent with `params` (a
+    /// client's own: the server negotiates the protocol version with them).
+    pub async fn open_legacy(sup: &Supervisor, launch: &Launch, params: Value) -> Result<Arc<Connection>, ConnError> {
         let conn = Connection::spawn(sup, launch).await?;
-        match conn.initialize().await {
-            Ok(hello) => Ok(conn.with_hello(Era::Legacy, hello)),
+        match conn.initialize(params.clone()).await {
+            Ok(hello) => {
+                let _ = conn.asked.set(params);
+                Ok(conn.with_hello(Era::Legacy, hello))
+            }
             Err(err) => {
                 conn.close(sup).await;
                 Err(err)
@@ -129,6 +148,12 @@ impl Connection {
 
     pub fn era(&self) -> Era {
         self.hello.get().map_or(Era::Legacy, |(era, _)| *era)
+    }
+
+    /// The `initialize` params this (legacy) connection was opened with; Null for a modern one.
+    pub fn asked(&self) -> &Value {
+        static NONE: Value = Value::Null;
+        self.asked.get().unwrap_or(&NONE)
     }
 
     /// The server's `initialize` or `server/discover` result.
@@ -168,12 +193,14 @@ impl Connection {
             server: launch.server.clone(),
             pid: child.pid,
             hello: std::sync::OnceLock::new(),
+            asked: std::sync::OnceLock::new(),
             started: Instant::now(),
             stderr: stderr_log,
             run: managed.run,
             exit: child.exit,
             writer: tokio::sync::Mutex::new(Some(writer)),
             pending: Mutex::default(),
+            cancelled: Mutex::default(),
             next_id: AtomicU64::new(1),
             dead: AtomicBool::new(false),
             sink: Mutex::default(),
@@ -200,12 +227,7 @@ impl Connection {
         }
     }
 
-    async fn initialize(&self) -> Result<Value, ConnError> {
-        let params = json!({
-            "protocolVersion": LEGACY_VERSION,
-            "capabilities": {},
-            "clientInfo": {"name": "nxops", "version": env!("CARGO_PKG_VERSION")},
-        });
+    async fn initialize(&self, params: Value) -> Result<Value, ConnError> {
         let answer = self.call("initialize", params, HANDSHAKE_TIMEOUT).await?;
         let Some(result) = answer.get("result") else {
             return Err(ConnError::Start {
@@ -233,7 +255,10 @@ impl Connection {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => {
                 guard.armed = false;
-                return Err(self.died());
+                if self.is_dead() {
+                    return Err(self.died());
+                }
+                return Err(ConnError::Cancelled { server: self.server.clone() });
             }
             Err(_) => {
                 return Err(ConnError::TimedOut {
@@ -261,6 +286,21 @@ impl Connection {
             message["params"] = params;
         }
         self.send(&message).await
+    }
+
+    /// Requests sent and not answered yet, cancelled ones included.
+    pub fn outstanding(&self) -> usize {
+        self.pending().len() + self.cancelled().len()
+    }
+
+    /// Cancels every request still waiting (its caller went away): the server
+    /// gets `notifications/cancelled` for each, and the callers `Cancelled`.
+    pub async fn cancel_all(&self, reason: &str) {
+        let ids: Vec<u64> = self.pending().drain().map(|(id, _)| id).collect();
+        for id in ids {
+            self.cancelled().insert(id);
+            let _ = self.send(&cancelled_notification(id, reason)).await;
+        }
     }
 
     /// `ping` (legacy) or `server/discover` (modern) within `timeout`.
@@ -315,10 +355,15 @@ impl Connection {
         self.dead.store(true, Ordering::Relaxed);
         // Every waiting request learns at once (their senders drop).
         self.pending().clear();
+        self.cancelled().clear();
     }
 
     fn pending(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<Value>>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cancelled(&self) -> MutexGuard<'_, HashSet<u64>> {
+        self.cancelled.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -339,9 +384,11 @@ impl Drop for CancelGuard<'_> {
         if !self.armed {
             return;
         }
-        self.conn.pending().remove(&self.id);
-        let message = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                             "params": {"requestId": self.id, "reason": "the client cancelled the request"}});
+        if self.conn.pending().remove(&self.id).is_none() {
+            return; // answered, or cancelled already
+        }
+        self.conn.cancelled().insert(self.id);
+        let message = cancelled_notification(self.id, "the client cancelled the request");
         let mut line = serde_json::to_vec(&message).expect("messages serialize");
         line.push(b'\n');
         if let Ok(mut writer) = self.conn.writer.try_lock()
@@ -350,6 +397,19 @@ impl Drop for CancelGuard<'_> {
             let _ = pipe.try_write(&line);
         }
     }
+}
+
+fn cancelled_notification(id: u64, reason: &str) -> Value {
+    json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": id, "reason": reason}})
+}
+
+/// The `initialize` params of a connection no client asked for (a warm one).
+pub fn default_initialize() -> Value {
+    json!({
+        "protocolVersion": LEGACY_VERSION,
+        "capabilities": {},
+        "clientInfo": {"name": "nxops", "version": env!("CARGO_PKG_VERSION")},
+    })
 }
 
 /// The modern era's `_meta` envelope.
@@ -385,7 +445,11 @@ async fn read_loop(conn: std::sync::Weak<Connection>, reader: tokio::net::unix::
         };
         let is_response = message.get("method").is_none() && message.get("id").is_some();
         if is_response {
-            let waiter = message.get("id").and_then(Value::as_u64).and_then(|id| conn.pending().remove(&id));
+            let id = message.get("id").and_then(Value::as_u64);
+            if id.is_some_and(|id| conn.cancelled().remove(&id)) {
+                continue; // a late answer to a cancelled request: nobody waits for it
+            }
+            let waiter = id.and_then(|id| conn.pending().remove(&id));
             if let Some(waiter) = waiter {
                 let _ = waiter.send(message);
             }

@@ -95,7 +95,8 @@ impl McpPools {
     }
 
     /// Reads the files again: new allowed servers get a pool, servers no longer
-    /// allowed or configured lose theirs (their connections close).
+    /// allowed or configured, or started another way, lose theirs (their
+    /// connections close), and changed settings apply to the running pools.
     pub fn reload(&self) {
         let discovered = config::discover(&self.0.root, &self.0.env);
         let nxops = crate::workspace::nxops_json::NxopsJson::read(&self.0.root);
@@ -127,10 +128,22 @@ impl McpPools {
             .collect();
         let retired: Vec<Pool> = {
             let mut state = self.state();
-            let gone: Vec<String> = state.pools.keys().filter(|n| !wanted.contains_key(*n)).cloned().collect();
+            // A server no longer configured, or now started another way, loses its pool.
+            let gone: Vec<String> = state
+                .pools
+                .iter()
+                .filter(|(n, pool)| wanted.get(*n).is_none_or(|(launch, _)| pool.launch() != launch))
+                .map(|(n, _)| n.clone())
+                .collect();
             let retired = gone.iter().filter_map(|n| state.pools.remove(n)).collect();
             for (name, (launch, settings)) in wanted {
-                state.pools.entry(name).or_insert_with(|| Pool::start(self.0.sup.clone(), launch, settings));
+                match state.pools.get(&name) {
+                    Some(pool) if pool.settings() != settings => pool.update(settings),
+                    Some(_) => {}
+                    None => {
+                        state.pools.insert(name, Pool::start(self.0.sup.clone(), launch, settings));
+                    }
+                }
             }
             state.discovered = discovered;
             state.settings_problem = problem;
@@ -177,11 +190,12 @@ impl McpPools {
         config::discover(root, env).files.into_iter().filter(|f| f.workspace_file).collect()
     }
 
-    /// Releases every connection leased under `key` (a session ended).
+    /// A session ended: every connection leased (or parked) under `key` ends,
+    /// or goes back to its pool if the server is stateless (`Pool::end_session`).
     pub fn release_all(&self, key: &str) {
         let pools: Vec<Pool> = self.state().pools.values().cloned().collect();
         for pool in pools {
-            pool.release(key);
+            pool.end_session(key);
         }
     }
 

@@ -4,7 +4,9 @@
 //! One reader thread per connection routes responses to their callers by id
 //! (pending requests wait on a oneshot) and hands notifications to a callback.
 //! When the connection ends every pending request fails with `Closed`, and
-//! `closed()` resolves: that is how a follower notices its owner died.
+//! `closed()` resolves: that is how a follower notices its owner died. A
+//! request future dropped before its answer sends `$/cancelRequest`, so a
+//! cancellation a follower's client sends reaches the owner's handler.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -86,7 +88,11 @@ impl RpcClient {
             self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             return Err(ClientError::Closed);
         }
-        match rx.await {
+        // A caller that stops waiting (its own client cancelled) cancels the request at the peer.
+        let mut guard = CancelOnDrop { client: self, id, armed: true };
+        let answer = rx.await;
+        guard.armed = false;
+        match answer {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(ClientError::Rpc(err)),
             Err(_) => Err(ClientError::Closed),
@@ -177,6 +183,21 @@ impl RpcClient {
         let result = self.request("initialize", params).await?;
         self.notify("initialized", json!({}));
         Ok(result)
+    }
+}
+
+/// Sends `$/cancelRequest` for a request whose caller dropped it unanswered.
+struct CancelOnDrop<'a> {
+    client: &'a RpcClient,
+    id: i64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed && self.client.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id).is_some() {
+            self.client.outbox.notify("$/cancelRequest", json!({"id": self.id}));
+        }
     }
 }
 

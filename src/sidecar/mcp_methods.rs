@@ -132,7 +132,8 @@ async fn request(ctx: &CallCtx, ws: &Workspace, pools: &McpPools, params: Reques
         (Some(lease), _) => lease.clone(),
         (None, None) => session_id(ctx.session),
     };
-    let conn = pool.acquire(&key).await.map_err(pool_error)?;
+    let want = crate::mcp::pool::Want::for_request(&params.method, &params.params);
+    let conn = pool.acquire_for(&key, want).await.map_err(pool_error)?;
     if let Some(sessions) = &sessions
         && sessions.exists(&key)
     {
@@ -161,7 +162,9 @@ async fn request(ctx: &CallCtx, ws: &Workspace, pools: &McpPools, params: Reques
     });
     let answer = conn.forward(&params.method, params.params, REQUEST_TIMEOUT).await.map_err(|e| {
         // A dead connection leaves the lease; the next request gets a fresh one.
-        pool.release(&key);
+        if conn.is_dead() {
+            pool.release(&key);
+        }
         RpcError::Failed(anyhow::Error::new(e))
     })?;
     let mut out = serde_json::Map::new();
