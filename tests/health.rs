@@ -77,7 +77,13 @@ fn perf_optimize_runs_every_maintenance_action_and_shows_before_and_after() {
         serde_json::to_vec(&json!({"mcpServers": {"stubborn": {"command": stubborn}}})).unwrap(),
     )
     .unwrap();
-    std::fs::write(ws.join("nxops.json"), r#"{"mcp": {"defaults": {"minIdle": 0}}}"#).unwrap();
+    // Stateless, so the released connection goes back to the idle set (a
+    // stateful server's connection ends with the release: no other session may see its state).
+    std::fs::write(
+        ws.join("nxops.json"),
+        r#"{"mcp": {"defaults": {"minIdle": 0}, "servers": {"stubborn": {"stateless": true}}}}"#,
+    )
+    .unwrap();
     run_ok(scratch.nxops(&ws).args(["trust"]));
 
     let mut sidecar = Sidecar::started(&scratch, &ws);

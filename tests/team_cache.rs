@@ -114,7 +114,8 @@ fn build_with(
         .env("NX_SELF_HOSTED_REMOTE_CACHE_SERVER", &served.url)
         .env("NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN", token);
     let out = run_ok(&mut cmd);
-    let log = String::from_utf8_lossy(&out.stdout);
+    // Nx colours its log where it detects CI (CI=true), whatever the terminal.
+    let log = without_ansi(&String::from_utf8_lossy(&out.stdout));
     log.lines()
         .filter_map(|line| line.split_once("nx run ").map(|(_, rest)| rest))
         .map(|rest| {
@@ -122,6 +123,20 @@ fn build_with(
             (task.trim().to_string(), status.trim().to_string())
         })
         .collect()
+}
+
+/// `text` without its ANSI escape sequences (`ESC [ ... letter`).
+fn without_ansi(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 /// Two checkouts, each with its own HOME (so its own local cache).
