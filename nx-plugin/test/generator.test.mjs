@@ -36,14 +36,14 @@ const PACKAGE_JSON = `{
 `;
 
 const SCRIPTS = () => [
-  ['ops:cache:stats', 'nxops cache stats'],
-  ['ops:cache:clean', 'nxops cache clean'],
-  ['ops:cache:reset', 'nxops cache reset'],
-  ['ops:perf:optimize', 'nxops perf optimize'],
-  ['ops:system:info', 'nxops system info'],
-  ['ops:env:info', 'nxops env info'],
-  ['ops:monitor:start', 'nxops monitor start'],
-  ['ops:monitor:check', 'nxops monitor check'],
+  ['ops:cache:stats', 'exec nxops cache stats'],
+  ['ops:cache:clean', 'exec nxops cache clean'],
+  ['ops:cache:reset', 'exec nxops cache reset'],
+  ['ops:perf:optimize', 'exec nxops perf optimize'],
+  ['ops:system:info', 'exec nxops system info'],
+  ['ops:env:info', 'exec nxops env info'],
+  ['ops:monitor:start', 'exec nxops monitor start'],
+  ['ops:monitor:check', 'exec nxops monitor check'],
 ];
 
 async function generate(files) {

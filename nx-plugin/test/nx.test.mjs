@@ -91,7 +91,7 @@ describe('in real Nx 24', () => {
     const files = () => ['nx.json', 'package.json'].map((f) => readFileSync(join(w.ws, f), 'utf-8'));
     const afterFirst = files();
     assert.deepEqual(JSON.parse(afterFirst[0]).plugins, [{ plugin: '@nxops/nx-plugin', options: {} }]);
-    assert.equal(JSON.parse(afterFirst[1]).scripts['ops:cache:stats'], 'nxops cache stats');
+    assert.equal(JSON.parse(afterFirst[1]).scripts['ops:cache:stats'], 'exec nxops cache stats');
     const second = await nx(w, 'g', '@nxops/nx-plugin:init');
     assert.equal(second.code, 0, second.stderr);
     assert.deepEqual(files(), afterFirst);

@@ -71,7 +71,9 @@ function addScripts(tree: Tree): void {
   const missing: Record<string, string> = {};
   for (const ops of OPS_COMMANDS) {
     if (ops.script !== undefined && !(ops.script in existing)) {
-      missing[ops.script] = ['nxops', ...ops.args].join(' ');
+      // `exec`: the shell npm and pnpm run a script in would otherwise die of a Ctrl-C
+      // the binary handles (exit 0), and the script would be reported as failed.
+      missing[ops.script] = ['exec', 'nxops', ...ops.args].join(' ');
     }
   }
   if (Object.keys(missing).length === 0) {
