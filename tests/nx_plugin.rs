@@ -119,22 +119,21 @@ impl Drop for DaemonGuard<'_> {
     }
 }
 
+/// One test for both package managers: pack.sh builds in the source tree, so
+/// two packings must not run at once.
 #[test]
-fn the_packed_plugin_works_with_npm() {
-    exercise(Pm::Npm);
-}
-
-#[test]
-fn the_packed_plugin_works_with_pnpm() {
-    exercise(Pm::Pnpm);
-}
-
-fn exercise(pm: Pm) {
-    let scratch = Scratch::new();
-    let (plugin, platform) = pack(&scratch);
+fn the_packed_plugin_works_with_npm_and_pnpm() {
+    let packing = Scratch::new();
+    let (plugin, platform) = pack(&packing);
     let packed = std::fs::metadata(&platform).unwrap().len();
     assert!(packed < 12 << 20, "the platform package is {packed} bytes: is the binary stripped?");
-    let ws = installed_workspace(&scratch, pm, &platform);
+    exercise(Pm::Npm, &plugin, &platform);
+    exercise(Pm::Pnpm, &plugin, &platform);
+}
+
+fn exercise(pm: Pm, plugin: &Path, platform: &Path) {
+    let scratch = Scratch::new();
+    let ws = installed_workspace(&scratch, pm, platform);
     let shipped = ws.join("node_modules/@nxops/linux-x64/bin/nxops");
     let shipped = if shipped.exists() { shipped } else { find_under(&ws.join("node_modules/.pnpm"), "bin/nxops") };
     let sections =
