@@ -287,6 +287,7 @@ fn monitor(
     let every = config::units::parse_duration(interval)
         .map_err(|e| ConfigError { location: "--interval".into(), problem: format!("{interval:?}: {e}") })?;
     let live = format == Format::Human && std::io::stdout().is_terminal();
+    exit_zero_on_ctrl_c();
     let mut done = 0;
     let mut watched_before = None;
     loop {
@@ -324,6 +325,19 @@ fn monitor(
         }
         std::thread::sleep(every);
     }
+}
+
+/// Ctrl-C is `monitor start`'s documented way out, so it ends the command with
+/// success (exit 0) instead of death by SIGINT, which npm, pnpm and Nx report as
+/// a failed command. A thread of its own waits for the signal.
+fn exit_zero_on_ctrl_c() {
+    let _ = std::thread::Builder::new().name("nxops-ctrl-c".into()).spawn(|| {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_io().build() else { return };
+        if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            std::process::exit(0);
+        }
+    });
 }
 
 /// What `monitor start` says when no sidecar watches the workspace; `gone`: one did until now.

@@ -1,6 +1,9 @@
-//! The Nx plugin end to end: both npm packages packed by nx-plugin/scripts/pack.sh,
-//! installed with npm into a fresh Nx 24 fixture workspace, then `nx g init`,
-//! `nx show projects`, an ops target, and `nx run-many` with and without a sidecar.
+//! The Nx plugin end to end, under npm and under pnpm 12 (scripts/setup installs
+//! it): both npm packages packed by nx-plugin/scripts/pack.sh (the binary
+//! stripped, its size checked), installed into a fresh Nx 24 fixture workspace,
+//! then `nx add`, the inferred targets, all eight `ops:*` scripts (calling the
+//! nxops bin, not Nx), the maintenance check createNodes starts, runs seen by the
+//! sidecar with the Nx daemon off and on, and a bad option stopping the graph.
 
 mod common;
 
@@ -15,16 +18,13 @@ fn text(out: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-/// Packs both packages with a stripped copy of this build's binary (the debug
-/// binary's symbols would make the tarball ten times larger for nothing).
+/// Packs both packages with this build's binary, which pack.sh strips.
 fn pack(scratch: &Scratch) -> (PathBuf, PathBuf) {
-    let binary = scratch.home().join("nxops");
-    run_ok(Command::new("strip").arg("-o").arg(&binary).arg(common::nxops_bin()));
     let out = scratch.home().join("npm");
     let packed = run_ok(
         Command::new(common::repo_root().join("nx-plugin/scripts/pack.sh"))
             .arg("--binary")
-            .arg(&binary)
+            .arg(common::nxops_bin())
             .arg("--out")
             .arg(&out),
     );
@@ -33,59 +33,142 @@ fn pack(scratch: &Scratch) -> (PathBuf, PathBuf) {
     (find("nx-plugin"), find("linux-x64"))
 }
 
-/// A fixture workspace with its own node_modules: npm installs the locked Nx 24
-/// (from the npm cache) and both tarballs.
-fn installed_workspace(scratch: &Scratch, tarballs: &[&Path]) -> PathBuf {
+/// The package manager a test installs with.
+#[derive(Clone, Copy, PartialEq)]
+enum Pm {
+    Npm,
+    Pnpm,
+}
+
+impl Pm {
+    fn program(self) -> PathBuf {
+        match self {
+            Pm::Npm => PathBuf::from("npm"),
+            Pm::Pnpm => common::repo_root().join("scripts/tools/pnpm/node_modules/.bin/pnpm"),
+        }
+    }
+}
+
+/// `program` in `ws` with the scratch environment and pnpm on PATH.
+fn tool(scratch: &Scratch, ws: &Path, program: &Path) -> Command {
+    let mut cmd = scratch.tool(ws, program.to_str().unwrap());
+    let pnpm_bin = common::repo_root().join("scripts/tools/pnpm/node_modules/.bin");
+    let path = format!("{}:{}", pnpm_bin.display(), std::env::var("PATH").unwrap_or_default());
+    cmd.env("PATH", path).env("CI", "true");
+    cmd
+}
+
+/// A fixture workspace with its own node_modules and the platform package:
+/// npm installs the locked Nx 24; pnpm installs it from its store, with the
+/// unpublished platform package overridden by its tarball.
+fn installed_workspace(scratch: &Scratch, pm: Pm, platform: &Path) -> PathBuf {
     let ws = scratch.workspace("ws", "none");
     std::fs::remove_file(ws.join("node_modules")).expect("make-workspace.sh links node_modules");
-    run_ok(scratch.tool(&ws, "npm").args(["ci", "--prefer-offline", "--ignore-scripts"]));
-    run_ok(scratch.tool(&ws, "npm").args(["install", "-D", "--prefer-offline", "--ignore-scripts"]).args(tarballs));
+    let run = |args: &[&str]| run_ok(tool(scratch, &ws, &pm.program()).args(args));
+    match pm {
+        Pm::Npm => {
+            run(&["ci", "--prefer-offline", "--ignore-scripts"]);
+            run(&["install", "-D", "--prefer-offline", "--ignore-scripts", platform.to_str().unwrap()]);
+        }
+        Pm::Pnpm => {
+            std::fs::remove_file(ws.join("package-lock.json")).unwrap();
+            // The unpublished platform package from its tarball; the real user's store, so
+            // packages come from it (not the network) after the first run.
+            let store = std::env::var("HOME").map(|h| format!("{h}/.local/share/pnpm/store")).unwrap();
+            let settings = format!(
+                "storeDir: {store:?}\noverrides:\n  \"@nxops/linux-x64\": {:?}\n",
+                format!("file:{}", platform.display())
+            );
+            std::fs::write(ws.join("pnpm-workspace.yaml"), settings).unwrap();
+            // pnpm 12 installs, then refuses to finish while Nx's install script is not
+            // approved: `pnpm approve-builds nx` approves it and runs it.
+            let out = tool(scratch, &ws, &pm.program()).args(["install", "--prefer-offline"]).output().unwrap();
+            assert!(out.status.success() || text(&out).contains("ERR_PNPM_IGNORED_BUILDS"), "{}", text(&out));
+            run(&["approve-builds", "nx"]);
+        }
+    }
     ws
 }
 
-fn nx(scratch: &Scratch, ws: &Path, args: &[&str]) -> std::process::Output {
-    let out = scratch.tool(ws, "node").arg(ws.join("node_modules/.bin/nx")).args(args).output().unwrap();
+fn nx_env(scratch: &Scratch, ws: &Path, pm: Pm, args: &[&str], daemon: &str) -> std::process::Output {
+    let _ = pm; // Nx itself, whichever package manager installed it.
+    let out = tool(scratch, ws, Path::new("node"))
+        .env("NX_DAEMON", daemon)
+        .arg(ws.join("node_modules/.bin/nx"))
+        .args(args)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "nx {args:?} failed: {}", text(&out));
     out
 }
 
+fn nx(scratch: &Scratch, ws: &Path, pm: Pm, args: &[&str]) -> std::process::Output {
+    nx_env(scratch, ws, pm, args, "false")
+}
+
+/// Stops the workspace's Nx daemon when the test ends, however it ends.
+struct DaemonGuard<'a>(&'a Scratch, &'a Path);
+
+impl Drop for DaemonGuard<'_> {
+    fn drop(&mut self) {
+        let _ = tool(self.0, self.1, Path::new("node"))
+            .env("NX_DAEMON", "true")
+            .arg(self.1.join("node_modules/.bin/nx"))
+            .args(["daemon", "--stop"])
+            .output();
+    }
+}
+
+/// One test for both package managers: pack.sh builds in the source tree, so
+/// two packings must not run at once.
 #[test]
-fn the_packed_plugin_works_in_a_fresh_nx_24_workspace() {
+fn the_packed_plugin_works_with_npm_and_pnpm() {
+    let packing = Scratch::new();
+    let (plugin, platform) = pack(&packing);
+    let packed = std::fs::metadata(&platform).unwrap().len();
+    assert!(packed < 12 << 20, "the platform package is {packed} bytes: is the binary stripped?");
+    exercise(Pm::Npm, &plugin, &platform);
+    exercise(Pm::Pnpm, &plugin, &platform);
+}
+
+fn exercise(pm: Pm, plugin: &Path, platform: &Path) {
     let scratch = Scratch::new();
-    let (plugin, platform) = pack(&scratch);
-    let ws = installed_workspace(&scratch, &[&platform]);
-    assert!(ws.join("node_modules/@nxops/linux-x64/bin/nxops").exists(), "the binary came with its package");
+    let ws = installed_workspace(&scratch, pm, platform);
+    let shipped = ws.join("node_modules/@nxops/linux-x64/bin/nxops");
+    let shipped = if shipped.exists() { shipped } else { find_under(&ws.join("node_modules/.pnpm"), "bin/nxops") };
+    let sections =
+        String::from_utf8_lossy(&run_ok(Command::new("readelf").arg("-S").arg(&shipped)).stdout).into_owned();
+    assert!(!sections.contains(".debug_info") && !sections.contains(".symtab"), "not stripped: {sections}");
 
     // `nx add` installs the plugin (here from its tarball) and runs its init generator;
     // running the generator again changes nothing.
     let spec = format!("@nxops/nx-plugin@file:{}", plugin.display());
-    nx(&scratch, &ws, &["add", &spec]);
-    assert!(ws.join("node_modules/@nxops/nx-plugin/package.json").exists());
+    nx(&scratch, &ws, pm, &["add", &spec]);
     let nx_json: Value = serde_json::from_slice(&std::fs::read(ws.join("nx.json")).unwrap()).unwrap();
-    let registered = nx_json["plugins"].as_array().unwrap();
-    assert!(registered.iter().any(|p| p == "@nxops/nx-plugin" || p["plugin"] == "@nxops/nx-plugin"), "{nx_json}");
+    assert_eq!(nx_json["plugins"], json!([{"plugin": "@nxops/nx-plugin", "options": {}}]), "no hooks by default");
     let package: Value = serde_json::from_slice(&std::fs::read(ws.join("package.json")).unwrap()).unwrap();
-    assert_eq!(package["scripts"]["ops:cache:stats"], "nx run nx24-fixture:ops-cache-stats", "{package}");
+    assert_eq!(package["scripts"]["ops:cache:stats"], "exec nxops cache stats", "{package}");
     let before = (std::fs::read(ws.join("nx.json")).unwrap(), std::fs::read(ws.join("package.json")).unwrap());
-    nx(&scratch, &ws, &["g", "@nxops/nx-plugin:init"]);
+    nx(&scratch, &ws, pm, &["g", "@nxops/nx-plugin:init"]);
     let after = (std::fs::read(ws.join("nx.json")).unwrap(), std::fs::read(ws.join("package.json")).unwrap());
     assert!(before == after, "init is idempotent");
 
-    let projects = String::from_utf8_lossy(&nx(&scratch, &ws, &["show", "projects"]).stdout).into_owned();
-    for project in ["alpha", "beta", "gamma", "nx24-fixture"] {
-        assert!(projects.lines().any(|l| l == project), "{project} in {projects}");
-    }
-    let root = json_of(&nx(&scratch, &ws, &["show", "project", "nx24-fixture", "--json"]));
+    let root = json_of(&nx(&scratch, &ws, pm, &["show", "project", "nx24-fixture", "--json"]));
     for target in ["ops-cache-stats", "ops-cache-clean", "ops-cache-reset", "ops-cache-verify", "ops-env-info"] {
         assert!(root["targets"][target].is_object(), "{target} in {root}");
     }
 
-    // A cache entry exists once a task ran; then the ops target, through the package.json script.
-    nx(&scratch, &ws, &["run-many", "-t", "build"]);
-    let stats = run_ok(scratch.tool(&ws, "npm").args(["run", "ops:cache:stats"]));
-    assert!(text(&stats).contains("Nx cache") && text(&stats).contains("entries   3"), "{}", text(&stats));
-
-    // No sidecar: the hook started a one-shot maintenance run, which stamped its check.
+    // A run, then every ops:* script through the package manager, straight to the binary.
+    nx(&scratch, &ws, pm, &["run-many", "-t", "build"]);
+    let script = |name: &str, extra: &[&str]| {
+        let out = tool(&scratch, &ws, &pm.program()).args(["run", name]).args(extra).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        text(&out)
+    };
+    let stats = script("ops:cache:stats", &[]);
+    assert!(stats.contains("Nx cache") && stats.contains("entries   3"), "{stats}");
+    assert!(!stats.contains("nx run"), "the script does not go through Nx: {stats}");
+    // createNodes (the graph of the run above) started the maintenance check, which stamped it.
     let state = nxops::config::state_dir(
         &nxops::environment::Environment::from_pairs([("HOME", scratch.home().to_str().unwrap())]),
         &ws,
@@ -96,42 +179,42 @@ fn the_packed_plugin_works_in_a_fresh_nx_24_workspace() {
         assert!(Instant::now() < deadline, "no maintenance stamp in {}", state.display());
         std::thread::sleep(Duration::from_millis(50));
     }
-
-    // With a sidecar: tasks see its socket, and each run's results reach it.
-    let mut sidecar = Sidecar::started(&scratch, &ws);
-    let socket =
-        json_of(&run_ok(scratch.nxops(&ws).args(["call", "nxops/workspace/list"])))["workspaces"][0]["role"]["socket"]
-            .as_str()
-            .unwrap()
-            .to_string();
-    std::fs::write(
-        ws.join("packages/alpha/build.js"),
-        std::fs::read_to_string(ws.join("packages/alpha/build.js")).unwrap()
-            + "fs.writeFileSync(path.join(out, 'socket.txt'), String(process.env.NXOPS_SOCKET));\n",
-    )
-    .unwrap();
-    nx(&scratch, &ws, &["run-many", "-t", "build"]);
-    assert_eq!(std::fs::read_to_string(ws.join("dist/alpha/socket.txt")).unwrap(), socket);
-    std::fs::remove_dir_all(ws.join("dist")).unwrap();
-    nx(&scratch, &ws, &["run-many", "-t", "build"]);
-    for project in ["alpha", "beta", "gamma"] {
-        assert!(ws.join(format!("dist/{project}/index.js")).exists(), "the cache hit restored dist/{project}");
+    for name in ["ops:cache:clean", "ops:perf:optimize", "ops:system:info", "ops:env:info", "ops:monitor:check"] {
+        script(name, &[]);
     }
+    script("ops:monitor:start", &["--", "--count", "1"]);
+    // Ctrl-C, monitor start's way out, to the whole foreground group: a success.
+    let mut monitor = tool(&scratch, &ws, &pm.program());
+    monitor.args(["run", "ops:monitor:start"]);
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        monitor.process_group(0).stdout(std::process::Stdio::null()).spawn().unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let pgid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process_group(pgid, rustix::process::Signal::INT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "ops:monitor:start after Ctrl-C: {status:?}");
+    let reset = script("ops:cache:reset", &[]);
+    let stats = script("ops:cache:stats", &[]);
+    assert!(stats.contains("entries   0"), "after a reset nothing is counted: {reset}\n{stats}");
 
+    // With a sidecar: every run is seen (no hook), the daemon off and on.
+    let mut sidecar = Sidecar::started(&scratch, &ws);
+    sidecar.request("nxops/subscribe", json!({"events": ["tasksReported"]})).unwrap();
+    nx(&scratch, &ws, pm, &["run-many", "-t", "build"]);
+    let off = sidecar.notification("nxops/tasksReported");
+    assert_eq!(off["params"]["summary"]["tasks"], 3, "{off}");
+    let _daemon = DaemonGuard(&scratch, &ws);
+    nx_env(&scratch, &ws, pm, &["run-many", "-t", "build"], "true");
+    let on = sidecar.notification("nxops/tasksReported");
+    assert_eq!(on["params"]["summary"], json!({"tasks": 3, "cacheHits": 3, "executed": 0, "failed": 0, "skipped": 0}));
+    assert_eq!(on["params"]["checkout"], json!(ws), "a checkout-local cache names its checkout");
     let runs = sidecar.request("nxops/tasks/runs", json!({"limit": 2})).unwrap();
-    let runs = runs["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 2, "{runs:?}");
-    let (last, first) = (&runs[0], &runs[1]);
-    assert_eq!(last["summary"], json!({"tasks": 3, "cacheHits": 3, "executed": 0, "failed": 0, "skipped": 0}));
-    assert_eq!(first["summary"]["tasks"], 3);
-    assert_eq!(
-        first["tasks"].as_array().unwrap().iter().find(|t| t["project"] == "alpha").unwrap()["status"],
-        "success"
-    );
+    let last = &runs["runs"][0];
     assert!(last["command"].as_str().unwrap().contains("run-many"), "{last}");
     for task in last["tasks"].as_array().unwrap() {
         assert_eq!(task["status"], "local-cache", "{task}");
-        assert!(task["hash"].as_str().is_some_and(|h| !h.is_empty()), "{task}");
     }
     drop(sidecar);
 
@@ -139,9 +222,29 @@ fn the_packed_plugin_works_in_a_fresh_nx_24_workspace() {
     let mut nx_json: Value = serde_json::from_slice(&std::fs::read(ws.join("nx.json")).unwrap()).unwrap();
     nx_json["plugins"] = json!([{"plugin": "@nxops/nx-plugin", "options": {"cache": {"maxSzie": "2GB"}}}]);
     std::fs::write(ws.join("nx.json"), serde_json::to_vec_pretty(&nx_json).unwrap()).unwrap();
-    let out =
-        scratch.tool(&ws, "node").arg(ws.join("node_modules/.bin/nx")).args(["show", "projects"]).output().unwrap();
+    let out = tool(&scratch, &ws, Path::new("node"))
+        .arg(ws.join("node_modules/.bin/nx"))
+        .args(["show", "projects"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let said = text(&out);
     assert!(said.contains("plugins[0].options.cache.maxSzie") && said.contains("did you mean"), "{said}");
+}
+
+/// The first file under `dir` whose path ends with `suffix` (pnpm's store layout).
+fn find_under(dir: &Path, suffix: &str) -> PathBuf {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().filter_map(Result::ok) {
+            let path = entry.path();
+            if path.to_string_lossy().ends_with(suffix) && path.is_file() {
+                return path;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    panic!("no {suffix} under {}", dir.display())
 }

@@ -11,7 +11,8 @@
 # Installs the plugin's dev dependencies from the committed lock (npm install
 # --prefer-offline) when package-lock.json changed since the last install (stamp
 # in node_modules), builds
-# it with tsc from a clean dist/, copies the binary to npm/linux-x64/bin/nxops
+# it with tsc from a clean dist/, copies the binary stripped (`strip -o`: no
+# symbols or debug info, about a sixth of the size) to npm/linux-x64/bin/nxops
 # and runs `npm pack` in both folders. Refuses to pack when the versions of the
 # crate, the binary, the two packages and the plugin's optional dependency differ.
 # Prints the two tarball paths on stdout; progress on stderr. Works from any cwd.
@@ -40,6 +41,7 @@ done
 
 command -v node >/dev/null 2>&1 || die "node not found on PATH"
 command -v npm >/dev/null 2>&1 || die "npm not found on PATH"
+command -v strip >/dev/null 2>&1 || die "strip not found on PATH (Debian: apt-get install binutils)"
 [ -f "$binary" ] && [ -x "$binary" ] || die "no executable nxops at $binary (build it first: cargo build --release, or pass --binary PATH)"
 
 json_field() { node -p "require(process.argv[1])$2" "$1"; }
@@ -60,9 +62,11 @@ log "building the plugin (tsc)"
 rm -rf "$plugin_dir/dist"
 (cd "$plugin_dir" && npm run --silent build >&2) || die "tsc failed"
 
-log "copying $binary to npm/linux-x64/bin/nxops"
+log "copying $binary, stripped, to npm/linux-x64/bin/nxops"
 mkdir -p "$platform_dir/bin"
-install -m 0755 "$binary" "$platform_dir/bin/nxops"
+rm -f "$platform_dir/bin/nxops"
+strip -o "$platform_dir/bin/nxops" "$binary" || die "strip failed on $binary"
+chmod 0755 "$platform_dir/bin/nxops"
 
 mkdir -p "$out"
 out="$(cd "$out" && pwd -P)"

@@ -1,7 +1,8 @@
 /**
  * `createNodes`: validates the plugin's options (an invalid option throws, and
- * Nx shows the error with its nx.json location) and adds one `nx:run-commands`
- * target per nxops command to the root project.
+ * Nx shows the error with its nx.json location), adds one `nx:run-commands`
+ * target per nxops command to the root project, and starts the automatic
+ * maintenance check when it is due (auto-maintenance.ts: detached, rate-limited).
  *
  * Each target runs `'<absolute nxops>' --workspace '<root>' <command>` from the
  * workspace root, uncached. The workspace is passed as an absolute path because
@@ -18,18 +19,19 @@ import { nxopsBinary } from './hooks';
 import { OPS_COMMANDS } from './ops-commands';
 import { optionsPointer, validateOptions, type NxopsPluginOptions } from './options';
 import { rootProjectName } from './root-project';
-import { workspacePaths } from './runtime';
+import { maintainIfDue } from './auto-maintenance';
+import { describe, warnOnce } from './warn';
 
 type TargetConfiguration = NonNullable<NonNullable<CreateNodesResult['projects']>[string]['targets']>[string];
 
 export const createNodes: CreateNodes<NxopsPluginOptions> = [
   'nx.json',
   (files, options, ctx) => {
-    validateOptions(options, optionsPointer(ctx.nxJsonConfiguration, options));
+    const values = validateOptions(options, optionsPointer(ctx.nxJsonConfiguration, options));
     const binary = nxopsBinary()?.path ?? 'nxops';
     const name = rootProjectName((path) => readIfPresent(join(ctx.workspaceRoot, path)));
     const targets = opsTargets(binary, ctx.workspaceRoot);
-    warmUp(ctx.workspaceRoot);
+    maintain(ctx.workspaceRoot, values.find((v) => v.key === 'cache.checkInterval')?.value);
     return files.map((file) => [file, { projects: { '.': { name, targets } } }] as const);
   },
 ];
@@ -54,12 +56,12 @@ export function shellQuote(text: string): string {
   return `'${text.replace(/'/g, `'\\''`)}'`;
 }
 
-/** Computes the sidecar socket path now, so the task hooks (same process, later) find it cached. */
-function warmUp(workspaceRoot: string): void {
+/** Starts the maintenance check when due; never fails the graph. */
+function maintain(workspaceRoot: string, intervalMs: number | undefined): void {
   try {
-    workspacePaths(workspaceRoot);
-  } catch {
-    // The hooks will say what is wrong, once.
+    maintainIfDue(workspaceRoot, intervalMs);
+  } catch (error) {
+    warnOnce('maintenance', `the automatic maintenance check was not started: ${describe(error)}`);
   }
 }
 

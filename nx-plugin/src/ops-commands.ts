@@ -2,7 +2,7 @@
  * The nxops commands the plugin exposes: as inferred targets on the root
  * project (`ops-cache-stats`, no colons, which Nx reserves for
  * project:target:configuration) and, through the init generator, as root
- * package.json scripts (`ops:cache:stats` -> `nx run <root>:ops-cache-stats`).
+ * package.json scripts (`ops:cache:stats` -> `nxops cache stats`, the package's bin).
  *
  * `perf optimize` and `monitor start|check` are not in the binary yet; their
  * targets exist already and print nxops's "unrecognized subcommand" until then.

@@ -35,15 +35,15 @@ const PACKAGE_JSON = `{
 }
 `;
 
-const SCRIPTS = (root) => [
-  ['ops:cache:stats', `nx run ${root}:ops-cache-stats`],
-  ['ops:cache:clean', `nx run ${root}:ops-cache-clean`],
-  ['ops:cache:reset', `nx run ${root}:ops-cache-reset`],
-  ['ops:perf:optimize', `nx run ${root}:ops-perf-optimize`],
-  ['ops:system:info', `nx run ${root}:ops-system-info`],
-  ['ops:env:info', `nx run ${root}:ops-env-info`],
-  ['ops:monitor:start', `nx run ${root}:ops-monitor-start`],
-  ['ops:monitor:check', `nx run ${root}:ops-monitor-check`],
+const SCRIPTS = () => [
+  ['ops:cache:stats', 'exec nxops cache stats'],
+  ['ops:cache:clean', 'exec nxops cache clean'],
+  ['ops:cache:reset', 'exec nxops cache reset'],
+  ['ops:perf:optimize', 'exec nxops perf optimize'],
+  ['ops:system:info', 'exec nxops system info'],
+  ['ops:env:info', 'exec nxops env info'],
+  ['ops:monitor:start', 'exec nxops monitor start'],
+  ['ops:monitor:check', 'exec nxops monitor check'],
 ];
 
 async function generate(files) {
@@ -129,18 +129,15 @@ describe('init generator', () => {
     assert.equal(files['package.json'], packageJson.replace('"echo mine"', `"echo mine"${added}`));
   });
 
-  test('names the root project as Nx does: project.json, then package.json nx.name, then name', async () => {
-    const scriptOf = async (files) => JSON.parse((await generate(files)).files['package.json']).scripts['ops:env:info'];
-    const base = { 'nx.json': '{}\n' };
-    assert.equal(
-      await scriptOf({ ...base, 'package.json': '{"name": "pkg"}', 'project.json': '{"name": "proj"}' }),
-      'nx run proj:ops-env-info',
-    );
-    assert.equal(
-      await scriptOf({ ...base, 'package.json': '{"name": "pkg", "nx": {"name": "nxname"}}' }),
-      'nx run nxname:ops-env-info',
-    );
-    assert.equal(await scriptOf({ ...base, 'package.json': '{"private": true}' }), 'nx run nxops-workspace:ops-env-info');
+  test('--hooks also registers the opt-in hooks plugin, once', async () => {
+    const tree = await generate({ 'nx.json': '{}\n' });
+    assert.deepEqual(JSON.parse(tree.files['nx.json']).plugins, [{ plugin: '@nxops/nx-plugin', options: {} }]);
+    await initGenerator(tree, { hooks: true });
+    const plugins = JSON.parse(tree.files['nx.json']).plugins;
+    assert.deepEqual(plugins, [{ plugin: '@nxops/nx-plugin', options: {} }, '@nxops/nx-plugin/hooks']);
+    const again = memoryTree(tree.files);
+    await initGenerator(again, { hooks: true });
+    assert.deepEqual(again.writes, []);
   });
 
   test('without package.json only nx.json is written; without nx.json one is made', async () => {

@@ -1,7 +1,9 @@
 // The plugin inside real Nx 24 (the nx devDependency): installed into a fresh
 // workspace the way npm installs it, its init generator run twice through
-// `nx g`, its targets in `nx show project`, NXOPS_SOCKET reaching a task, the
-// run's report reaching a (fake) sidecar, and bad options stopping the graph.
+// `nx g`, its targets in `nx show project`, no hook by default (tasks see no
+// NXOPS_SOCKET, nothing is reported), then `init --hooks`: NXOPS_SOCKET reaching
+// a task and the run's report reaching a (fake) sidecar; bad options stopping
+// the graph.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -31,7 +33,7 @@ function workspace(t) {
   for (const entry of readdirSync(join(pluginRoot, 'node_modules'))) {
     if (!entry.startsWith('.') && entry !== '@nxops') symlinkSync(join(pluginRoot, 'node_modules', entry), join(modules, entry));
   }
-  for (const file of ['package.json', 'settings.json', 'generators.json', 'generators', 'dist']) {
+  for (const file of ['package.json', 'settings.json', 'generators.json', 'generators', 'dist', 'hooks.js', 'bin']) {
     cpSync(join(pluginRoot, file), join(modules, '@nxops', 'nx-plugin', file), { recursive: true });
   }
   const runtime = join(dir, 'run');
@@ -82,14 +84,14 @@ async function recordingSidecar(t, path) {
 }
 
 describe('in real Nx 24', () => {
-  test('init twice, targets on the root project, NXOPS_SOCKET in tasks, the run reported', async (t) => {
+  test('init twice, targets on the root project, no hooks; with --hooks NXOPS_SOCKET in tasks and the run reported', async (t) => {
     const w = workspace(t);
     const first = await nx(w, 'g', '@nxops/nx-plugin:init');
     assert.equal(first.code, 0, first.stderr + first.stdout);
     const files = () => ['nx.json', 'package.json'].map((f) => readFileSync(join(w.ws, f), 'utf-8'));
     const afterFirst = files();
     assert.deepEqual(JSON.parse(afterFirst[0]).plugins, [{ plugin: '@nxops/nx-plugin', options: {} }]);
-    assert.equal(JSON.parse(afterFirst[1]).scripts['ops:cache:stats'], 'nx run itest:ops-cache-stats');
+    assert.equal(JSON.parse(afterFirst[1]).scripts['ops:cache:stats'], 'exec nxops cache stats');
     const second = await nx(w, 'g', '@nxops/nx-plugin:init');
     assert.equal(second.code, 0, second.stderr);
     assert.deepEqual(files(), afterFirst);
@@ -105,6 +107,15 @@ describe('in real Nx 24', () => {
     assert.match(stats.stdout, new RegExp(`nxops --workspace ${w.ws} cache stats`));
 
     const received = await recordingSidecar(t, w.socket);
+    const plain = await nx(w, 'run', 'a:sock');
+    assert.equal(plain.code, 0, plain.stderr + plain.stdout);
+    assert.equal(readFileSync(join(w.ws, 'sock.txt'), 'utf-8'), 'unset', 'no hook by default');
+    assert.deepEqual(received, [], 'nothing reported by default');
+
+    const hooks = await nx(w, 'g', '@nxops/nx-plugin:init', '--hooks');
+    assert.equal(hooks.code, 0, hooks.stderr + hooks.stdout);
+    const plugins = JSON.parse(readFileSync(join(w.ws, 'nx.json'), 'utf-8')).plugins;
+    assert.deepEqual(plugins, [{ plugin: '@nxops/nx-plugin', options: {} }, '@nxops/nx-plugin/hooks']);
     const run = await nx(w, 'run', 'a:sock');
     assert.equal(run.code, 0, run.stderr + run.stdout);
     assert.equal(readFileSync(join(w.ws, 'sock.txt'), 'utf-8'), w.socket);

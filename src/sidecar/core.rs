@@ -737,6 +737,7 @@ impl Core {
         let wake = Arc::new(tokio::sync::Notify::new());
         self.0.runtime.spawn(super::health_methods::watch(self.clone(), workspace.clone(), stop.clone()));
         self.0.runtime.spawn(super::nx_watch::watch(workspace.clone(), stop.clone()));
+        super::run_watch::start(self.clone(), workspace.clone(), stop.clone());
         let session_stop = stop.clone();
         self.0.runtime.spawn(super::maintenance::maintain(self.clone(), workspace.clone(), stop, wake.clone()));
         let listener = guard.listener();

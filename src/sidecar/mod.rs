@@ -19,11 +19,13 @@ pub mod mcp_methods;
 pub mod mcp_proxy;
 pub mod methods;
 pub mod metrics;
+pub mod nx_records;
 pub mod nx_watch;
 pub mod ownership;
 pub mod perf_methods;
 pub mod process_methods;
 pub mod progress;
+pub mod run_watch;
 pub mod session_methods;
 pub mod task_runs;
 

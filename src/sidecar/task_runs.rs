@@ -1,7 +1,10 @@
-//! Nx runs reported by the Nx plugin's `postTasksExecution` hook, kept by the
-//! workspace's owner: the last `KEPT` runs with their tasks, for `nxops/tasks/runs`
-//! and, later, the health report. A report also wakes the owner's maintenance
-//! check, so a run that pushed the cache over its limit is cleaned up promptly.
+//! Nx runs kept by the workspace's owner: the last `KEPT` runs with their tasks,
+//! for `nxops/tasks/runs` and the `tasksReported` event. They come from two
+//! sources: Nx's own records, watched by `run_watch` (always, no plugin needed),
+//! and the opt-in `@nxops/nx-plugin/hooks` plugin's `nxops/tasks/report`. A run
+//! both sources saw (same tasks, same times) is logged once. Logging a run also
+//! wakes the owner's maintenance check, so a run that pushed the cache over its
+//! limit is cleaned up promptly.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -75,6 +78,16 @@ pub struct Summary {
     pub skipped: usize,
 }
 
+/// Where the owner learned of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunSource {
+    /// Nx's task history and run.json, watched by the owner.
+    NxRecords,
+    /// The opt-in plugin hook's `nxops/tasks/report`.
+    PluginHook,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Run {
@@ -83,17 +96,47 @@ pub struct Run {
     pub start_time: Option<u64>,
     pub end_time: Option<u64>,
     pub received_at: u64,
+    pub source: RunSource,
+    /// The checkout that ran it, when known (see `run_watch` for when it is not).
+    pub checkout: Option<PathBuf>,
     pub summary: Summary,
     pub tasks: Vec<TaskResult>,
 }
 
-/// The owner's log of recent runs.
+/// The owner's log of recent runs, and what its watch of Nx's records last said.
 #[derive(Default)]
 pub struct RunLog {
     runs: Mutex<VecDeque<Run>>,
+    watch: Mutex<Option<String>>,
 }
 
 impl RunLog {
+    /// Adds a run unless the other source logged it already; true when added.
+    pub fn push(&self, run: Run) -> bool {
+        let mut runs = self.lock();
+        if runs.iter().rev().take(8).any(|r| r.source != run.source && same_tasks(r, &run)) {
+            return false;
+        }
+        runs.push_back(run);
+        while runs.len() > KEPT {
+            runs.pop_front();
+        }
+        true
+    }
+
+    /// The watch's problem (an unknown schema, say), or `None` when it reads fine.
+    pub fn set_watch_problem(&self, problem: Option<String>) {
+        *self.watch.lock().unwrap_or_else(|p| p.into_inner()) = problem;
+    }
+
+    pub fn watch_problem(&self) -> Option<String> {
+        self.watch.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn recent(&self, limit: usize) -> Vec<Run> {
+        self.lock().iter().rev().take(limit).cloned().collect()
+    }
+
     /// How many runs are kept.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -108,7 +151,33 @@ impl RunLog {
     }
 }
 
-fn summarize(tasks: &[TaskResult]) -> Summary {
+/// Two logs of one run: the same tasks (hash and start), times known.
+fn same_tasks(a: &Run, b: &Run) -> bool {
+    let key = |r: &Run| {
+        let mut k: Vec<(Option<String>, Option<u64>)> =
+            r.tasks.iter().map(|t| (t.hash.clone(), t.start_time)).collect();
+        k.sort();
+        k
+    };
+    !a.tasks.is_empty() && a.tasks.iter().all(|t| t.start_time.is_some()) && key(a) == key(b)
+}
+
+/// Logs `run` on `owned` (unless logged already), wakes its maintenance check and
+/// publishes `tasksReported` for `root`. True when the run was new.
+pub fn record(core: &super::core::Core, root: &std::path::Path, owned: &super::core::Owned, run: Run) -> bool {
+    let event = json!({
+        "workspace": root, "runId": run.run_id, "command": run.command, "summary": run.summary,
+        "source": run.source, "checkout": run.checkout,
+    });
+    if !owned.runs.push(run) {
+        return false;
+    }
+    owned.maintenance.notify_one();
+    core.publish("tasksReported", event);
+    true
+}
+
+pub(crate) fn summarize(tasks: &[TaskResult]) -> Summary {
     let mut s = Summary { tasks: tasks.len(), ..Summary::default() };
     for t in tasks {
         match t.status.as_str() {
@@ -158,29 +227,22 @@ pub async fn run(ctx: &CallCtx, ws: &Workspace, method: &str, raw: Value) -> Res
                 start_time: params.start_time,
                 end_time: params.end_time,
                 received_at: now_ms(),
+                source: RunSource::PluginHook,
+                checkout: Some(ws.root.clone()),
                 summary,
                 tasks: params.tasks,
             };
-            let event = json!({"workspace": ws.root, "runId": run.run_id, "command": run.command, "summary": summary});
-            {
-                let mut runs = owned.runs.lock();
-                runs.push_back(run);
-                while runs.len() > KEPT {
-                    runs.pop_front();
-                }
-            }
-            owned.maintenance.notify_one();
-            ctx.core.publish("tasksReported", event);
+            record(&ctx.core, &ws.root, &owned, run);
             Ok(json!({"accepted": summary.tasks}))
         }
         "nxops/tasks/runs" => {
             let params: RunsParams = parse(method, raw)?;
             let limit = params.limit.unwrap_or(10).min(KEPT);
-            let runs: Vec<Run> = match &owned {
-                Some(owned) => owned.runs.lock().iter().rev().take(limit).cloned().collect(),
-                None => Vec::new(),
+            let (runs, problem) = match &owned {
+                Some(owned) => (owned.runs.recent(limit), owned.runs.watch_problem()),
+                None => (Vec::new(), None),
             };
-            Ok(json!({"workspace": ws.root, "sidecar": owned.is_some(), "runs": runs}))
+            Ok(json!({"workspace": ws.root, "sidecar": owned.is_some(), "watchProblem": problem, "runs": runs}))
         }
         other => Err(RpcError::UnknownMethod(other.to_string())),
     }
@@ -213,5 +275,31 @@ mod tests {
                 .collect();
         let s = summarize(&tasks);
         assert_eq!((s.tasks, s.cache_hits, s.executed, s.failed, s.skipped), (6, 3, 2, 1, 1));
+    }
+
+    fn logged(source: RunSource, start: Option<u64>) -> Run {
+        let tasks = vec![TaskResult { start_time: start, ..task("success") }];
+        Run {
+            run_id: "r".into(),
+            command: None,
+            start_time: None,
+            end_time: None,
+            received_at: 0,
+            source,
+            checkout: None,
+            summary: summarize(&tasks),
+            tasks,
+        }
+    }
+
+    #[test]
+    fn a_run_both_sources_saw_is_logged_once() {
+        let log = RunLog::default();
+        assert!(log.push(logged(RunSource::NxRecords, Some(5))));
+        assert!(!log.push(logged(RunSource::PluginHook, Some(5))), "the hook's report of the same tasks");
+        assert!(log.push(logged(RunSource::PluginHook, Some(6))), "another run");
+        assert!(log.push(logged(RunSource::NxRecords, Some(5))), "the same source twice is two runs");
+        assert!(log.push(logged(RunSource::PluginHook, None)), "no times: nothing to match by");
+        assert_eq!(log.len(), 4);
     }
 }
