@@ -66,7 +66,7 @@ pub const RECENT_SECS: i64 = 3600;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error(
-        "Nx has not run in {} yet: no task cache in {} and no database in {}; run a cacheable Nx task first (for example `nx run-many -t build`)",
+        "Nx has not run in {} yet, or not since its cache was reset: no task cache in {} and no database in {}; run a cacheable Nx task first (for example `nx run-many -t build`)",
         .root.display(), .cache_dir.display(), .db_dir.display()
     )]
     NxNotRun { root: PathBuf, cache_dir: PathBuf, db_dir: PathBuf },
@@ -100,8 +100,9 @@ pub struct CachePaths {
 }
 
 impl CachePaths {
-    /// The cache as it is now. Before Nx's first run (no database, and no cache
-    /// folder or an empty one) the error says that Nx has not run yet; only a
+    /// The cache as it is now. Before Nx's first run, or its first since a reset
+    /// (no database, and no cache folder or an empty one), the error says that
+    /// Nx has not run yet; only a
     /// cache with entries but no database is refused as not Nx 24's layout.
     pub fn of(ws: &Workspace) -> Result<CachePaths, CacheError> {
         let nx = ws.nx();
