@@ -1,6 +1,7 @@
 //! The cache manager against real Nx 24: eviction keeps Nx's database and the
 //! folders in step, kept entries restore byte for byte, evicted ones re-run,
-//! a clean racing `nx run-many` breaks nothing, and verify finds what Nx would
+//! a clean racing `nx run-many` breaks nothing (forced too, while Nx writes new
+//! entries), running tasks are protected in both layouts, and verify finds what Nx would
 //! serve wrong.
 
 mod common;
@@ -59,6 +60,17 @@ impl Filled {
         let conn = rusqlite::Connection::open(&self.db).unwrap();
         conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
         conn.execute(&format!("UPDATE cache_outputs SET accessed_at = datetime('now', '-{hours} hours'), created_at = datetime('now', '-{hours} hours')"), []).unwrap();
+    }
+
+    /// The cache's database and the checkout's own (the same file in the local layout).
+    fn databases(&self) -> Vec<PathBuf> {
+        let mut found = vec![self.db.clone()];
+        for item in std::fs::read_dir(self.ws.join(".nx/workspace-data")).into_iter().flatten().flatten() {
+            if item.path().extension().is_some_and(|e| e == "db") && item.path() != self.db {
+                found.push(item.path());
+            }
+        }
+        found
     }
 
     fn rows(&self) -> Vec<String> {
@@ -189,6 +201,59 @@ fn clean_looping_during_run_many_breaks_no_run_and_no_hit() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let cleans = cleaner.join().unwrap();
     assert!(cleans >= 2, "the cleaner ran during the runs ({cleans} times)");
+}
+
+/// `clean --force` with a limit of one byte, looping beside runs that write new
+/// entries (every source changes each round): Nx writes an entry's folder first
+/// and its row last, and no forced clean may take a folder Nx is writing. Every
+/// run succeeds and every hit restores exactly what the run before it built.
+#[test]
+fn forced_clean_looping_beside_new_entries_breaks_no_run_and_no_hit() {
+    let f = filled("none");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cleaner = {
+        let (stop, ws, home) = (stop.clone(), f.ws.clone(), f.scratch.home().to_path_buf());
+        std::thread::spawn(move || {
+            let mut cleans = 0;
+            let mut orphans = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut cmd = Command::new(common::nxops_bin());
+                cmd.args(["cache", "clean", "--max-size", "1", "--force", "--json"])
+                    .current_dir(&ws)
+                    .env("HOME", &home);
+                let report = json_of(&run_ok(&mut cmd));
+                orphans += report["removed"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r["reason"].as_str().unwrap_or("").starts_with("orphan"))
+                    .count();
+                cleans += 1;
+            }
+            (cleans, orphans)
+        })
+    };
+    let mut hits = 0;
+    for round in 0..6 {
+        for project in ["alpha", "beta", "gamma"] {
+            let source = f.ws.join(format!("packages/{project}/src/index.js"));
+            let mut text = std::fs::read_to_string(&source).unwrap();
+            text.push_str(&format!("// round {round}\n"));
+            std::fs::write(&source, text).unwrap();
+        }
+        let built = f.run_many();
+        assert!(built.values().all(|s| s == "cache-miss"), "round {round}: new sources run: {built:?}");
+        let expected = snapshot(&f.ws.join("dist"));
+        std::fs::remove_dir_all(f.ws.join("dist")).unwrap();
+        let again = f.run_many();
+        hits += again.values().filter(|s| s.starts_with("local-cache")).count();
+        assert_eq!(snapshot(&f.ws.join("dist")), expected, "round {round}: a hit restored other outputs: {again:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (cleans, orphans) = cleaner.join().unwrap();
+    assert!(cleans >= 6, "the forced cleaner ran during the runs ({cleans} times)");
+    assert!(hits > 0, "some entries lived long enough to be hits");
+    assert_eq!(orphans, 0, "no folder Nx was writing was swept as an orphan");
 }
 
 #[test]
@@ -350,7 +415,20 @@ fn reset_runs_nx_reset_and_falls_back_to_manual_cleanup_when_it_hangs() {
 
 #[test]
 fn entries_of_a_running_task_are_kept() {
-    let f = filled("none");
+    running_task_kept("none", &[]);
+}
+
+/// In the shared layout Nx records running tasks in the checkout's own
+/// database (no cache tables), not in the cache's; `--force` keeps them too.
+#[test]
+fn entries_of_a_running_task_are_kept_in_the_shared_layout_even_forced() {
+    running_task_kept("remote", &["--force"]);
+}
+
+fn running_task_kept(git: &str, extra: &[&str]) {
+    let f = filled(git);
+    let layout = if f.databases().len() == 2 { "remote" } else { "none" };
+    assert_eq!(layout, git, "a remote means the shared layout: {:?}", f.databases());
     // A cacheable task that takes a while; its first run leaves an entry.
     let project = f.ws.join("packages/alpha/project.json");
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&project).unwrap()).unwrap();
@@ -387,10 +465,17 @@ fn entries_of_a_running_task_are_kept() {
     // Wait until Nx records the task as running (it first builds the project graph).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let conn = rusqlite::Connection::open(&f.db).unwrap();
-        let found: i64 = conn
-            .query_row("SELECT COUNT(*) FROM task_invocations WHERE task_id LIKE 'alpha:slow%'", [], |r| r.get(0))
-            .unwrap_or(0);
+        let found: i64 = f
+            .databases()
+            .iter()
+            .map(|db| {
+                let conn = rusqlite::Connection::open(db).unwrap();
+                conn.query_row("SELECT COUNT(*) FROM task_invocations WHERE task_id LIKE 'alpha:slow%'", [], |r| {
+                    r.get(0)
+                })
+                .unwrap_or(0)
+            })
+            .sum();
         if found > 0 {
             break;
         }
@@ -398,7 +483,7 @@ fn entries_of_a_running_task_are_kept() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     f.age_entries(2);
-    let report = f.nxops(&["cache", "clean", "--max-size", "1"]);
+    let report = f.nxops(&[&["cache", "clean", "--max-size", "1"][..], extra].concat());
     let _ = running.wait();
     let kept: Vec<&Value> =
         report["skipped"].as_array().unwrap().iter().filter(|s| s["hash"] == json!(first[0])).collect();

@@ -7,11 +7,23 @@
 //! and terminal output into the trash and deletes the row if `accessed_at` is
 //! unchanged. The trash is emptied in parallel after the batch commits.
 //!
-//! `--force` removes the two protections a normal run keeps: entries used or
-//! written in the last hour, and entries of tasks Nx records as running. It
-//! keeps a 10-second grace (Nx stamps `accessed_at` in whole seconds), never
-//! removes the guard on `accessed_at`, never follows symlinks and never touches
-//! anything outside the cache folder.
+//! `--force` skips the age rule for finished entries (a row with its folder,
+//! used or written in the last hour), and only that: it may skip age rules,
+//! never correctness. What Nx may be writing or reading stays protected with
+//! `--force` too, from Nx 24's write order (`NxCache::put`: remove the folder,
+//! create it, write the terminal output, copy the outputs, insert the row last;
+//! a hit stamps `accessed_at`, then reads the folder):
+//! - a 10-second grace after `accessed_at` (Nx stamps whole seconds);
+//! - entries of tasks Nx records as running (a re-run under the same hash
+//!   removes and rewrites its folder), from the cache's database and, in the
+//!   shared layout, the checkout's own `.nx/workspace-data` database;
+//! - folders and terminal outputs without a row, and rows without a folder,
+//!   younger than an hour: an entry being written looks like that until its
+//!   row is inserted. Orphans are checked again inside the write transaction
+//!   that takes them.
+//!
+//! It never removes the guard on `accessed_at`, never follows symlinks and
+//! never touches anything outside the cache folder.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -237,8 +249,7 @@ fn note(report: &mut CleanReport, removed: Removed) {
 pub fn plan(paths: &CachePaths, db: &NxDb, options: CleanOptions) -> Result<Plan, CacheError> {
     let now = now_secs();
     let rows = db.rows()?;
-    let running: HashSet<String> =
-        if options.force { HashSet::new() } else { paths.running_tasks(db).into_iter().collect() };
+    let running: HashSet<String> = paths.running_tasks(db)?.into_iter().collect();
     let (mut evict, mut skipped, mut kept) = (Vec::new(), Vec::new(), Vec::new());
     let cutoff = now - options.max_age.as_secs() as i64;
     let entries = || rows.iter().enumerate().filter(|(_, r)| r.is_cache_entry);
@@ -272,11 +283,12 @@ pub fn plan(paths: &CachePaths, db: &NxDb, options: CleanOptions) -> Result<Plan
         marked[i] = true;
     }
     for (i, row) in entries() {
-        if !marked[i] && !paths.entry(&row.hash).exists() && (options.force || now - row.created >= RECENT_SECS) {
+        // Even with `force`: a re-put removes the folder before writing it again.
+        if !marked[i] && !paths.entry(&row.hash).exists() && now - row.created >= RECENT_SECS {
             evict.push((i, Reason::RowWithoutFolder));
         }
     }
-    let mut orphans = orphan_files(paths, &rows, now, options.force);
+    let mut orphans = orphan_files(paths, &rows, now);
     orphans.sort_by(|a, b| a.0.cmp(&b.0));
     let removed_bytes: u64 = evict.iter().map(|&(i, _)| rows[i].size).sum();
     let after =
@@ -286,24 +298,26 @@ pub fn plan(paths: &CachePaths, db: &NxDb, options: CleanOptions) -> Result<Plan
 
 /// Why an entry must be kept, if it must. The 10-second grace holds even with
 /// `force`, here as in `take_entry`, so a dry run lists what a clean would do.
+/// A running task's entries are kept even with `force`: Nx may be rewriting
+/// one of them (a re-run under the same hash removes its folder first).
 fn protected(row: &Row, now: i64, running: &HashSet<String>, force: bool) -> Option<String> {
     if now - row.accessed < GRACE_SECS {
         return Some("used in the last 10 seconds".into());
     }
-    if force {
-        return None;
-    }
-    if now - row.accessed < RECENT_SECS {
-        return Some("used in the last hour".into());
-    }
     let task = format!("{}:{}", row.project().unwrap_or(""), row.target().unwrap_or(""));
-    running.contains(&task).then(|| format!("task {task} is running"))
+    if running.contains(&task) {
+        return Some(format!("task {task} is running"));
+    }
+    (!force && now - row.accessed < RECENT_SECS).then(|| "used in the last hour".into())
 }
 
 /// Entry folders and terminal outputs no row knows about, and leftover trash.
-fn orphan_files(paths: &CachePaths, rows: &[Row], now: i64, force: bool) -> Vec<(PathBuf, Reason, u64)> {
+/// Only those untouched for an hour, even with `--force`: Nx writes an entry's
+/// folder and terminal output first and inserts its row last, so a young one
+/// without a row may be an entry Nx is writing right now.
+fn orphan_files(paths: &CachePaths, rows: &[Row], now: i64) -> Vec<(PathBuf, Reason, u64)> {
     let known: HashSet<&str> = rows.iter().map(|r| &*r.hash).collect();
-    let old_enough = |path: &std::path::Path| force || age_of(path, now) >= RECENT_SECS;
+    let old_enough = |path: &std::path::Path| age_of(path, now) >= RECENT_SECS;
     let mut out = Vec::new();
     for (dir, reason) in [
         (paths.cache_dir.clone(), Reason::OrphanFolder),
@@ -389,15 +403,33 @@ fn execute(
         done += batch.len() as u64;
         progress(done, total);
     }
-    for (path, reason, bytes) in &plan.orphans {
+    for batch in plan.orphans.chunks(BATCH) {
         if cancel.is_cancelled() {
             report.cancelled = true;
             return Ok(());
         }
-        if let Ok(Some(_)) = trash.take(path) {
-            note(report, removed_orphan(path, *reason, *bytes));
+        // Inside a write transaction, so Nx cannot record one of them meanwhile;
+        // each is checked again: still without a row, still untouched for an hour.
+        let outcome = db.batch(|tx| {
+            let mut taken = Vec::new();
+            for (path, reason, bytes) in batch {
+                if *reason != Reason::Trash {
+                    let hash = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    if !matches!(tx.has_row(&hash), Ok(false)) || age_of(path, now_secs()) < RECENT_SECS {
+                        continue;
+                    }
+                }
+                if let Ok(Some(_)) = trash.take(path) {
+                    taken.push(removed_orphan(path, *reason, *bytes));
+                }
+            }
+            taken
+        })?;
+        // Orphans have no row to delete: a failed commit changes nothing they depend on.
+        for removed in outcome.0 {
+            note(report, removed);
         }
-        done += 1;
+        done += batch.len() as u64;
         progress(done, total);
     }
     Ok(())
@@ -549,7 +581,8 @@ impl Report for CleanReport {
                 *why.entry(skip.why.as_str()).or_default() += 1;
             }
             let why: Vec<String> = why.iter().map(|(w, n)| format!("{n} {w}")).collect();
-            let hint = if self.force { "" } else { "; --force removes the protected ones" };
+            let recent = why.iter().any(|w| w.ends_with("used in the last hour"));
+            let hint = if recent && !self.force { "; --force takes those used in the last hour" } else { "" };
             totals.push("kept", format!("{} entries that qualified ({}){hint}", self.skipped.len(), why.join(", ")));
         }
         totals.render(&mut out);

@@ -226,31 +226,9 @@ impl NxDb {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
-    /// `project:target` of tasks Nx records as running right now: `running_tasks`
-    /// (continuous tasks) and `task_invocations` (every task a live `nx` is running),
-    /// keeping rows whose process is alive.
+    /// `project:target` of tasks Nx records as running in this database.
     pub fn running_tasks(&self) -> Result<Vec<String>, DbError> {
-        let mut running = Vec::new();
-        for (table, [task, pid, root]) in
-            [("running_tasks", ["task_id", "pid", "pid"]), ("task_invocations", ["task_id", "pid", "root_pid"])]
-        {
-            let have = columns_of(&self.conn, table).map_err(|e| self.err(e))?;
-            if ![task, pid, root].iter().all(|c| have.iter().any(|h| h == c)) {
-                continue;
-            }
-            let sql = format!("SELECT {task}, {pid}, {root} FROM {table}");
-            let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                let (task, pid, root) = row.map_err(|e| self.err(e))?;
-                if alive(pid) || alive(root) {
-                    running.push(project_target(&task));
-                }
-            }
-        }
-        Ok(running)
+        running_in(&self.conn).map_err(|e| self.err(e))
     }
 
     /// Runs `work` inside one short write transaction (`BEGIN IMMEDIATE`), so Nx
@@ -283,6 +261,15 @@ impl Batch<'_> {
             .map(Option::flatten)
     }
 
+    /// Whether `cache_outputs` has a row for `hash` (an entry or not).
+    pub fn has_row(&self, hash: &str) -> rusqlite::Result<bool> {
+        self.tx
+            .prepare_cached("SELECT 1 FROM cache_outputs WHERE hash = ?1")?
+            .query_row(params![hash], |_| Ok(()))
+            .optional()
+            .map(|found| found.is_some())
+    }
+
     /// Deletes the row only if it was not used since `accessed` (Unix seconds). True when deleted.
     pub fn delete_if_unused(&self, hash: &str, accessed: i64) -> rusqlite::Result<bool> {
         let n = self
@@ -296,6 +283,43 @@ impl Batch<'_> {
 }
 
 /// `project:target` of a task id (`project:target` or `project:target:configuration`).
+/// `project:target` of tasks Nx records as running in the database at `path`,
+/// which needs no cache table: in the shared layout Nx records a checkout's
+/// running tasks in its own `.nx/workspace-data` database, which has none.
+/// Opened read-only; a missing file is an error, as is a locked one after 10 s.
+pub fn running_tasks_at(path: &Path) -> Result<Vec<String>, DbError> {
+    let sqlite = |source| DbError::Sqlite { path: path.to_path_buf(), source };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite)?;
+    running_in(&conn).map_err(sqlite)
+}
+
+/// `running_tasks` (continuous tasks) and `task_invocations` (every task a live
+/// `nx` is running), keeping rows whose process (or its root `nx`) is alive.
+/// Nx records task ids (`project:target[:configuration]`), not hashes, so
+/// protection is per task: every entry of a running task is kept.
+fn running_in(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut running = Vec::new();
+    for (table, [task, pid, root]) in
+        [("running_tasks", ["task_id", "pid", "pid"]), ("task_invocations", ["task_id", "pid", "root_pid"])]
+    {
+        let have = columns_of(conn, table)?;
+        if ![task, pid, root].iter().all(|c| have.iter().any(|h| h == c)) {
+            continue;
+        }
+        let mut stmt = conn.prepare(&format!("SELECT {task}, {pid}, {root} FROM {table}"))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
+        for row in rows {
+            let (task, pid, root) = row?;
+            if alive(pid) || alive(root) {
+                running.push(project_target(&task));
+            }
+        }
+    }
+    Ok(running)
+}
+
 fn project_target(task_id: &str) -> String {
     task_id.splitn(3, ':').take(2).collect::<Vec<_>>().join(":")
 }

@@ -77,6 +77,8 @@ pub enum CacheError {
     NoDatabase { db_dir: PathBuf, cache_dir: PathBuf },
     #[error(transparent)]
     Db(#[from] db::DbError),
+    #[error("cannot tell which tasks Nx is running, so nothing was cleaned: {0}")]
+    RunningTasks(db::DbError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 }
@@ -138,16 +140,18 @@ impl CachePaths {
         self.cache_dir.join("terminalOutputs").join(hash)
     }
 
-    /// `project:target` of tasks running now, from whichever database records them.
-    pub fn running_tasks(&self, shared: &db::NxDb) -> Vec<String> {
-        let mut running = shared.running_tasks().unwrap_or_default();
+    /// `project:target` of tasks running now, from both databases that record
+    /// them: the cache's and, in the shared layout, the checkout's own. An
+    /// unreadable record is an error: a clean that cannot tell what runs must not
+    /// guess.
+    pub fn running_tasks(&self, shared: &db::NxDb) -> Result<Vec<String>, CacheError> {
+        let mut running = shared.running_tasks().map_err(CacheError::RunningTasks)?;
         if let Some(local) = &self.local_db_file
             && local != &self.db_file
-            && let Ok(db) = db::NxDb::open(local)
         {
-            running.extend(db.running_tasks().unwrap_or_default());
+            running.extend(db::running_tasks_at(local).map_err(CacheError::RunningTasks)?);
         }
-        running
+        Ok(running)
     }
 }
 
