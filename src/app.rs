@@ -127,21 +127,25 @@ fn cache(
 ) -> anyhow::Result<()> {
     use crate::cache::{clean::CleanReport, reset::ResetReport, stats::CacheStats, verify::VerifyReport};
     let root = find_root(&start_dir(global)?)?;
-    let bad = |flag: &str, problem: String| ConfigError { location: flag.to_string(), problem };
+    // The value once: the parser's message may already quote it.
+    let bad = |flag: &str, value: &str, problem: String| {
+        let problem = if problem.contains(&format!("{value:?}")) { problem } else { format!("{value:?}: {problem}") };
+        ConfigError { location: flag.to_string(), problem }
+    };
     let (method, mut params) = match &command {
         CacheCommand::Stats { deep, .. } => ("nxops/cache/stats", json!({"deep": deep})),
         CacheCommand::Clean { max_size, max_age, dry_run, force } => {
             if let Some(size) = max_size {
-                config::units::parse_size(size).map_err(|e| bad("--max-size", format!("{size:?}: {e}")))?;
+                config::units::parse_size(size).map_err(|e| bad("--max-size", size, e))?;
             }
             if let Some(age) = max_age {
-                config::units::parse_duration(age).map_err(|e| bad("--max-age", format!("{age:?}: {e}")))?;
+                config::units::parse_duration(age).map_err(|e| bad("--max-age", age, e))?;
             }
             let params = json!({"maxSize": max_size, "maxAge": max_age, "dryRun": dry_run, "force": force});
             ("nxops/cache/clean", params)
         }
         CacheCommand::Reset { all, timeout } => {
-            config::units::parse_duration(timeout).map_err(|e| bad("--timeout", format!("{timeout:?}: {e}")))?;
+            config::units::parse_duration(timeout).map_err(|e| bad("--timeout", timeout, e))?;
             ("nxops/cache/reset", json!({"all": all, "timeout": timeout}))
         }
         CacheCommand::Verify { fix } => ("nxops/cache/verify", json!({"fix": fix})),
@@ -427,6 +431,9 @@ impl ProgressBar {
 
 /// The exit code for an error: 2 for bad input, 1 for everything else.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if let Some(crate::output::Reported(code)) = err.downcast_ref() {
+        return *code;
+    }
     let bad_input = err.chain().any(|cause| {
         cause.is::<ConfigError>()
             || cause.is::<WorkspaceError>()
@@ -579,7 +586,11 @@ fn in_process(
 
 fn show<T: Report + DeserializeOwned>(value: Value, format: Format) -> anyhow::Result<()> {
     let report: T = serde_json::from_value(value).context("the sidecar's answer does not match this nxops version")?;
-    emit(&report, format)
+    emit(&report, format)?;
+    match report.exit_code() {
+        0 => Ok(()),
+        code => Err(crate::output::Reported(code).into()),
+    }
 }
 
 /// A JSON value printed as it is.

@@ -125,10 +125,10 @@ pub enum CacheCommand {
     /// Evict by age, then least recently used down to 90% of the size limit, then sweep orphans
     Clean {
         /// Size limit for this run (default: the cache.maxSize setting), e.g. 2GB
-        #[arg(long, value_name = "SIZE")]
+        #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
         max_size: Option<String>,
         /// Age limit for this run (default: the cache.maxAge setting), e.g. 3d
-        #[arg(long, value_name = "DURATION")]
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         max_age: Option<String>,
         /// Print what would be removed and remove nothing
         #[arg(long)]

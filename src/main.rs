@@ -8,7 +8,9 @@ fn main() -> ExitCode {
     match nxops::app::run(cli, nxops::environment::Environment::from_process()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("nxops: error: {err:#}");
+            if !err.is::<nxops::output::Reported>() {
+                eprintln!("nxops: error: {err:#}");
+            }
             ExitCode::from(nxops::app::exit_code(&err))
         }
     }

@@ -9,7 +9,19 @@ use serde::Serialize;
 pub trait Report: Serialize {
     /// The human rendering, ending with a newline.
     fn human(&self) -> String;
+
+    /// The CLI's exit code once the report is printed: 0 unless the report says
+    /// the command did not do what it was asked (see [`Reported`]).
+    fn exit_code(&self) -> u8 {
+        0
+    }
 }
+
+/// A command whose report, already printed, says it failed: the CLI exits with
+/// this code and prints nothing more.
+#[derive(Debug, thiserror::Error)]
+#[error("the report above says what failed")]
+pub struct Reported(pub u8);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

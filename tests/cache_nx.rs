@@ -37,6 +37,15 @@ impl Filled {
         json_of(&run_ok(self.scratch.nxops(&self.ws).args(args).arg("--json")))
     }
 
+    /// A `--json` command that must exit with `code` (1: a report that says it failed).
+    fn nxops_exit(&self, args: &[&str], code: i32) -> Value {
+        let out = self.scratch.nxops(&self.ws).args(args).arg("--json").output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("nxops: error"), "the report says it all: {stderr}");
+        json_of(&out)
+    }
+
     /// `nx run-many -t build test`; returns hash -> cacheStatus from Nx's run.json.
     fn run_many(&self) -> BTreeMap<String, String> {
         let mut cmd = Command::new(self.ws.join("node_modules/.bin/nx"));
@@ -266,7 +275,7 @@ fn verify_finds_an_emptied_entry_and_fix_makes_the_next_run_a_clean_miss() {
     for item in std::fs::read_dir(f.cache.join(&build)).unwrap().flatten() {
         std::fs::remove_dir_all(item.path()).unwrap();
     }
-    let found = f.nxops(&["cache", "verify"]);
+    let found = f.nxops_exit(&["cache", "verify"], 1);
     let problems = found["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{found:#}");
     assert_eq!(problems[0]["hash"], json!(build));
@@ -286,7 +295,7 @@ fn verify_finds_an_emptied_entry_and_fix_makes_the_next_run_a_clean_miss() {
     let file = std::fs::read_dir(f.cache.join(&other).join("dist")).unwrap().next().unwrap().unwrap().path();
     let victim = std::fs::read_dir(&file).unwrap().flatten().find(|e| e.file_type().unwrap().is_file()).unwrap().path();
     std::fs::write(&victim, b"tampered").unwrap();
-    let changed = f.nxops(&["cache", "verify"]);
+    let changed = f.nxops_exit(&["cache", "verify"], 1);
     assert!(
         changed["problems"]
             .as_array()
@@ -522,7 +531,8 @@ fn a_cancelled_clean_stops_between_steps_and_reports_what_it_did() {
 }
 
 /// Runs `cmd` and fails the test (after killing it) when it takes longer than `secs`: a hang is a failure.
-fn run_within(cmd: &mut Command, secs: u64) -> Value {
+/// Runs `cmd` (a `--json` command), which must end within `secs` with exit code `code`.
+fn run_within(cmd: &mut Command, secs: u64, code: i32) -> Value {
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
@@ -535,6 +545,7 @@ fn run_within(cmd: &mut Command, secs: u64) -> Value {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(code), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     json_of(&out)
 }
 
@@ -582,7 +593,8 @@ fn verify_and_deep_stats_never_follow_a_trap_out_of_the_cache() {
     let _ = std::fs::remove_file(&term);
     std::os::unix::fs::symlink(outside.join("terminal.txt"), &term).unwrap();
 
-    let report = run_within(f.scratch.nxops(&f.ws).args(["cache", "verify", "--json"]), 60);
+    // Problems found: exit 1.
+    let report = run_within(f.scratch.nxops(&f.ws).args(["cache", "verify", "--json"]), 60, 1);
     let problems = report["problems"].as_array().unwrap();
     let problem = |hash: &str| problems.iter().find(|p| p["hash"] == json!(hash)).cloned().unwrap_or(Value::Null);
     assert_eq!(problems.len(), 4, "{report:#}");
@@ -600,7 +612,7 @@ fn verify_and_deep_stats_never_follow_a_trap_out_of_the_cache() {
     assert_eq!(report["checked"], 8, "the symlinked entry is checked as itself, not as the outside folder");
     assert_eq!(report["recorded"], 0, "nothing outside was digested as a first sight");
 
-    let deep = run_within(f.scratch.nxops(&f.ws).args(["cache", "stats", "--deep", "--json"]), 60);
+    let deep = run_within(f.scratch.nxops(&f.ws).args(["cache", "stats", "--deep", "--json"]), 60, 0);
     let items = deep["deep"]["unsafeItems"].as_array().unwrap();
     let paths: Vec<&str> = items.iter().map(|i| i["path"].as_str().unwrap()).collect();
     assert!(paths.contains(&linked.as_str()), "{deep:#}");
@@ -608,13 +620,14 @@ fn verify_and_deep_stats_never_follow_a_trap_out_of_the_cache() {
     assert!(paths.contains(&format!("terminalOutputs/{terminal}").as_str()), "{deep:#}");
     assert_eq!(deep["deep"]["orphans"]["rowsWithoutFolder"], 0, "a symlinked entry is not a missing folder: {deep:#}");
 
-    let fixed = run_within(f.scratch.nxops(&f.ws).args(["cache", "verify", "--fix", "--json"]), 60);
+    // All of them fixed: exit 0.
+    let fixed = run_within(f.scratch.nxops(&f.ws).args(["cache", "verify", "--fix", "--json"]), 60, 0);
     assert_eq!(fixed["fixed"], 4, "{fixed:#}");
     assert_eq!(std::fs::read_to_string(outside.join("precious.txt")).unwrap(), "keep me");
     assert!(std::fs::symlink_metadata(outside.join("pipe")).unwrap().file_type().is_fifo());
     assert_eq!(std::fs::metadata(outside.join("terminal.txt")).unwrap().len(), 1 << 20);
     assert!(!f.cache.join(linked).exists() && std::fs::symlink_metadata(f.cache.join(linked)).is_err());
-    let after = run_within(f.scratch.nxops(&f.ws).args(["cache", "verify", "--json"]), 60);
+    let after = run_within(f.scratch.nxops(&f.ws).args(["cache", "verify", "--json"]), 60, 0);
     assert_eq!(after["problems"].as_array().unwrap().len(), 0, "{after:#}");
 }
 
@@ -679,4 +692,101 @@ fn reset_never_signals_a_reused_daemon_pid_nor_removes_other_workspaces_sockets(
             assert!(ours.is_dir(), "without --all no socket folder is touched");
         }
     }
+}
+
+/// A real local user, removed again on drop (root makes one; permissions bind only
+/// other users, so a denied move needs one).
+struct OtherUser(String);
+
+impl OtherUser {
+    fn create() -> Option<OtherUser> {
+        let out = Command::new("id").arg("-u").output().expect("id -u");
+        if String::from_utf8_lossy(&out.stdout).trim() != "0" {
+            return None;
+        }
+        let name = format!("nxcl{}", std::process::id());
+        run_ok(Command::new("useradd").args(["--no-create-home", "--shell", "/usr/sbin/nologin", &name]));
+        Some(OtherUser(name))
+    }
+
+    /// `nxops args --json` in `ws` as this user, with `home` as its HOME.
+    fn nxops(&self, ws: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([&format!("--reuid={}", self.0), &format!("--regid={}", self.0), "--clear-groups", "--"]);
+        cmd.arg(common::nxops_bin()).args(args).current_dir(ws).stdin(std::process::Stdio::null());
+        cmd.env("HOME", home).env("XDG_RUNTIME_DIR", home.join("run")).env("NX_DAEMON", "false");
+        cmd.output().unwrap()
+    }
+}
+
+impl Drop for OtherUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.0).status();
+    }
+}
+
+/// An entry that cannot be moved makes the clean exit 1 with its report (the
+/// others are removed); an item of the trash that cannot be deleted is reported
+/// and skipped, and never blocks a later clean.
+#[test]
+fn a_clean_that_cannot_remove_an_entry_exits_1_and_a_stuck_trash_item_blocks_nothing() {
+    let Some(user) = OtherUser::create() else {
+        eprintln!("SKIPPED: a denied move needs another user (useradd needs root); CI runs this test as root");
+        return;
+    };
+    let f = filled("none");
+    f.age_entries(2);
+    let spaces = f.ws.parent().unwrap().to_path_buf();
+    let home = spaces.join("other-home");
+    std::fs::create_dir(&home).unwrap();
+    // One entry folder the user may not move (moving a folder rewrites its `..`).
+    let stuck_entry = f.rows().into_iter().find(|h| f.cache.join(h).join("dist").exists()).unwrap();
+    // An item in the trash the user cannot delete: a file in a folder it may not write.
+    let trash_item = f.cache.join(".nxops-trash/left-over");
+    std::fs::create_dir_all(&trash_item).unwrap();
+    std::fs::write(trash_item.join("file"), "x").unwrap();
+    run_ok(Command::new("chown").arg("-R").arg(format!("{0}:{0}", user.0)).arg(&spaces));
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    mode(&f.cache.join(&stuck_entry), 0o555);
+    mode(&trash_item, 0o555);
+
+    let out = user.nxops(&f.ws, &home, &["cache", "clean", "--max-size", "1", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "it could not do what it was asked: {stderr}");
+    assert!(!stderr.contains("nxops: error"), "the report says it all: {stderr}");
+    let report = json_of(&out);
+    assert_eq!(report["failed"], 1, "{report:#}");
+    assert_eq!(report["entries"], 7, "the others were removed: {report:#}");
+    let failed: Vec<&Value> = report["skipped"].as_array().unwrap().iter().filter(|s| s["failed"] == true).collect();
+    assert_eq!(failed.len(), 1, "{report:#}");
+    assert_eq!(failed[0]["hash"], json!(stuck_entry));
+    assert!(failed[0]["why"].as_str().unwrap().contains("Permission denied"), "{report:#}");
+    let stuck = report["trashStuck"].as_array().unwrap();
+    assert_eq!(stuck.len(), 1, "{report:#}");
+    assert!(stuck[0].as_str().unwrap().contains("left-over"), "{report:#}");
+    assert!(
+        report["removed"].as_array().unwrap().iter().all(|r| r["hash"] != "left-over"),
+        "what stayed in the trash is not reported removed: {report:#}"
+    );
+    assert_eq!(f.rows(), vec![stuck_entry.clone()], "Nx's database keeps exactly the entry that stayed");
+    assert!(f.cache.join(&stuck_entry).join("dist").exists(), "the entry that stayed is whole");
+
+    // The human report names both; exit 1 again while the entry cannot move.
+    let out = user.nxops(&f.ws, &home, &["cache", "clean", "--max-size", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("Could not remove 1 entries") && text.contains("Permission denied"), "{text}");
+    assert!(text.contains("Left in the trash: 1 items"), "{text}");
+
+    // Once the entry can move, the clean succeeds although the trash item is still stuck.
+    mode(&f.cache.join(&stuck_entry), 0o755);
+    let out = user.nxops(&f.ws, &home, &["cache", "clean", "--max-size", "1", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json_of(&out);
+    assert_eq!((report["entries"].clone(), report["failed"].clone()), (json!(1), json!(0)), "{report:#}");
+    assert_eq!(report["trashStuck"].as_array().unwrap().len(), 1, "still reported: {report:#}");
+    assert!(f.rows().is_empty() && f.entry_folders().is_empty());
+    mode(&trash_item, 0o755);
 }

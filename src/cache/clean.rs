@@ -102,6 +102,9 @@ pub struct Removed {
 pub struct Skipped {
     pub hash: String,
     pub why: String,
+    /// An error kept it (it should have gone), not a protection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -133,6 +136,14 @@ pub struct CleanReport {
     pub skipped_run: Option<String>,
     /// The request was cancelled: what was taken out before is reported, the rest was left.
     pub cancelled: bool,
+    /// Qualifying entries that could not be taken out (an error, not a protection:
+    /// they are listed in `skipped` with the error); the CLI exits 1 when there are any.
+    #[serde(default)]
+    pub failed: u64,
+    /// Items of the trash that could not be deleted, each with its error: skipped,
+    /// so they never block this clean or a later one (they are tried again each time).
+    #[serde(default)]
+    pub trash_stuck: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -221,7 +232,19 @@ fn carry_out(
         let io = |what: &str, e| CacheError::io(format!("{what} in {}", paths.cache_dir.display()), e);
         let trash = Trash::open(&paths.cache_dir).map_err(|e| io("failed to open the trash", e))?;
         execute(paths, db, &trash, &plan, &mut report, progress, cancel)?;
-        let freed = trash.empty(scan::default_threads()).map_err(|e| io("failed to empty the trash", e))?;
+        let (freed, stuck) =
+            trash.empty_all(scan::default_threads()).map_err(|e| io("failed to empty the trash", e))?;
+        report.trash_stuck = stuck.iter().take(LISTED).map(|(_, e)| format!("cannot delete {e}")).collect();
+        // A leftover of the trash that is still there was not removed after all.
+        let still: HashSet<&str> = stuck.iter().map(|(name, _)| name.as_str()).collect();
+        report.removed.retain(|r| {
+            let kept = r.reason == Reason::Trash && still.contains(r.hash.as_str());
+            if kept && let Some(totals) = report.by_reason.get_mut("trash") {
+                totals.entries -= 1;
+            }
+            !kept
+        });
+        report.by_reason.retain(|_, totals| totals.entries > 0);
         report.files = freed.files;
         report.bytes_freed = freed.apparent_bytes;
         let (entries, bytes) = db.totals()?;
@@ -257,7 +280,7 @@ pub fn plan(paths: &CachePaths, db: &NxDb, options: CleanOptions) -> Result<Plan
     for (i, row) in entries() {
         let protection = protected(row, now, &running, options.force);
         match (row.accessed < cutoff, protection) {
-            (true, Some(why)) => skipped.push(Skipped { hash: row.hash.to_string(), why }),
+            (true, Some(why)) => skipped.push(Skipped { hash: row.hash.to_string(), why, failed: false }),
             (true, None) => evict.push((i, Reason::Age)),
             (false, _) => kept.push(i),
         }
@@ -270,7 +293,7 @@ pub fn plan(paths: &CachePaths, db: &NxDb, options: CleanOptions) -> Result<Plan
                 break;
             }
             match protected(&rows[i], now, &running, options.force) {
-                Some(why) => skipped.push(Skipped { hash: rows[i].hash.to_string(), why }),
+                Some(why) => skipped.push(Skipped { hash: rows[i].hash.to_string(), why, failed: false }),
                 None => {
                     remaining -= rows[i].size;
                     evict.push((i, Reason::Size));
@@ -373,10 +396,17 @@ fn execute(
                 let row = &plan.rows[i];
                 match take_entry(paths, trash, tx, row, reason, now_secs(), report.force, &mut taken_here) {
                     Ok(true) => results.push(Ok((row, reason))),
-                    Ok(false) => {
-                        results.push(Err(Skipped { hash: row.hash.to_string(), why: "used while cleaning".into() }))
+                    Ok(false) => results.push(Err(Skipped {
+                        hash: row.hash.to_string(),
+                        why: "used while cleaning".into(),
+                        failed: false,
+                    })),
+                    Err(Taken::Kept(why)) => {
+                        results.push(Err(Skipped { hash: row.hash.to_string(), why, failed: false }))
                     }
-                    Err(e) => results.push(Err(Skipped { hash: row.hash.to_string(), why: e })),
+                    Err(Taken::Failed(why)) => {
+                        results.push(Err(Skipped { hash: row.hash.to_string(), why, failed: true }))
+                    }
                 }
             }
             (results, taken_here)
@@ -389,8 +419,12 @@ fn execute(
                             report.entries += 1;
                             note(report, removed_of(row, reason));
                         }
-                        Err(skip) if report.skipped.len() < LISTED => report.skipped.push(skip),
-                        Err(_) => {}
+                        Err(skip) => {
+                            report.failed += u64::from(skip.failed);
+                            if report.skipped.len() < LISTED {
+                                report.skipped.push(skip);
+                            }
+                        }
                     }
                 }
             }
@@ -447,8 +481,9 @@ fn take_entry(
     now: i64,
     force: bool,
     taken: &mut Vec<(PathBuf, PathBuf)>,
-) -> Result<bool, String> {
-    let current = tx.accessed(&row.hash).map_err(|e| e.to_string())?;
+) -> Result<bool, Taken> {
+    let failed = |what: String| Taken::Failed(what);
+    let current = tx.accessed(&row.hash).map_err(|e| failed(format!("cannot read the row of {}: {e}", row.hash)))?;
     if current != Some(row.accessed) {
         return Ok(false);
     }
@@ -459,7 +494,8 @@ fn take_entry(
         _ => RECENT_SECS,
     };
     if now - row.accessed < recent {
-        return Err(if recent == GRACE_SECS { "used in the last 10 seconds" } else { "used in the last hour" }.into());
+        let why = if recent == GRACE_SECS { "used in the last 10 seconds" } else { "used in the last hour" };
+        return Err(Taken::Kept(why.into()));
     }
     let mut moved = Vec::new();
     for original in [paths.entry(&row.hash), paths.terminal_output(&row.hash)] {
@@ -468,7 +504,7 @@ fn take_entry(
             Ok(None) => {}
             Err(e) => {
                 put_back(trash, &moved);
-                return Err(format!("cannot move {} to the trash: {e}", original.display()));
+                return Err(failed(format!("cannot move it to the trash: {e}")));
             }
         }
     }
@@ -483,9 +519,15 @@ fn take_entry(
         }
         Err(e) => {
             put_back(trash, &moved);
-            Err(e.to_string())
+            Err(failed(format!("cannot delete the row of {}: {e}", row.hash)))
         }
     }
+}
+
+/// Why `take_entry` did not take an entry: a protection, or an error.
+enum Taken {
+    Kept(String),
+    Failed(String),
 }
 
 fn put_back(trash: &Trash, moved: &[(PathBuf, PathBuf)]) {
@@ -531,10 +573,17 @@ fn empty_report(paths: &CachePaths, options: CleanOptions, started: Instant, why
         duration_ms: started.elapsed().as_millis() as u64,
         skipped_run: Some(why.to_string()),
         cancelled: false,
+        failed: 0,
+        trash_stuck: Vec::new(),
     }
 }
 
 impl Report for CleanReport {
+    /// 1 when qualifying entries could not be removed: the clean did not do what it was asked.
+    fn exit_code(&self) -> u8 {
+        u8::from(self.failed > 0)
+    }
+
     fn human(&self) -> String {
         let mut out = String::new();
         if let Some(why) = &self.skipped_run {
@@ -575,17 +624,35 @@ impl Report for CleanReport {
             totals.push("files deleted", self.files.to_string());
             totals.push("took", format!("{} ms", self.duration_ms));
         }
-        if !self.skipped.is_empty() {
+        let kept: Vec<&Skipped> = self.skipped.iter().filter(|s| !s.failed).collect();
+        if !kept.is_empty() {
             let mut why: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-            for skip in &self.skipped {
+            for skip in &kept {
                 *why.entry(skip.why.as_str()).or_default() += 1;
             }
             let why: Vec<String> = why.iter().map(|(w, n)| format!("{n} {w}")).collect();
             let recent = why.iter().any(|w| w.ends_with("used in the last hour"));
             let hint = if recent && !self.force { "; --force takes those used in the last hour" } else { "" };
-            totals.push("kept", format!("{} entries that qualified ({}){hint}", self.skipped.len(), why.join(", ")));
+            totals.push("kept", format!("{} entries that qualified ({}){hint}", kept.len(), why.join(", ")));
         }
         totals.render(&mut out);
+        if self.failed > 0 {
+            let mut failures = Section::new(&format!("Could not remove {} entries", self.failed));
+            for skip in self.skipped.iter().filter(|s| s.failed).take(20) {
+                failures.push(&skip.hash, skip.why.clone());
+            }
+            failures.render(&mut out);
+        }
+        if !self.trash_stuck.is_empty() {
+            let mut stuck = Section::new(&format!(
+                "Left in the trash: {} items (tried again by every clean)",
+                self.trash_stuck.len()
+            ));
+            for (i, why) in self.trash_stuck.iter().take(20).enumerate() {
+                stuck.push(&(i + 1).to_string(), why.clone());
+            }
+            stuck.render(&mut out);
+        }
         out
     }
 }

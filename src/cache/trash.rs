@@ -117,20 +117,38 @@ impl Trash {
     /// Each item is deleted by one worker, so a single huge item is deleted by one thread. Hard-linked inodes
     /// are counted once, as in [`scan`].
     pub fn empty(&self, threads: usize) -> io::Result<Usage> {
+        let (usage, mut stuck) = self.empty_all(threads)?;
+        if stuck.is_empty() { Ok(usage) } else { Err(stuck.swap_remove(0).1) }
+    }
+
+    /// Like [`Trash::empty`], but an item that cannot be deleted is skipped: the
+    /// others are deleted, and the errors (each with the item's name in the trash,
+    /// and naming its path) come back beside what was removed. Only a trash that
+    /// cannot be listed is an error.
+    pub fn empty_all(&self, threads: usize) -> io::Result<(Usage, Vec<(String, io::Error)>)> {
         let names = self.names().map_err(|err| scan::with_path(err.into(), &self.path))?;
         let links = HardLinks::default();
         let workers = scan::run_pool(
             names.len(),
             threads,
-            || Remover::new(&links),
-            |remover, index| {
+            || (Remover::new(&links), Vec::new()),
+            |(remover, stuck), index| {
                 let name = &names[index];
-                remover
-                    .remove(self.fd.as_fd(), name)
-                    .map_err(|err| scan::with_path(err.into(), &self.path.join(OsStr::from_bytes(name.to_bytes()))))
+                if let Err(err) = remover.remove(self.fd.as_fd(), name) {
+                    let item = OsStr::from_bytes(name.to_bytes());
+                    let err = scan::with_path(err.into(), &self.path.join(item));
+                    stuck.push((item.to_string_lossy().into_owned(), err));
+                }
+                Ok(())
             },
         )?;
-        Ok(workers.into_iter().fold(Usage::default(), |total, remover| add(total, remover.removed)))
+        let mut stuck = Vec::new();
+        let mut usage = Usage::default();
+        for (remover, errors) in workers {
+            usage = add(usage, remover.removed);
+            stuck.extend(errors);
+        }
+        Ok((usage, stuck))
     }
 
     /// How many items wait in the trash (leftovers of an interrupted run count as orphans). 0 when the

@@ -206,6 +206,12 @@ fn fix_problems(
 }
 
 impl Report for VerifyReport {
+    /// 1 when problems were found and are still there (`--fix` evicted fewer than
+    /// were found); 0 when the cache is sound, or `--fix` made it so.
+    fn exit_code(&self) -> u8 {
+        u8::from(self.fixed < self.problems.len() as u64)
+    }
+
     fn human(&self) -> String {
         let mut out = String::new();
         let mut section = Section::new(&format!(

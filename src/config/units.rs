@@ -90,12 +90,20 @@ pub fn format_duration(duration: Duration) -> String {
     out
 }
 
+fn not_a_number(text: &str) -> String {
+    if text.starts_with('-') {
+        format!("{text:?} cannot be negative")
+    } else {
+        format!("{text:?} does not start with a number")
+    }
+}
+
 fn split_number(text: &str) -> Result<(f64, &str), String> {
     let trimmed = text.trim();
     let end = trimmed.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(trimmed.len());
     let (digits, unit) = trimmed.split_at(end);
     if digits.is_empty() {
-        return Err(format!("{trimmed:?} does not start with a number"));
+        return Err(not_a_number(trimmed));
     }
     let number: f64 = digits.parse().map_err(|_| format!("{digits:?} is not a number"))?;
     Ok((number, unit.trim()))
@@ -105,7 +113,7 @@ fn split_duration_part(text: &str) -> Result<(f64, &str, &str), String> {
     let end = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (digits, rest) = text.split_at(end);
     if digits.is_empty() {
-        return Err(format!("{text:?} does not start with a number"));
+        return Err(not_a_number(text));
     }
     let number: f64 = digits.parse().map_err(|_| format!("{digits:?} is not a number"))?;
     let rest = rest.trim_start();
