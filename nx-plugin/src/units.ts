@@ -35,12 +35,18 @@ const DURATION_UNITS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600
 /** The result of a parse: the value, or the reason it was refused. */
 export type Parsed = { ok: true; value: number } | { ok: false; why: string };
 
+/** Why text that does not start with digits is refused, worded as the binary words it. */
+function notANumber(text: string): string {
+  const why = text.startsWith('-') ? 'cannot be negative' : 'does not start with a number';
+  return `${rustDebug(text)} ${why}`;
+}
+
 /** Parses "5GB", "512 MiB", "1.5 GB" or "1048576" into bytes. */
 export function parseSize(text: string): Parsed {
   const trimmed = rustTrim(text);
   const [digits, rest] = splitDigits(trimmed);
   if (digits === '') {
-    return refuse(`${rustDebug(trimmed)} does not start with a number`);
+    return refuse(notANumber(trimmed));
   }
   const number = Number(digits);
   if (Number.isNaN(number)) {
@@ -66,7 +72,7 @@ export function parseDuration(text: string): Parsed {
   while (rest !== '') {
     const [digits, afterDigits] = splitDigits(rest);
     if (digits === '') {
-      return refuse(`${rustDebug(rest)} does not start with a number`);
+      return refuse(notANumber(rest));
     }
     const number = Number(digits);
     if (Number.isNaN(number)) {

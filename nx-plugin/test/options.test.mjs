@@ -78,7 +78,7 @@ const MISTAKES = [
   ],
   [
     { cache: { maxSize: '-5GB' } },
-    `nx.json plugins[0].options.cache.maxSize: "-5GB" is not valid ("-5GB" does not start with a number): ${SIZE}`,
+    `nx.json plugins[0].options.cache.maxSize: "-5GB" is not valid ("-5GB" cannot be negative): ${SIZE}`,
   ],
   [
     { processes: { stopTimeout: 5 } },
