@@ -790,3 +790,59 @@ fn a_clean_that_cannot_remove_an_entry_exits_1_and_a_stuck_trash_item_blocks_not
     assert!(f.rows().is_empty() && f.entry_folders().is_empty());
     mode(&trash_item, 0o755);
 }
+
+/// `verify` knows what nxops and Nx did: an entry evicted and built again under
+/// the same hash with other bytes (a timestamp in its output) is a new entry, not
+/// a changed one; an entry without its terminal output is counted, not a problem.
+#[test]
+fn verify_takes_a_rebuilt_entry_as_new_and_a_missing_terminal_output_as_harmless() {
+    let f = filled("none");
+    let project = f.ws.join("packages/alpha/project.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&project).unwrap()).unwrap();
+    config["targets"]["stamp"] = json!({
+        "executor": "nx:run-commands",
+        "cache": true,
+        "outputs": ["{workspaceRoot}/dist/stamp"],
+        "options": {"command": "node -e \"require('fs').mkdirSync('dist/stamp', {recursive: true}); require('fs').writeFileSync('dist/stamp/built-at.txt', String(process.hrtime.bigint()))\""}
+    });
+    std::fs::write(&project, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let stamp = |f: &Filled| {
+        let mut cmd = Command::new(f.ws.join("node_modules/.bin/nx"));
+        cmd.args(["run", "alpha:stamp", "--outputStyle=static"]).current_dir(&f.ws);
+        cmd.env("HOME", f.scratch.home()).env("NX_DAEMON", "false").env("NX_NO_CLOUD", "true").env("NX_TUI", "false");
+        run_ok(&mut cmd);
+        let run: Value = serde_json::from_slice(&std::fs::read(f.cache.join("run.json")).unwrap()).unwrap();
+        let task = run["tasks"].as_array().unwrap().iter().find(|t| t["taskId"] == "alpha:stamp").cloned().unwrap();
+        (task["hash"].as_str().unwrap().to_string(), std::fs::read(f.ws.join("dist/stamp/built-at.txt")).unwrap())
+    };
+    let (hash, first) = stamp(&f);
+    let seen = f.nxops(&["cache", "verify"]);
+    assert_eq!(seen["problems"], json!([]), "{seen:#}");
+    assert_eq!(seen["recorded"], 9, "{seen:#}");
+
+    // nxops evicts everything; Nx builds the entry again, under the same hash, with other bytes.
+    f.age_entries(2);
+    let cleaned = f.nxops(&["cache", "clean", "--max-size", "1"]);
+    assert_eq!(cleaned["entries"], 9, "{cleaned:#}");
+    let (again, second) = stamp(&f);
+    assert_eq!(again, hash, "the same inputs, the same hash");
+    assert_ne!(first, second, "the output holds the time it was built");
+    let rebuilt = f.nxops(&["cache", "verify"]);
+    assert_eq!(rebuilt["problems"], json!([]), "a rebuilt entry is not a changed one: {rebuilt:#}");
+    assert_eq!(rebuilt["recorded"], 1, "it is a first sight: {rebuilt:#}");
+
+    // Changed in place (which Nx never does) is still found.
+    std::fs::write(f.cache.join(&hash).join("dist/stamp/built-at.txt"), vec![b'x'; second.len()]).unwrap();
+    let changed = f.nxops_exit(&["cache", "verify"], 1);
+    assert_eq!(changed["problems"][0]["kind"], "changed", "{changed:#}");
+    std::fs::write(f.cache.join(&hash).join("dist/stamp/built-at.txt"), &second).unwrap();
+
+    // Without its terminal output the entry restores its outputs and replays an empty log.
+    std::fs::remove_file(f.cache.join("terminalOutputs").join(&hash)).unwrap();
+    let out = run_ok(f.scratch.nxops(&f.ws).args(["cache", "verify"]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("0 problem(s)") && text.contains("no terminal output  1 entries"), "{text}");
+    let missing = f.nxops(&["cache", "verify", "--fix"]);
+    assert_eq!((missing["missingTerminalOutputs"].clone(), missing["fixed"].clone()), (json!(1), json!(0)));
+    assert!(f.cache.join(&hash).join("dist/stamp/built-at.txt").exists(), "--fix evicts no complete outputs");
+}

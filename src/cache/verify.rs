@@ -4,11 +4,23 @@
 //!   hit and restores nothing);
 //! - partial: the folder holds fewer bytes than the row claims;
 //! - changed: the content differs from the digest recorded when nxops first saw
-//!   the entry (a first sight records the digest);
+//!   the entry (a first sight records the digest). The digest is kept with the
+//!   entry's identity (`identity`: the row's `created_at`, the folder's inode
+//!   and birth time): an entry Nx wrote again under the same hash (after an
+//!   eviction by nxops or by Nx) is a new first sight, not a change, so tasks
+//!   whose outputs hold a timestamp are not reported. Digests of entries no
+//!   longer in the cache are forgotten by each verify. A task whose outputs
+//!   differ run to run is still reported if its entry is changed in place,
+//!   which Nx never does;
 //! - unsafe: the entry folder, its terminal output or something in its outputs
 //!   is not what Nx writes there (a symlink where a folder or the terminal
 //!   output belongs, a FIFO, a device, a socket). It is never opened or followed
 //!   (see `entry_reader`): Nx would restore from outside the cache, or hang.
+//!
+//! An entry without its terminal output is not a problem: Nx restores its
+//! outputs and replays an empty log. It is counted (`missingTerminalOutputs`),
+//! never evicted, and its sizes and digest are not checked (the row's size
+//! includes the log's bytes, and the digest covers the log).
 //!
 //! `--fix` evicts them the safe way (see `clean`), so the next run is a clean miss.
 
@@ -33,6 +45,9 @@ pub struct VerifyReport {
     pub recorded: u64,
     /// Rows whose folder is missing: harmless (Nx treats them as misses), listed for completeness.
     pub missing_folders: u64,
+    /// Entries without a terminal output: Nx restores their outputs and replays an empty log.
+    #[serde(default)]
+    pub missing_terminal_outputs: u64,
     pub problems: Vec<Problem>,
     pub fixed: u64,
     /// The request was cancelled before every entry was checked.
@@ -62,7 +77,7 @@ pub enum ProblemKind {
 pub fn run(paths: &CachePaths, fix: bool, cancel: &Cancel) -> Result<VerifyReport, CacheError> {
     let started = Instant::now();
     let mut db = NxDb::open(&paths.db_file)?;
-    let digests = match &paths.state_dir {
+    let mut digests = match &paths.state_dir {
         Some(dir) => Some(Digests::open(dir).map_err(|e| {
             CacheError::io(format!("failed to open digests in {}", dir.display()), std::io::Error::other(e))
         })?),
@@ -74,6 +89,7 @@ pub fn run(paths: &CachePaths, fix: bool, cancel: &Cancel) -> Result<VerifyRepor
         checked: 0,
         recorded: 0,
         missing_folders: 0,
+        missing_terminal_outputs: 0,
         problems: Vec::new(),
         fixed: 0,
         cancelled: false,
@@ -123,12 +139,17 @@ pub fn run(paths: &CachePaths, fix: bool, cancel: &Cancel) -> Result<VerifyRepor
         report.checked += 1;
         let mut terminal = match reader.terminal_output(&row.hash) {
             Ok(Found::Opened(file)) => Some(file),
-            Ok(Found::Missing) | Err(_) => None,
+            Ok(Found::Missing) => None,
+            Err(e) => {
+                tracing::warn!(target: "nxops::cache", "cannot open the terminal output of {}: {e}", row.hash);
+                None
+            }
             Ok(Found::Trap(trap)) => {
                 report.problems.push(unsafe_item(trap));
                 continue;
             }
         };
+        let has_terminal = terminal.is_some();
         let terminal_bytes = terminal.as_ref().map_or(0, |t| t.len);
         let (digest, output_bytes) = match digest_entry(
             std::os::fd::AsFd::as_fd(&folder),
@@ -145,6 +166,10 @@ pub fn run(paths: &CachePaths, fix: bool, cancel: &Cancel) -> Result<VerifyRepor
                 continue;
             }
         };
+        if !has_terminal {
+            report.missing_terminal_outputs += 1;
+            continue;
+        }
         let claimed_outputs = row.size.saturating_sub(terminal_bytes);
         if output_bytes == 0 && claimed_outputs > 0 {
             report.problems.push(problem(ProblemKind::Empty, format!("the folder is empty but the database records {} bytes of outputs; Nx would report a cache hit and restore nothing", claimed_outputs)));
@@ -158,14 +183,20 @@ pub fn run(paths: &CachePaths, fix: bool, cancel: &Cancel) -> Result<VerifyRepor
             continue;
         }
         if let Some(store) = &digests {
+            let entry = identity(&folder, row.created);
+            let rewritten = |seen: &super::digests::Seen| seen.entry.as_ref().is_some_and(|e| *e != entry);
             match store.get(&row.hash) {
-                Ok(Some(seen)) if seen != digest => report.problems.push(problem(
+                Ok(Some(seen)) if !rewritten(&seen) && seen.digest != digest => report.problems.push(problem(
                     ProblemKind::Changed,
-                    format!("content differs from when nxops first saw it (blake3 {seen:.16}..., now {digest:.16}...)"),
+                    format!(
+                        "content differs from when nxops first saw it (blake3 {:.16}..., now {digest:.16}...)",
+                        seen.digest
+                    ),
                 )),
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    if store.record(&row.hash, &digest, now).is_ok() {
+                Ok(Some(seen)) if !rewritten(&seen) && seen.entry.is_some() => {}
+                // First sight, a new entry under a known hash, or a digest kept without its row's time.
+                Ok(_) => {
+                    if store.record(&row.hash, &digest, &entry, now).is_ok() {
                         report.recorded += 1;
                     }
                 }
@@ -173,11 +204,34 @@ pub fn run(paths: &CachePaths, fix: bool, cancel: &Cancel) -> Result<VerifyRepor
             }
         }
     }
+    if let Some(store) = digests.as_mut()
+        && !report.cancelled
+        && let Err(e) = store.keep_only(rows.iter().filter(|r| r.is_cache_entry).map(|r| &*r.hash))
+    {
+        tracing::warn!(target: "nxops::cache", "cannot forget the digests of entries that are gone: {e}");
+    }
     if fix && !report.problems.is_empty() {
         report.fixed = fix_problems(paths, &mut db, &report.problems, digests.as_ref())?;
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Which writing of an entry this is: its row's `created_at` (whole seconds) with
+/// its folder's inode and birth time (nanoseconds, where the file system keeps
+/// it). Nx's `put` removes the folder and creates it again, so an entry written
+/// again under the same hash, even within the same second, has another identity;
+/// changing files inside the folder keeps it.
+fn identity(folder: &std::os::fd::OwnedFd, created: i64) -> String {
+    use rustix::fs::{AtFlags, StatxFlags};
+    let wanted = StatxFlags::INO | StatxFlags::BTIME;
+    match rustix::fs::statx(folder, "", AtFlags::EMPTY_PATH, wanted) {
+        Ok(stat) if StatxFlags::from_bits_retain(stat.stx_mask).contains(StatxFlags::BTIME) => {
+            format!("{created}/{}/{}.{:09}", stat.stx_ino, stat.stx_btime.tv_sec, stat.stx_btime.tv_nsec)
+        }
+        Ok(stat) => format!("{created}/{}", stat.stx_ino),
+        Err(_) => created.to_string(),
+    }
 }
 
 /// Evicts the problem entries through the cleaner (lock, trash, guarded rows).
@@ -227,6 +281,15 @@ impl Report for VerifyReport {
         }
         section.push("first seen", format!("{} entries (digests recorded for later checks)", self.recorded));
         section.push("missing folders", format!("{} rows (harmless: Nx treats them as misses)", self.missing_folders));
+        if self.missing_terminal_outputs > 0 {
+            section.push(
+                "no terminal output",
+                format!(
+                    "{} entries (harmless: Nx restores their outputs and replays an empty log)",
+                    self.missing_terminal_outputs
+                ),
+            );
+        }
         section.render(&mut out);
         out
     }
