@@ -384,6 +384,36 @@ fn the_owner_cleans_automatically_over_the_threshold_and_says_so() {
     assert_eq!(f.rows(), f.entry_folders());
 }
 
+/// Over its limit with every entry used within the hour, the automatic clean can
+/// evict nothing: one `cacheCleanup` says why and when it can (not one per check),
+/// and health says it too.
+#[test]
+fn a_blocked_automatic_clean_says_why_and_when_once() {
+    let f = filled("none");
+    let env = [("NXOPS_CACHE_MAX_SIZE", "4KB"), ("NXOPS_CACHE_CHECK_INTERVAL", "1s")];
+    let mut sidecar = common::Sidecar::start(&f.scratch, &f.ws, &env);
+    sidecar.initialize(&f.ws);
+    sidecar.request("nxops/subscribe", json!({"events": ["cacheCleanup"]})).unwrap();
+    let event = sidecar.notification("nxops/cacheCleanup");
+    assert_eq!(
+        (event["params"]["trigger"].clone(), event["params"]["entries"].clone()),
+        (json!("automatic"), json!(0))
+    );
+    let why = event["params"]["blocked"].as_str().unwrap_or_default();
+    assert!(why.contains("every entry was used in the last hour") && why.contains("min"), "{event}");
+    let wait = event["params"]["evictableInMs"].as_u64().unwrap();
+    assert!(wait > 0 && wait <= 3_600_000, "{event}");
+    // Three more checks go by: no more events while nothing changes.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let health = sidecar.request("nxops/health", json!({})).unwrap();
+    let again = sidecar.notifications.iter().filter(|n| n["method"] == "nxops/cacheCleanup").count();
+    assert_eq!(again, 0, "told once: {:?}", sidecar.notifications);
+    let cache = health["components"].as_array().unwrap().iter().find(|c| c["name"] == "cache").cloned().unwrap();
+    let reasons = cache["reasons"].to_string();
+    assert!(reasons.contains("every entry was used in the last hour"), "{cache}");
+    assert_eq!(f.rows().len(), 8, "nothing was evicted");
+}
+
 #[test]
 fn reset_runs_nx_reset_and_falls_back_to_manual_cleanup_when_it_hangs() {
     let f = filled("none");

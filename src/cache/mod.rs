@@ -62,6 +62,24 @@ use crate::workspace::Workspace;
 /// Entries used (or written) this recently are left alone unless forced.
 pub const RECENT_SECS: i64 = 3600;
 
+/// Why a cache over its limit cannot be brought under it yet, and in how many
+/// seconds the first entry may go: when even its least recently used entry was
+/// used within the hour (`oldest_use`, Unix seconds), a clean without `--force`
+/// evicts nothing. `None` when the cache is within its limit or eviction can start.
+pub fn eviction_blocked(bytes: u64, max_size: u64, oldest_use: Option<i64>, now: i64) -> Option<(String, i64)> {
+    let oldest = oldest_use?;
+    let wait = oldest + RECENT_SECS - now;
+    (bytes > max_size && wait > 0).then(|| {
+        let minutes = (wait + 59) / 60;
+        let why = format!(
+            "over its limit ({} of {}), but every entry was used in the last hour, which a clean keeps: the first may go in {minutes} min (`nxops cache clean --force` takes them now)",
+            crate::config::units::format_size(bytes),
+            crate::config::units::format_size(max_size)
+        );
+        (why, wait)
+    })
+}
+
 /// Why the cache cannot be worked on.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {

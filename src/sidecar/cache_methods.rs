@@ -157,6 +157,30 @@ pub fn publish_cleanup(core: &super::core::Core, root: &std::path::Path, report:
     );
 }
 
+/// `nxops/cacheCleanup` for an automatic clean that was due but could evict
+/// nothing yet: the usual fields, with `blocked` saying why and `evictableInMs` when.
+pub fn publish_blocked(
+    core: &super::core::Core,
+    root: &std::path::Path,
+    report: &cache::clean::CleanReport,
+    blocked: &super::maintenance::Blocked,
+) {
+    core.publish(
+        "cacheCleanup",
+        json!({
+            "workspace": root,
+            "trigger": report.trigger,
+            "entries": report.entries,
+            "files": report.files,
+            "bytesFreed": report.bytes_freed,
+            "durationMs": report.duration_ms,
+            "cancelled": report.cancelled,
+            "blocked": blocked.why,
+            "evictableInMs": blocked.evictable_in_ms,
+        }),
+    );
+}
+
 async fn blocking<T: serde::Serialize + Send + 'static>(
     work: impl FnOnce() -> Result<T, cache::CacheError> + Send + 'static,
 ) -> Result<Value, RpcError> {

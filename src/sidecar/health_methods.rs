@@ -72,9 +72,18 @@ pub async fn check(core: &Core, ws: &Arc<Workspace>) -> HealthReport {
 fn cache_component(ws: &Workspace) -> Component {
     let max_size = ws.settings.cache_max_size();
     let Ok(paths) = crate::cache::CachePaths::of(ws) else { return health::cache(None, max_size, None) };
-    let bytes = crate::cache::db::NxDb::open(&paths.db_file).ok().and_then(|db| db.totals().ok()).map(|(_, b)| b);
+    let db = crate::cache::db::NxDb::open(&paths.db_file).ok();
+    let bytes = db.as_ref().and_then(|db| db.totals().ok()).map(|(_, b)| b);
+    let oldest = db.as_ref().and_then(|db| db.oldest_use().ok()).flatten();
+    drop(db);
     let volume = rustix::fs::statvfs(&paths.cache_dir).ok().map(|s| (s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize));
-    health::cache(bytes, max_size, volume)
+    let mut component = health::cache(bytes, max_size, volume);
+    if let Some((why, _)) =
+        bytes.and_then(|b| crate::cache::eviction_blocked(b, max_size, oldest, crate::cache::now_secs()))
+    {
+        component.reasons.push(format!("the cache is {why}"));
+    }
+    component
 }
 
 /// Events after which the rating may have moved: a check follows at once.

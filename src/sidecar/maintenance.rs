@@ -48,6 +48,8 @@ pub async fn maintain(core: Core, workspace: Arc<Workspace>, mut stop: watch::Re
     let cleans = settings.auto_clean_at() > 0;
     let interval = settings.cache_check_interval().max(Duration::from_millis(100));
     let mut last_clean: Option<Instant> = None;
+    // A blocked clean is told once, not at every check until it can evict.
+    let mut told_blocked = false;
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
@@ -72,9 +74,21 @@ pub async fn maintain(core: Core, workspace: Arc<Workspace>, mut stop: watch::Re
         let checked = tokio::task::spawn_blocking(move || check_and_clean(&ws, true)).await;
         match checked {
             Ok(Ok(check)) => {
-                if let Some(report) = check.clean.as_ref().filter(|r| r.skipped_run.is_none()) {
-                    last_clean = Some(Instant::now());
-                    super::cache_methods::publish_cleanup(&core, &workspace.root, report);
+                let Some(report) = check.clean.as_ref().filter(|r| r.skipped_run.is_none()) else { continue };
+                last_clean = Some(Instant::now());
+                match &check.blocked {
+                    Some(blocked) if !told_blocked => {
+                        told_blocked = true;
+                        super::cache_methods::publish_blocked(&core, &workspace.root, report, blocked);
+                    }
+                    Some(_) => {}
+                    None => {
+                        told_blocked = false;
+                        // An automatic clean that removed nothing is not news.
+                        if report.entries > 0 || !report.by_reason.is_empty() || report.failed > 0 {
+                            super::cache_methods::publish_cleanup(&core, &workspace.root, report);
+                        }
+                    }
                 }
             }
             Ok(Err(err)) => {
@@ -125,6 +139,17 @@ pub struct MaintenanceReport {
     pub oldest_use_age_ms: Option<u64>,
     pub max_age_ms: u64,
     pub clean: Option<CleanReport>,
+    /// A clean was due but could evict nothing yet: why, and when it can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocked>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Blocked {
+    pub why: String,
+    /// In how long the first entry may be evicted.
+    pub evictable_in_ms: u64,
 }
 
 impl Report for MaintenanceReport {
@@ -203,6 +228,7 @@ fn skipped(ws: &Workspace, reason: String) -> MaintenanceReport {
         oldest_use_age_ms: None,
         max_age_ms: ws.settings.cache_max_age().as_millis() as u64,
         clean: None,
+        blocked: None,
     }
 }
 
@@ -243,11 +269,17 @@ fn check_and_clean(ws: &Workspace, lower: bool) -> Result<MaintenanceReport, cra
     }
     let options = CleanOptions { max_size, max_age, dry_run: false, force: false, trigger: Trigger::Automatic };
     let clean = crate::cache::clean::run(&paths, options, &|_, _| {}, &crate::cache::Cancel::default())?;
-    report.reason = match (&clean.skipped_run, over_size) {
-        (Some(why), _) => format!("a clean was due, but {why}"),
-        (None, true) => format!("cleaned: the cache was over {}% of its limit", settings.auto_clean_at()),
-        (None, false) => "cleaned: entries were older than the age limit".into(),
+    let blocked = match clean.entries {
+        0 => crate::cache::eviction_blocked(bytes, max_size, oldest, now_secs()),
+        _ => None,
     };
+    report.reason = match (&clean.skipped_run, &blocked, over_size) {
+        (Some(why), _, _) => format!("a clean was due, but {why}"),
+        (None, Some((why, _)), _) => format!("a clean was due, but nothing may be evicted yet: the cache is {why}"),
+        (None, None, true) => format!("cleaned: the cache was over {}% of its limit", settings.auto_clean_at()),
+        (None, None, false) => "cleaned: entries were older than the age limit".into(),
+    };
+    report.blocked = blocked.map(|(why, wait)| Blocked { why, evictable_in_ms: wait as u64 * 1000 });
     report.clean = Some(clean);
     Ok(report)
 }
