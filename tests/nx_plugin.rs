@@ -214,7 +214,15 @@ fn exercise(pm: Pm, plugin: &Path, platform: &Path) {
     assert_eq!(off["params"]["summary"]["tasks"], 3, "{off}");
     let _daemon = DaemonGuard(&scratch, &ws);
     nx_env(&scratch, &ws, pm, &["run-many", "-t", "build"], "true");
-    let on = sidecar.notification("nxops/tasksReported");
+    // With the daemon on, the daemon writes the task history; on a loaded CI machine it
+    // can take a while. If the run is never seen, say what Nx recorded and what the owner knows.
+    let Some(on) = sidecar.notification_within("nxops/tasksReported", Duration::from_secs(60)) else {
+        let runs = sidecar.request("nxops/tasks/runs", json!({"limit": 5}));
+        let databases: Vec<_> = std::fs::read_dir(ws.join(".nx/workspace-data"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        panic!("the daemon-on run was never reported; runs: {runs:?}; workspace data: {databases:?}");
+    };
     assert_eq!(on["params"]["summary"], json!({"tasks": 3, "cacheHits": 3, "executed": 0, "failed": 0, "skipped": 0}));
     assert_eq!(on["params"]["checkout"], json!(ws), "a checkout-local cache names its checkout");
     let runs = sidecar.request("nxops/tasks/runs", json!({"limit": 2})).unwrap();

@@ -273,6 +273,22 @@ impl Sidecar {
         }
     }
 
+    /// Like `notification`, waiting up to `limit` in all; `None` when none came.
+    pub fn notification_within(&mut self, method: &str, limit: std::time::Duration) -> Option<serde_json::Value> {
+        if let Some(pos) = self.notifications.iter().position(|n| n["method"] == method) {
+            return Some(self.notifications.remove(pos));
+        }
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            let message = self.incoming.recv_timeout(left).ok()?;
+            if message["method"] == method {
+                return Some(message);
+            }
+            self.notifications.push(message);
+        }
+    }
+
     /// Closes stdin and waits for the process to exit.
     pub fn close_stdin_and_wait(&mut self) -> std::process::ExitStatus {
         drop(self.stdin.take());
