@@ -143,18 +143,7 @@ pub fn publish_cleanup(core: &super::core::Core, root: &std::path::Path, report:
     if report.dry_run || report.skipped_run.is_some() {
         return;
     }
-    core.publish(
-        "cacheCleanup",
-        json!({
-            "workspace": root,
-            "trigger": report.trigger,
-            "entries": report.entries,
-            "files": report.files,
-            "bytesFreed": report.bytes_freed,
-            "durationMs": report.duration_ms,
-            "cancelled": report.cancelled,
-        }),
-    );
+    core.publish("cacheCleanup", cleanup_params(root, report));
 }
 
 /// `nxops/cacheCleanup` for an automatic clean that was due but could evict
@@ -165,20 +154,22 @@ pub fn publish_blocked(
     report: &cache::clean::CleanReport,
     blocked: &super::maintenance::Blocked,
 ) {
-    core.publish(
-        "cacheCleanup",
-        json!({
-            "workspace": root,
-            "trigger": report.trigger,
-            "entries": report.entries,
-            "files": report.files,
-            "bytesFreed": report.bytes_freed,
-            "durationMs": report.duration_ms,
-            "cancelled": report.cancelled,
-            "blocked": blocked.why,
-            "evictableInMs": blocked.evictable_in_ms,
-        }),
-    );
+    let mut params = cleanup_params(root, report);
+    params["blocked"] = json!(blocked.why);
+    params["evictableInMs"] = json!(blocked.evictable_in_ms);
+    core.publish("cacheCleanup", params);
+}
+
+fn cleanup_params(root: &std::path::Path, report: &cache::clean::CleanReport) -> Value {
+    json!({
+        "workspace": root,
+        "trigger": report.trigger,
+        "entries": report.entries,
+        "files": report.files,
+        "bytesFreed": report.bytes_freed,
+        "durationMs": report.duration_ms,
+        "cancelled": report.cancelled,
+    })
 }
 
 async fn blocking<T: serde::Serialize + Send + 'static>(
