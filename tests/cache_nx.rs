@@ -47,14 +47,19 @@ impl Filled {
     }
 
     /// `nx run-many -t build test`; returns hash -> cacheStatus from Nx's run.json.
-    fn run_many(&self) -> BTreeMap<String, String> {
+    /// `nx ARGS --outputStyle=static` in the workspace, daemon and cloud off.
+    fn nx(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(self.ws.join("node_modules/.bin/nx"));
-        cmd.args(["run-many", "-t", "build", "test", "--outputStyle=static"]).current_dir(&self.ws);
+        cmd.args(args).arg("--outputStyle=static").current_dir(&self.ws);
         cmd.env("HOME", self.scratch.home())
             .env("NX_DAEMON", "false")
             .env("NX_NO_CLOUD", "true")
             .env("NX_TUI", "false");
-        run_ok(&mut cmd);
+        cmd
+    }
+
+    fn run_many(&self) -> BTreeMap<String, String> {
+        run_ok(&mut self.nx(&["run-many", "-t", "build", "test"]));
         let run: Value = serde_json::from_slice(&std::fs::read(self.cache.join("run.json")).unwrap()).unwrap();
         run["tasks"]
             .as_array()
@@ -480,9 +485,7 @@ fn running_task_kept(git: &str, extra: &[&str]) {
     std::fs::write(&project, serde_json::to_string_pretty(&config).unwrap()).unwrap();
     std::fs::write(f.ws.join("packages/alpha/slow-input.txt"), "1").unwrap();
     let nx = |f: &Filled| {
-        let mut cmd = Command::new(f.ws.join("node_modules/.bin/nx"));
-        cmd.args(["run", "alpha:slow", "--outputStyle=static"]).current_dir(&f.ws);
-        cmd.env("HOME", f.scratch.home()).env("NX_DAEMON", "false").env("NX_NO_CLOUD", "true").env("NX_TUI", "false");
+        let mut cmd = f.nx(&["run", "alpha:slow"]);
         cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         cmd
     };
@@ -837,10 +840,7 @@ fn verify_takes_a_rebuilt_entry_as_new_and_a_missing_terminal_output_as_harmless
     });
     std::fs::write(&project, serde_json::to_string_pretty(&config).unwrap()).unwrap();
     let stamp = |f: &Filled| {
-        let mut cmd = Command::new(f.ws.join("node_modules/.bin/nx"));
-        cmd.args(["run", "alpha:stamp", "--outputStyle=static"]).current_dir(&f.ws);
-        cmd.env("HOME", f.scratch.home()).env("NX_DAEMON", "false").env("NX_NO_CLOUD", "true").env("NX_TUI", "false");
-        run_ok(&mut cmd);
+        run_ok(&mut f.nx(&["run", "alpha:stamp"]));
         let run: Value = serde_json::from_slice(&std::fs::read(f.cache.join("run.json")).unwrap()).unwrap();
         let task = run["tasks"].as_array().unwrap().iter().find(|t| t["taskId"] == "alpha:stamp").cloned().unwrap();
         (task["hash"].as_str().unwrap().to_string(), std::fs::read(f.ws.join("dist/stamp/built-at.txt")).unwrap())

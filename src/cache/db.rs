@@ -282,7 +282,6 @@ impl Batch<'_> {
     }
 }
 
-/// `project:target` of a task id (`project:target` or `project:target:configuration`).
 /// `project:target` of tasks Nx records as running in the database at `path`,
 /// which needs no cache table: in the shared layout Nx records a checkout's
 /// running tasks in its own `.nx/workspace-data` database, which has none.
@@ -320,6 +319,7 @@ fn running_in(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     Ok(running)
 }
 
+/// `project:target` of a task id (`project:target` or `project:target:configuration`).
 fn project_target(task_id: &str) -> String {
     task_id.splitn(3, ':').take(2).collect::<Vec<_>>().join(":")
 }

@@ -115,7 +115,8 @@ impl Trash {
     /// returns how many files/dirs/bytes (apparent) were removed.
     ///
     /// Each item is deleted by one worker, so a single huge item is deleted by one thread. Hard-linked inodes
-    /// are counted once, as in [`scan`].
+    /// are counted once, as in [`scan`]. An item that cannot be deleted does not stop the others: the first
+    /// such error is returned once they are done ([`Trash::empty_all`] returns them all instead).
     pub fn empty(&self, threads: usize) -> io::Result<Usage> {
         let (usage, mut stuck) = self.empty_all(threads)?;
         if stuck.is_empty() { Ok(usage) } else { Err(stuck.swap_remove(0).1) }

@@ -149,6 +149,7 @@ pub fn run(paths: &CachePaths, fix: bool, cancel: &Cancel) -> Result<VerifyRepor
                 continue;
             }
         };
+        // Still digested without one: that is what finds a trap among its outputs.
         let has_terminal = terminal.is_some();
         let terminal_bytes = terminal.as_ref().map_or(0, |t| t.len);
         let (digest, output_bytes) = match digest_entry(
@@ -194,7 +195,7 @@ pub fn run(paths: &CachePaths, fix: bool, cancel: &Cancel) -> Result<VerifyRepor
                     ),
                 )),
                 Ok(Some(seen)) if !rewritten(&seen) && seen.entry.is_some() => {}
-                // First sight, a new entry under a known hash, or a digest kept without its row's time.
+                // First sight, a new entry under a known hash, or a digest recorded without an identity.
                 Ok(_) => {
                     if store.record(&row.hash, &digest, &entry, now).is_ok() {
                         report.recorded += 1;

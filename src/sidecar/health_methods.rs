@@ -74,7 +74,9 @@ fn cache_component(ws: &Workspace) -> Component {
     let Ok(paths) = crate::cache::CachePaths::of(ws) else { return health::cache(None, max_size, None) };
     let db = crate::cache::db::NxDb::open(&paths.db_file).ok();
     let bytes = db.as_ref().and_then(|db| db.totals().ok()).map(|(_, b)| b);
-    let oldest = db.as_ref().and_then(|db| db.oldest_use().ok()).flatten();
+    // The oldest use matters only over the limit (is anything evictable yet?): no scan otherwise.
+    let over = bytes.is_some_and(|b| b > max_size);
+    let oldest = db.as_ref().filter(|_| over).and_then(|db| db.oldest_use().ok()).flatten();
     drop(db);
     let volume = rustix::fs::statvfs(&paths.cache_dir).ok().map(|s| (s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize));
     let mut component = health::cache(bytes, max_size, volume);
