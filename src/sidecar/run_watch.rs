@@ -94,19 +94,30 @@ struct Reader {
     after: i64,
     seen: Option<(u64, SystemTime, u64, SystemTime)>,
     problem: Option<String>,
+    /// The database could not be read at the start: its history up to the
+    /// first good read is not replayed as a run.
+    history_unread: bool,
 }
 
 impl Reader {
     /// Starts after the last row of the database there is now (history is not
-    /// replayed); a database that appears later is read from its first row.
+    /// replayed); a database that appears later is read from its first row. A
+    /// database that cannot be read now is checked at once, so its problem is
+    /// said even if the file never changes again.
     fn new(ws: &Workspace) -> Reader {
         let nx = ws.nx();
         let db = nx.db_files.first().cloned();
-        let after = db.as_deref().and_then(|db| nx_records::last_id(db).ok()).unwrap_or(0);
-        let mut reader =
-            Reader { dirs: (nx.db_dir.clone(), nx.cache_dir.clone()), db, after, seen: None, problem: None };
-        reader.seen = reader.db.as_deref().map(fingerprint);
-        reader
+        let last = db.as_deref().map(nx_records::last_id);
+        let after = match &last {
+            Some(Ok(id)) => *id,
+            _ => 0,
+        };
+        let seen = match (&db, &last) {
+            (Some(db), Some(Ok(_))) => Some(fingerprint(db)),
+            _ => None,
+        };
+        let history_unread = matches!(last, Some(Err(_)));
+        Reader { dirs: (nx.db_dir.clone(), nx.cache_dir.clone()), db, after, seen, problem: None, history_unread }
     }
 
     fn check(&mut self, ws: &Workspace) -> Learned {
@@ -135,6 +146,9 @@ impl Reader {
 
     fn read(&mut self, db: &Path, cache_dir: &Path) -> Result<Option<Run>, RecordsError> {
         let last = nx_records::last_id(db)?;
+        if std::mem::take(&mut self.history_unread) {
+            self.after = last;
+        }
         self.after = nx_records::resume_after(self.after, last);
         if last == self.after {
             return Ok(None);
