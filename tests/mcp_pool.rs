@@ -100,12 +100,17 @@ async fn idle_connections_shrink_and_dead_ones_are_replaced() {
     // A warm connection whose server dies is replaced by a fresh one.
     let warm = pool.acquire("c").await.unwrap();
     pool.release("c");
-    let _ = std::process::Command::new("kill").args(["-KILL", &warm.pid.to_string()]).status();
-    until("the dead connection is replaced", || {
+    let killed = std::process::Command::new("kill").args(["-KILL", &warm.pid.to_string()]).status().unwrap();
+    assert!(killed.success(), "kill -KILL {}", warm.pid);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
         let view = pool.view();
-        view.replaced >= 1 && view.idle == 1
-    })
-    .await;
+        if view.replaced >= 1 && view.idle == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dead connection {} is not replaced: {view:?}", warm.id);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let fresh = pool.acquire("d").await.unwrap();
     assert_ne!(fresh.id, warm.id);
     assert!(fresh.forward("tools/list", json!({}), Duration::from_secs(10)).await.unwrap()["result"].is_object());
