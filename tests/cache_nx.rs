@@ -69,11 +69,11 @@ impl Filled {
             .collect()
     }
 
-    /// Makes every entry look last used `hours` ago, as if time had passed.
+    /// Makes every entry look written and last used `hours` earlier, as if time
+    /// had passed (rows and files together, by fixtures/age-cache.py).
     fn age_entries(&self, hours: u32) {
-        let conn = rusqlite::Connection::open(&self.db).unwrap();
-        conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-        conn.execute(&format!("UPDATE cache_outputs SET accessed_at = datetime('now', '-{hours} hours'), created_at = datetime('now', '-{hours} hours')"), []).unwrap();
+        let script = common::repo_root().join("fixtures/age-cache.py");
+        run_ok(Command::new("python3").arg(script).arg(&self.db).arg(&self.cache).arg((hours * 3600).to_string()));
     }
 
     /// The cache's database and the checkout's own (the same file in the local layout).
@@ -182,6 +182,45 @@ fn entries_used_in_the_last_hour_are_kept_unless_forced() {
     assert_eq!(forced["entries"], 8, "{forced:#}");
     assert!(f.rows().is_empty() && f.entry_folders().is_empty());
     assert!(std::fs::read_dir(f.cache.join("terminalOutputs")).unwrap().next().is_none());
+}
+
+/// Nx putting an entry again (`--skip-nx-cache`, or a run in another checkout,
+/// whose running tasks this checkout's records do not show) removes the folder,
+/// writes it anew and stamps the row last: a folder newer than its row is kept,
+/// even forced, until the row is stamped.
+#[test]
+fn an_entry_nx_is_writing_again_is_kept_even_forced_until_its_row_is_stamped() {
+    let f = filled("none");
+    f.age_entries(2);
+    let hash = f.rows()[0].clone();
+    // Nx's put, stopped before its insert: remove the folder, create it, copy the outputs.
+    let folder = f.cache.join(&hash);
+    let copy = f.scratch.spaces.path().join("copy");
+    std::fs::rename(&folder, &copy).unwrap();
+    std::fs::create_dir(&folder).unwrap();
+    for item in std::fs::read_dir(&copy).unwrap().flatten() {
+        std::fs::rename(item.path(), folder.join(item.file_name())).unwrap();
+    }
+    for args in [&["--dry-run"][..], &[]] {
+        let report = f.nxops(&[&["cache", "clean", "--max-size", "1", "--force"][..], args].concat());
+        assert_eq!(report["entries"], 7, "{args:?}: {report:#}");
+        let skipped = report["skipped"].as_array().unwrap();
+        assert_eq!(skipped.len(), 1, "{args:?}: {report:#}");
+        assert_eq!(skipped[0]["hash"], json!(hash), "{report:#}");
+        assert_eq!(skipped[0]["why"], json!("Nx is writing it again (its folder is newer than its row)"));
+    }
+    assert_eq!(f.rows(), std::slice::from_ref(&hash));
+    // Nx's insert stamps created_at (and accessed_at; here as if a minute ago, past the grace).
+    let conn = rusqlite::Connection::open(&f.db).unwrap();
+    conn.execute(
+        "UPDATE cache_outputs SET created_at = datetime('now'), accessed_at = datetime('now', '-1 minute')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let forced = f.nxops(&["cache", "clean", "--max-size", "1", "--force"]);
+    assert_eq!(forced["entries"], 1, "{forced:#}");
+    assert!(f.rows().is_empty() && f.entry_folders().is_empty());
 }
 
 #[test]
@@ -350,6 +389,51 @@ fn deep_stats_and_clean_sweep_orphans_but_never_leave_the_cache() {
         "the symlink was not followed"
     );
     assert_eq!(f.rows().len(), 8, "entries used in the last hour stay");
+}
+
+#[test]
+fn folders_of_terminal_output_rows_are_reported_and_swept_once_old_keeping_the_rows() {
+    let f = filled("none");
+    let with_files: Vec<String> =
+        f.rows().into_iter().filter(|h| f.cache.join(h).join("dist").exists()).take(2).collect();
+    let (old, young) = (&with_files[0], &with_files[1]);
+    // What Nx 24 does when it finds an entry's folder missing (`UPDATE cache_outputs SET
+    // is_cache_entry = FALSE`); a put that recreated the folder meanwhile leaves it under a row Nx
+    // never serves.
+    let conn = rusqlite::Connection::open(&f.db).unwrap();
+    for hash in [old, young] {
+        conn.execute("UPDATE cache_outputs SET is_cache_entry = FALSE WHERE hash = ?1", [hash]).unwrap();
+    }
+    drop(conn);
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::open(f.cache.join(old)).unwrap().set_modified(two_hours_ago).unwrap();
+
+    let deep = f.nxops(&["cache", "stats", "--deep"]);
+    let orphans = &deep["deep"]["orphans"];
+    assert_eq!(orphans["foldersOfNonEntryRows"], 2, "{deep:#}");
+    assert_eq!(orphans["foldersWithoutRow"], 0, "{deep:#}");
+    assert!(orphans["bytes"].as_u64().unwrap() > 0, "{deep:#}");
+
+    let report = f.nxops(&["cache", "clean", "--force"]);
+    let removed = report["removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 1, "only the old folder goes: {report:#}");
+    assert_eq!(removed[0]["reason"], "orphan-folder", "{report:#}");
+    assert!(removed[0]["hash"].as_str().unwrap().ends_with(old.as_str()), "{report:#}");
+    assert!(!f.cache.join(old).exists());
+    assert!(f.cache.join(young).join("dist").exists(), "a young one may be a put in flight");
+    // Nx keeps those rows for their terminal outputs: both stay, with their files.
+    let conn = rusqlite::Connection::open(&f.db).unwrap();
+    let kept: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM cache_outputs WHERE hash IN (?1, ?2) AND NOT is_cache_entry",
+            [old, young],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 2);
+    assert!(f.cache.join("terminalOutputs").join(old).is_file());
+    let after = f.nxops(&["cache", "stats", "--deep"]);
+    assert_eq!(after["deep"]["orphans"]["foldersOfNonEntryRows"], 1, "{after:#}");
 }
 
 #[test]

@@ -123,6 +123,11 @@ fn write_entry(cache: &Path, entry: &Entry) {
     }
     let terminal = terminal_output(entry);
     std::fs::write(cache.join("terminalOutputs").join(&entry.hash), terminal).expect("write a terminal output");
+    // Nx writes the folder before it stamps the row: a folder newer than its row
+    // is an entry being written again, which no clean may take.
+    let written = std::time::UNIX_EPOCH + std::time::Duration::from_secs(entry.created_at.max(0) as u64);
+    let folder = std::fs::File::open(cache.join(&entry.hash)).expect("open the entry folder");
+    folder.set_modified(written).expect("date the entry folder as Nx wrote it");
 }
 
 /// 8 KiB of printable, deterministic bytes (file contents do not matter, sizes do).

@@ -17,10 +17,19 @@
 //! - entries of tasks Nx records as running (a re-run under the same hash
 //!   removes and rewrites its folder), from the cache's database and, in the
 //!   shared layout, the checkout's own `.nx/workspace-data` database;
-//! - folders and terminal outputs without a row, and rows without a folder,
+//! - entries whose folder is newer than their row (made and modified in a later
+//!   second than the row's `created_at`, within the hour): Nx is putting them again
+//!   (`--skip-nx-cache`, or a run in another checkout, whose running tasks no
+//!   record here shows), and its `ON CONFLICT` insert stamps `created_at` only
+//!   once the folder is written, so a finished entry is never newer than its
+//!   row. Checked again inside the write transaction, just before the rename;
+//!   a put that starts in the microseconds between the two is not covered;
+//! - folders and terminal outputs without a row, folders whose row is only a
+//!   terminal output's (`is_cache_entry = 0`), and rows without a folder,
 //!   younger than an hour: an entry being written looks like that until its
-//!   row is inserted. Orphans are checked again inside the write transaction
-//!   that takes them.
+//!   row is inserted or promoted. Orphans are checked again inside the write
+//!   transaction that takes them; an old folder of a terminal output's row is
+//!   swept as an orphan (Nx never serves it), its row and terminal output kept.
 //!
 //! It never removes the guard on `accessed_at`, never follows symlinks and
 //! never touches anything outside the cache folder.
@@ -31,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::db::{NxDb, Row};
+use super::db::{NxDb, Row, RowKind};
 use super::lock::CleanerLock;
 use super::scan;
 use super::trash::{TRASH_DIR, Trash};
@@ -278,7 +287,7 @@ pub fn plan(paths: &CachePaths, db: &NxDb, options: CleanOptions) -> Result<Plan
     let entries = || rows.iter().enumerate().filter(|(_, r)| r.is_cache_entry);
     let before = Totals { entries: entries().count() as u64, bytes: entries().map(|(_, r)| r.size).sum() };
     for (i, row) in entries() {
-        let protection = protected(row, now, &running, options.force);
+        let protection = protected(paths, row, now, &running, options.force);
         match (row.accessed < cutoff, protection) {
             (true, Some(why)) => skipped.push(Skipped { hash: row.hash.to_string(), why, failed: false }),
             (true, None) => evict.push((i, Reason::Age)),
@@ -292,7 +301,7 @@ pub fn plan(paths: &CachePaths, db: &NxDb, options: CleanOptions) -> Result<Plan
             if remaining <= goal {
                 break;
             }
-            match protected(&rows[i], now, &running, options.force) {
+            match protected(paths, &rows[i], now, &running, options.force) {
                 Some(why) => skipped.push(Skipped { hash: rows[i].hash.to_string(), why, failed: false }),
                 None => {
                     remaining -= rows[i].size;
@@ -322,8 +331,9 @@ pub fn plan(paths: &CachePaths, db: &NxDb, options: CleanOptions) -> Result<Plan
 /// Why an entry must be kept, if it must. The 10-second grace holds even with
 /// `force`, here as in `take_entry`, so a dry run lists what a clean would do.
 /// A running task's entries are kept even with `force`: Nx may be rewriting
-/// one of them (a re-run under the same hash removes its folder first).
-fn protected(row: &Row, now: i64, running: &HashSet<String>, force: bool) -> Option<String> {
+/// one of them (a re-run under the same hash removes its folder first), and so
+/// is an entry whose folder Nx is writing again (from any checkout).
+fn protected(paths: &CachePaths, row: &Row, now: i64, running: &HashSet<String>, force: bool) -> Option<String> {
     if now - row.accessed < GRACE_SECS {
         return Some("used in the last 10 seconds".into());
     }
@@ -331,15 +341,21 @@ fn protected(row: &Row, now: i64, running: &HashSet<String>, force: bool) -> Opt
     if running.contains(&task) {
         return Some(format!("task {task} is running"));
     }
+    if let Some(why) = being_put(paths, row, now) {
+        return Some(why);
+    }
     (!force && now - row.accessed < RECENT_SECS).then(|| "used in the last hour".into())
 }
 
-/// Entry folders and terminal outputs no row knows about, and leftover trash.
-/// Only those untouched for an hour, even with `--force`: Nx writes an entry's
-/// folder and terminal output first and inserts its row last, so a young one
-/// without a row may be an entry Nx is writing right now.
+/// Entry folders no cache-entry row knows about (no row, or a row Nx keeps for a
+/// terminal output only, which it never serves from a folder), terminal outputs
+/// no row knows about, and leftover trash. Only those untouched for an hour, even
+/// with `--force`: Nx writes an entry's folder and terminal output first and
+/// inserts (or promotes) its row last, so a young one may be an entry Nx is
+/// writing right now.
 fn orphan_files(paths: &CachePaths, rows: &[Row], now: i64) -> Vec<(PathBuf, Reason, u64)> {
     let known: HashSet<&str> = rows.iter().map(|r| &*r.hash).collect();
+    let entries: HashSet<&str> = rows.iter().filter(|r| r.is_cache_entry).map(|r| &*r.hash).collect();
     let old_enough = |path: &std::path::Path| age_of(path, now) >= RECENT_SECS;
     let mut out = Vec::new();
     for (dir, reason) in [
@@ -355,7 +371,8 @@ fn orphan_files(paths: &CachePaths, rows: &[Row], now: i64) -> Vec<(PathBuf, Rea
         for item in listing.flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
             let is_entry = item.file_type().is_ok_and(|t| t.is_dir()) || reason == Reason::OrphanTerminalOutput;
-            if is_hash(&name) && is_entry && !known.contains(name.as_str()) && old_enough(&item.path()) {
+            let rows = if reason == Reason::OrphanFolder { &entries } else { &known };
+            if is_hash(&name) && is_entry && !rows.contains(name.as_str()) && old_enough(&item.path()) {
                 let bytes = match reason {
                     Reason::OrphanFolder => scan::measure(&item.path()).map_or(0, |u| u.apparent_bytes),
                     _ => item.metadata().map_or(0, |m| m.len()),
@@ -443,13 +460,18 @@ fn execute(
             return Ok(());
         }
         // Inside a write transaction, so Nx cannot record one of them meanwhile;
-        // each is checked again: still without a row, still untouched for an hour.
+        // each is checked again: still without a row (a folder: without an entry
+        // row), still untouched for an hour.
         let outcome = db.batch(|tx| {
             let mut taken = Vec::new();
             for (path, reason, bytes) in batch {
                 if *reason != Reason::Trash {
                     let hash = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    if !matches!(tx.has_row(&hash), Ok(false)) || age_of(path, now_secs()) < RECENT_SECS {
+                    let orphan = matches!(
+                        (tx.row_kind(&hash), reason),
+                        (Ok(None), _) | (Ok(Some(RowKind::TerminalOutputOnly)), Reason::OrphanFolder)
+                    );
+                    if !orphan || age_of(path, now_secs()) < RECENT_SECS {
                         continue;
                     }
                 }
@@ -497,6 +519,9 @@ fn take_entry(
         let why = if recent == GRACE_SECS { "used in the last 10 seconds" } else { "used in the last hour" };
         return Err(Taken::Kept(why.into()));
     }
+    if let Some(why) = being_put(paths, row, now) {
+        return Err(Taken::Kept(why));
+    }
     let mut moved = Vec::new();
     for original in [paths.entry(&row.hash), paths.terminal_output(&row.hash)] {
         match trash.take(&original) {
@@ -522,6 +547,26 @@ fn take_entry(
             Err(failed(format!("cannot delete the row of {}: {e}", row.hash)))
         }
     }
+}
+
+/// Why an entry's folder says Nx is writing it again: made and modified in a
+/// later second than its row was stamped (Nx stamps `created_at` after writing
+/// the folder), within the hour (a put that died leaves such a folder for good).
+/// Both times, because each alone misleads: files deleted inside a finished
+/// entry change its modification time (damage `verify --fix` must still take),
+/// and a cache restored from an archive has new folders with old modification
+/// times. Where the file system keeps no birth time, the modification time alone.
+fn being_put(paths: &CachePaths, row: &Row, now: i64) -> Option<String> {
+    let meta = std::fs::symlink_metadata(paths.entry(&row.hash)).ok()?;
+    if !meta.is_dir() {
+        // Nx writes a folder: anything else there is a trap, not a put.
+        return None;
+    }
+    let secs = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let modified = secs(meta.modified().ok()?);
+    let born_after_row = meta.created().map_or(true, |born| secs(born) > row.created);
+    (modified > row.created && born_after_row && now - modified < RECENT_SECS)
+        .then(|| "Nx is writing it again (its folder is newer than its row)".into())
 }
 
 /// Why `take_entry` did not take an entry: a protection, or an error.

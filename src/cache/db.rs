@@ -19,6 +19,15 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+/// What a `cache_outputs` row stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKind {
+    /// A cache entry (`is_cache_entry`): Nx serves its folder as a hit.
+    Entry,
+    /// A row Nx keeps only so a terminal output is reachable (`is_cache_entry = 0`).
+    TerminalOutputOnly,
+}
+
 /// One cache entry as Nx's database records it.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -262,12 +271,15 @@ impl Batch<'_> {
     }
 
     /// Whether `cache_outputs` has a row for `hash` (an entry or not).
-    pub fn has_row(&self, hash: &str) -> rusqlite::Result<bool> {
+    /// What the hash's row is, if it has one.
+    pub fn row_kind(&self, hash: &str) -> rusqlite::Result<Option<RowKind>> {
         self.tx
-            .prepare_cached("SELECT 1 FROM cache_outputs WHERE hash = ?1")?
-            .query_row(params![hash], |_| Ok(()))
+            .prepare_cached("SELECT is_cache_entry FROM cache_outputs WHERE hash = ?1")?
+            .query_row(params![hash], |r| r.get::<_, Option<bool>>(0))
             .optional()
-            .map(|found| found.is_some())
+            .map(|found| {
+                found.map(|entry| if entry.unwrap_or(true) { RowKind::Entry } else { RowKind::TerminalOutputOnly })
+            })
     }
 
     /// Deletes the row only if it was not used since `accessed` (Unix seconds). True when deleted.

@@ -104,12 +104,16 @@ pub struct UnsafeItem {
 pub struct Orphans {
     /// `<hash>/` folders with no database row: Nx never evicts them.
     pub folders_without_row: u64,
+    /// `<hash>/` folders whose row is not a cache entry (`is_cache_entry = 0`, a row Nx keeps for a
+    /// terminal output only, or demoted when it once found the folder missing): Nx never serves
+    /// them; `clean` sweeps them as orphans, keeping the row and its terminal output.
+    pub folders_of_non_entry_rows: u64,
     /// Rows marked as cache entries whose folder is missing (Nx treats them as misses).
     pub rows_without_folder: u64,
     pub terminal_outputs_without_row: u64,
     /// Items left in `.nxops-trash` by an interrupted clean.
     pub trash_items: u64,
-    /// Apparent bytes of orphan folders, orphan terminal outputs and trash.
+    /// Apparent bytes of orphan folders (with or without a row), orphan terminal outputs and trash.
     pub bytes: u64,
 }
 
@@ -198,6 +202,7 @@ fn deep_stats(
     outputs: Vec<(std::ffi::OsString, Kind, u64)>,
 ) -> Result<DeepStats, CacheError> {
     let Rows { all: rows, known } = rows;
+    let entries: HashSet<&str> = rows.iter().filter(|(_, entry)| *entry).map(|(hash, _)| hash.as_str()).collect();
     let mut total = scan::Usage::default();
     let mut orphans = Orphans::default();
     let mut unsafe_items = Vec::new();
@@ -214,6 +219,9 @@ fn deep_stats(
                     on_disk.insert(name);
                     if !known.contains(name) {
                         orphans.folders_without_row += 1;
+                        orphans.bytes += child.usage.apparent_bytes;
+                    } else if !entries.contains(name) {
+                        orphans.folders_of_non_entry_rows += 1;
                         orphans.bytes += child.usage.apparent_bytes;
                     } else if child.usage.specials > 0 {
                         let what = format!("a folder holding {} FIFO(s), socket(s) or device(s)", child.usage.specials);
@@ -360,6 +368,10 @@ impl Report for CacheStats {
                 .row("files", deep.files.to_string())
                 .row("entry folders", deep.entry_folders.to_string())
                 .row("orphan folders", format!("{} (no database row; Nx never evicts them)", o.folders_without_row))
+                .row(
+                    "folders of non-entry rows",
+                    format!("{} (Nx never serves nor evicts them)", o.folders_of_non_entry_rows),
+                )
                 .row("rows without folder", o.rows_without_folder.to_string())
                 .row("orphan terminal outputs", o.terminal_outputs_without_row.to_string())
                 .row("leftover trash", o.trash_items.to_string())
