@@ -647,7 +647,6 @@ fn a_cancelled_clean_stops_between_steps_and_reports_what_it_did() {
     assert_eq!(rest["byReason"]["orphan-folder"]["entries"].as_u64().unwrap() as usize, left, "{rest:#}");
 }
 
-/// Runs `cmd` and fails the test (after killing it) when it takes longer than `secs`: a hang is a failure.
 /// Runs `cmd` (a `--json` command), which must end within `secs` with exit code `code`.
 fn run_within(cmd: &mut Command, secs: u64, code: i32) -> Value {
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
@@ -664,6 +663,21 @@ fn run_within(cmd: &mut Command, secs: u64, code: i32) -> Value {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(code), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     json_of(&out)
+}
+
+/// A regular file somewhere under `folder`.
+fn first_file_in(folder: &Path) -> PathBuf {
+    let mut stack = vec![folder.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for item in std::fs::read_dir(&dir).unwrap().flatten() {
+            if item.file_type().unwrap().is_dir() {
+                stack.push(item.path());
+            } else if item.file_type().unwrap().is_file() {
+                return item.path();
+            }
+        }
+    }
+    panic!("no file in {}", folder.display())
 }
 
 fn mkfifo(path: &Path) {
@@ -684,19 +698,7 @@ fn verify_and_deep_stats_never_follow_a_trap_out_of_the_cache() {
     let with_files: Vec<String> =
         f.rows().into_iter().filter(|h| f.cache.join(h).join("dist").exists()).take(4).collect();
     assert_eq!(with_files.len(), 4, "the fixture has four entries with outputs");
-    let file_in = |hash: &str| {
-        let mut stack = vec![f.cache.join(hash)];
-        while let Some(dir) = stack.pop() {
-            for item in std::fs::read_dir(&dir).unwrap().flatten() {
-                if item.file_type().unwrap().is_dir() {
-                    stack.push(item.path());
-                } else if item.file_type().unwrap().is_file() {
-                    return item.path();
-                }
-            }
-        }
-        panic!("no file in {hash}")
-    };
+    let file_in = |hash: &str| first_file_in(&f.cache.join(hash));
     let (linked, fifo, zero, terminal) = (&with_files[0], &with_files[1], &with_files[2], &with_files[3]);
     std::fs::remove_dir_all(f.cache.join(linked)).unwrap();
     std::os::unix::fs::symlink(&outside, f.cache.join(linked)).unwrap();
@@ -746,6 +748,111 @@ fn verify_and_deep_stats_never_follow_a_trap_out_of_the_cache() {
     assert!(!f.cache.join(linked).exists() && std::fs::symlink_metadata(f.cache.join(linked)).is_err());
     let after = run_within(f.scratch.nxops(&f.ws).args(["cache", "verify", "--json"]), 60, 0);
     assert_eq!(after["problems"].as_array().unwrap().len(), 0, "{after:#}");
+}
+
+/// What `plant_traps` put outside the cache, to prove nothing there was followed, read or removed.
+struct Outside {
+    dir: PathBuf,
+}
+
+impl Outside {
+    fn assert_intact(&self, after: &str) {
+        assert_eq!(std::fs::read_to_string(self.dir.join("precious.txt")).unwrap(), "keep me", "after {after}");
+        assert!(std::fs::symlink_metadata(self.dir.join("pipe")).unwrap().file_type().is_fifo(), "after {after}");
+        assert_eq!(std::fs::metadata(self.dir.join("terminal.txt")).unwrap().len(), 1 << 20, "after {after}");
+    }
+}
+
+/// Every kind of trap at once, in and beside entries: an entry folder that is a symlink out of the
+/// cache, a FIFO and a `/dev/zero` link among an entry's outputs, a terminal output linked out,
+/// and old orphans (a folder link, a terminal-output link, a top-level FIFO, a trash item link).
+fn plant_traps(f: &Filled) -> Outside {
+    let dir = f.scratch.spaces.path().join("outside");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("precious.txt"), "keep me").unwrap();
+    mkfifo(&dir.join("pipe"));
+    std::fs::write(dir.join("terminal.txt"), "x".repeat(1 << 20)).unwrap();
+    let with_files: Vec<String> =
+        f.rows().into_iter().filter(|h| f.cache.join(h).join("dist").exists()).take(4).collect();
+    let first_file = |hash: &str| first_file_in(&f.cache.join(hash));
+    std::fs::remove_dir_all(f.cache.join(&with_files[0])).unwrap();
+    std::os::unix::fs::symlink(&dir, f.cache.join(&with_files[0])).unwrap();
+    let fifo = first_file(&with_files[1]);
+    std::fs::remove_file(&fifo).unwrap();
+    mkfifo(&fifo);
+    let zero = first_file(&with_files[2]);
+    std::fs::remove_file(&zero).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let terminal = f.cache.join("terminalOutputs").join(&with_files[3]);
+    let _ = std::fs::remove_file(&terminal);
+    std::os::unix::fs::symlink(dir.join("terminal.txt"), &terminal).unwrap();
+    let orphans = [
+        (f.cache.join("1111111111111111111"), dir.clone()),
+        (f.cache.join("terminalOutputs/2222222222222222222"), dir.join("terminal.txt")),
+        (f.cache.join(".nxops-trash/planted"), dir.clone()),
+    ];
+    std::fs::create_dir_all(f.cache.join(".nxops-trash")).unwrap();
+    for (link, target) in &orphans {
+        std::os::unix::fs::symlink(target, link).unwrap();
+        // Old enough to be swept: the link itself, never what it points at.
+        assert!(Command::new("touch").args(["-h", "-d", "2 hours ago"]).arg(link).status().unwrap().success());
+    }
+    mkfifo(&f.cache.join("3333333333333333333"));
+    Outside { dir }
+}
+
+#[test]
+fn every_cache_command_refuses_every_trap() {
+    // Read-only commands, on one cache.
+    let f = filled("none");
+    let outside = plant_traps(&f);
+    let stats = run_within(f.scratch.nxops(&f.ws).args(["cache", "stats", "--json"]), 60, 0);
+    assert_eq!(stats["entries"], 8, "stats reads the database only: {stats:#}");
+    let deep = run_within(f.scratch.nxops(&f.ws).args(["cache", "stats", "--deep", "--json"]), 60, 0);
+    // The linked entry, the entry holding a FIFO, the linked terminal output, and the two row-less
+    // traps at the top (the folder link and the FIFO); the `/dev/zero` link is an output Nx restores
+    // as a link, for `verify` to find changed.
+    let unsafe_paths: Vec<&str> =
+        deep["deep"]["unsafeItems"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap()).collect();
+    assert_eq!(unsafe_paths.len(), 5, "{deep:#}");
+    assert!(unsafe_paths.contains(&"1111111111111111111") && unsafe_paths.contains(&"3333333333333333333"), "{deep:#}");
+    let verify = run_within(f.scratch.nxops(&f.ws).args(["cache", "verify", "--json"]), 60, 1);
+    assert_eq!(verify["problems"].as_array().unwrap().len(), 4, "{verify:#}");
+    outside.assert_intact("stats, stats --deep and verify");
+
+    // Each command that removes, on a cache of its own.
+    let commands: [&[&str]; 4] = [
+        &["cache", "verify", "--fix"],
+        &["cache", "clean", "--force", "--max-size", "1"],
+        &["cache", "reset", "--timeout", "1ms"],
+        &["cache", "reset", "--all", "--timeout", "1ms"],
+    ];
+    for args in commands {
+        let f = filled("none");
+        f.age_entries(2);
+        let outside = plant_traps(&f);
+        let report = run_within(f.scratch.nxops(&f.ws).args(args).arg("--json"), 60, 0);
+        outside.assert_intact(&format!("{args:?}"));
+        let links_left: Vec<PathBuf> = [f.cache.clone(), f.cache.join("terminalOutputs"), f.cache.join(".nxops-trash")]
+            .iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flat_map(|listing| listing.flatten())
+            .filter(|item| item.file_type().unwrap().is_symlink())
+            .map(|item| item.path())
+            .collect();
+        if args.contains(&"verify") {
+            assert_eq!(report["fixed"], 4, "{report:#}");
+            // The traps verify reported are gone (and its trash emptied, the planted link with it);
+            // row-less orphans are clean's to sweep.
+            let names: Vec<_> = links_left.iter().map(|p| p.file_name().unwrap().to_str().unwrap()).collect();
+            assert_eq!(names, ["1111111111111111111", "2222222222222222222"], "{links_left:?}");
+        } else {
+            assert!(links_left.is_empty(), "{args:?} left {links_left:?}: {report:#}");
+        }
+        if args.contains(&"reset") {
+            assert_eq!(report["path"], "manual", "{report:#}");
+        }
+    }
 }
 
 /// A long-running process that is not Nx, and socket folders made for the test; all removed on drop.

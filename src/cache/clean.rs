@@ -347,8 +347,9 @@ fn protected(paths: &CachePaths, row: &Row, now: i64, running: &HashSet<String>,
     (!force && now - row.accessed < RECENT_SECS).then(|| "used in the last hour".into())
 }
 
-/// Entry folders no cache-entry row knows about (no row, or a row Nx keeps for a
-/// terminal output only, which it never serves from a folder), terminal outputs
+/// Entry folders (or traps in their place) no cache-entry row knows about (no
+/// row, or a row Nx keeps for a terminal output only, which it never serves
+/// from a folder), terminal outputs
 /// no row knows about, and leftover trash. Only those untouched for an hour, even
 /// with `--force`: Nx writes an entry's folder and terminal output first and
 /// inserts (or promotes) its row last, so a young one may be an entry Nx is
@@ -370,9 +371,10 @@ fn orphan_files(paths: &CachePaths, rows: &[Row], now: i64) -> Vec<(PathBuf, Rea
         let Ok(listing) = std::fs::read_dir(&dir) else { continue };
         for item in listing.flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
-            let is_entry = item.file_type().is_ok_and(|t| t.is_dir()) || reason == Reason::OrphanTerminalOutput;
+            // Anything under an entry's name, folder or not: a symlink or FIFO in a folder's
+            // place is taken (renamed, never followed or opened) like the folder it replaced.
             let rows = if reason == Reason::OrphanFolder { &entries } else { &known };
-            if is_hash(&name) && is_entry && !rows.contains(name.as_str()) && old_enough(&item.path()) {
+            if is_hash(&name) && !rows.contains(name.as_str()) && old_enough(&item.path()) {
                 let bytes = match reason {
                     Reason::OrphanFolder => scan::measure(&item.path()).map_or(0, |u| u.apparent_bytes),
                     _ => item.metadata().map_or(0, |m| m.len()),
