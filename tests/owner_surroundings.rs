@@ -117,8 +117,10 @@ fn the_nx_database_is_found_when_nx_first_runs_after_the_sidecar_started() {
     // A fresh clone with a remote: Nx shares ~/.nx/<repo>, which does not exist yet.
     let ws = scratch.workspace("clone", "remote");
     // A tiny limit, so a counted cache shows in the rating.
-    let mut owner = Sidecar::start(&scratch, &ws, &[("NXOPS_CACHE_MAX_SIZE", "1KB")]);
+    let env = [("NXOPS_CACHE_MAX_SIZE", "1KB"), ("NXOPS_CACHE_CHECK_INTERVAL", "1s")];
+    let mut owner = Sidecar::start(&scratch, &ws, &env);
     owner.initialize(&ws);
+    owner.request("nxops/subscribe", json!({"events": ["cacheCleanup"]})).unwrap();
 
     let err = owner.request("nxops/cache/stats", json!({})).unwrap_err();
     let message = err["message"].as_str().unwrap();
@@ -131,6 +133,12 @@ fn the_nx_database_is_found_when_nx_first_runs_after_the_sidecar_started() {
     assert_eq!(cache_score(&mut owner)["score"], 100, "nothing to count yet");
 
     nx_build(&scratch, &ws);
+    // The automatic check finds the new database too: over the limit, and blocked (every entry was
+    // just used), it says so once.
+    let cleanup = owner.notification("nxops/cacheCleanup");
+    assert_eq!(cleanup["params"]["trigger"], "automatic", "{cleanup}");
+    let why = cleanup["params"]["blocked"].as_str().unwrap_or_default();
+    assert!(why.contains("every entry was used in the last hour"), "{cleanup}");
 
     let stats = owner.request("nxops/cache/stats", json!({})).unwrap();
     assert!(stats["entries"].as_u64().unwrap() > 0, "{stats}");
