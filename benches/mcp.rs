@@ -5,6 +5,14 @@
 //!   by a warm connection), against spawning the same server and doing
 //!   `initialize`, `notifications/initialized` and `tools/list` directly.
 //!   Target: the pool at least 100x faster.
+//! - From the agent's side: launching `nxops mcp proxy time` (a warm sidecar
+//!   runs) until the first `tools/list` is answered, against launching the real
+//!   mcp-server-time (Python, from PyPI; its start takes about a second) and
+//!   doing the same. Target: the proxy at least 100x faster. Beside it, the
+//!   proxy's own start (launch to `initialize` answered) and a trivial process's
+//!   (spawn and exit of `/bin/true`). Each proxy round waits, untimed, until the
+//!   pool holds a never-used connection again, as an agent launched a moment
+//!   after the last would find it.
 //! - The pool's hop: `ping` through the sidecar (`nxops/mcp/request`, LSP framing
 //!   in, newline JSON out) against `ping` straight to another process of the
 //!   same server over its stdio. Target: at most 100 us more at p50.
@@ -28,7 +36,8 @@ fn main() {
     let (cold_rounds, warm_rounds, pings) = if quick { (3, 20, 500) } else { (10, 100, 5000) };
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let server = repo.join("fixtures/mcp/node_modules/@modelcontextprotocol/server-memory/dist/index.js");
-    assert!(server.exists(), "run fixtures/mcp/setup.sh first");
+    let time_server = repo.join("fixtures/mcp/.venv/bin/mcp-server-time");
+    assert!(server.exists() && time_server.exists(), "run fixtures/mcp/setup.sh first");
     let scratch = tempfile::Builder::new().prefix("nxops-mcp-bench-").tempdir().unwrap();
     let home = scratch.path().join("home");
     std::fs::create_dir_all(home.join("run")).unwrap();
@@ -36,7 +45,10 @@ fn main() {
     std::fs::create_dir_all(&ws).unwrap();
     std::fs::write(ws.join("nx.json"), "{}").unwrap();
     let memory_file = scratch.path().join("memory.jsonl");
-    let servers = json!({"mcpServers": {"memory": {"command": "node", "args": [server], "env": {"MEMORY_FILE_PATH": memory_file}}}});
+    let servers = json!({"mcpServers": {
+        "memory": {"command": "node", "args": [server], "env": {"MEMORY_FILE_PATH": memory_file}},
+        "time": {"command": time_server, "args": ["--local-timezone", "Etc/UTC"]},
+    }});
     std::fs::write(ws.join(".mcp.json"), serde_json::to_vec(&servers).unwrap()).unwrap();
     std::fs::write(ws.join("nxops.json"), r#"{"mcp": {"defaults": {"minIdle": 2, "max": 4}}}"#).unwrap();
     let nxops = env!("CARGO_BIN_EXE_nxops");
@@ -45,11 +57,8 @@ fn main() {
 
     println!("nxops MCP pool benchmark (server-memory; baselines measured in the same run)");
     let mut sidecar = Sidecar::start(nxops, &home, &ws);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sidecar.request("nxops/mcp/servers", json!({}))["servers"][0]["pool"]["idle"] != 2 {
-        assert!(Instant::now() < deadline, "the pool did not warm");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    sidecar.wait_idle("memory", 2);
+    sidecar.wait_idle("time", 2);
 
     // A new session's first tools/list: warm through the pool, cold straight.
     let mut cold = Vec::new();
@@ -79,6 +88,48 @@ fn main() {
         ms(warm),
         ms(cold),
         cold.as_secs_f64() / warm.as_secs_f64()
+    );
+
+    // From the agent's side: launch to the first tools/list, through the proxy and straight.
+    let mut straight = Vec::new();
+    for _ in 0..cold_rounds {
+        let started = Instant::now();
+        let mut direct = Direct::launch(command(&time_server, &home).args(["--local-timezone", "Etc/UTC"]));
+        direct.call("initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}));
+        direct.notify("notifications/initialized");
+        let tools = direct.call("tools/list", json!({}));
+        straight.push(started.elapsed());
+        assert!(tools["result"]["tools"].is_array(), "{tools}");
+        direct.close();
+    }
+    let (mut proxied, mut proxy_start, mut trivial) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..warm_rounds.min(30) {
+        sidecar.wait_idle("time", 2);
+        let started = Instant::now();
+        let mut proxy = Direct::launch(command(nxops, &home).args(["mcp", "proxy", "time"]).current_dir(&ws));
+        let init = proxy.call("initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}));
+        proxy_start.push(started.elapsed());
+        proxy.notify("notifications/initialized");
+        let tools = proxy.call("tools/list", json!({}));
+        proxied.push(started.elapsed());
+        assert!(init["result"]["serverInfo"].is_object() && tools["result"]["tools"].is_array(), "{init} {tools}");
+        proxy.close();
+        let started = Instant::now();
+        assert!(Command::new("/bin/true").status().unwrap().success());
+        trivial.push(started.elapsed());
+    }
+    let (straight, proxied) = (median(&mut straight), median(&mut proxied));
+    let (proxy_start, trivial) = (median(&mut proxy_start), median(&mut trivial));
+    println!(
+        "  agent launch, first tools/list  proxy {:>8.2} ms   direct launch    {:>8.1} ms   {:>6.0}x faster (target >= 100x)",
+        ms(proxied),
+        ms(straight),
+        straight.as_secs_f64() / proxied.as_secs_f64()
+    );
+    println!(
+        "  proxy launch, initialize answered {:>6.2} ms   a trivial process (/bin/true) {:>6.2} ms",
+        ms(proxy_start),
+        ms(trivial)
     );
 
     // The hop: ping through the pool vs ping straight to another process of the server.
@@ -143,14 +194,12 @@ struct Direct {
 
 impl Direct {
     fn spawn(server: &Path, memory_file: &Path, home: &Path) -> Direct {
-        let mut child = command("node", home)
-            .arg(server)
-            .env("MEMORY_FILE_PATH", memory_file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        Direct::launch(command("node", home).arg(server).env("MEMORY_FILE_PATH", memory_file))
+    }
+
+    /// Starts `cmd` as an MCP stdio server (an agent's view: stdin and stdout piped, stderr ignored).
+    fn launch(cmd: &mut Command) -> Direct {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         Direct { stdin: child.stdin.take(), child, stdout, next_id: 0 }
     }
@@ -237,6 +286,20 @@ impl Sidecar {
 
     fn read(&mut self) -> Option<Value> {
         lsp::read_frame(&mut self.stdout)
+    }
+
+    /// Waits until `server`'s pool holds `idle` warm connections.
+    fn wait_idle(&mut self, server: &str, idle: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let servers = self.request("nxops/mcp/servers", json!({}));
+            let pool = servers["servers"].as_array().unwrap().iter().find(|s| s["name"] == server).cloned();
+            if pool.is_some_and(|s| s["pool"]["idle"].as_u64().is_some_and(|n| n >= idle)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the {server} pool did not warm: {servers}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn close(mut self) {

@@ -301,3 +301,39 @@ fn a_proxy_owning_the_workspace_starts_only_its_server() {
     assert_eq!(memory.signal("TERM").code(), Some(143));
     nothing_left(&home, &children, signalled + TEARDOWN_BOUND * 2);
 }
+
+/// An agent that stops reading fills the proxy's stdout; only the proxy's own
+/// output thread waits on that pipe, so SIGTERM still tears everything down.
+#[test]
+fn an_agent_that_stops_reading_cannot_stall_the_teardown() {
+    let scratch = Scratch::new();
+    let ws = workspace(&scratch);
+    let home = scratch.home().to_path_buf();
+    let mut proxy = scratch
+        .nxops(&ws)
+        .args(["mcp", "proxy", "memory"])
+        .env("NXOPS_PROCESSES_STOP_TIMEOUT", "1s")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = proxy.stdin.take().unwrap();
+    let stdout = proxy.stdout.take().unwrap(); // held open, never read
+    let hello = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "agent", "version": "1"}}});
+    writeln!(stdin, "{hello}").unwrap();
+    // About 2 MB of answers (a tool list is a few KB) against a 64 KB pipe.
+    for id in 1..=400 {
+        writeln!(stdin, "{}", json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"})).unwrap();
+    }
+    stdin.flush().unwrap();
+    let child = pid_in(&home.join("memory-child.pid"));
+    std::thread::sleep(Duration::from_secs(2)); // the answers pile up; the pipe is full
+    let mut agent = Agent { proxy, stdin, lines: channel().1 };
+    let signalled = Instant::now();
+    let status = agent.signal("TERM");
+    assert_eq!(status.code(), Some(143), "{status}");
+    nothing_left(&home, &[child], signalled + TEARDOWN_BOUND);
+    drop(stdout);
+}

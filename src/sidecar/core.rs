@@ -93,6 +93,9 @@ struct Inner {
     warm_mcp_only: Option<String>,
     /// Supervisors of detached workspaces still stopping their processes.
     shutdowns: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Woken when a follower has connected (and opened its sessions) or became
+    /// the owner: requests waiting in `route` go at once rather than at their next poll.
+    role_settled: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -187,7 +190,9 @@ pub struct WorkspaceView {
     pub root: PathBuf,
     pub role: RoleView,
     pub attached_at: u64,
-    pub cache_dir: PathBuf,
+    /// Absent only in an MCP proxy following an owner, which never decides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -246,6 +251,7 @@ impl Core {
             takes_ownership,
             warm_mcp_only,
             shutdowns: Mutex::default(),
+            role_settled: tokio::sync::Notify::new(),
         }))
     }
 
@@ -343,8 +349,10 @@ impl Core {
 
     /// Opens these local sessions in `root`'s registry: directly on its owner,
     /// through the forwarding connection on a follower.
-    fn announce(&self, root: &Path, ids: &[u64]) {
-        let Some(role) = self.role_now(root) else { return };
+    /// Returns the requests sent to an owner, to be awaited by whoever needs them done.
+    fn announce(&self, root: &Path, ids: &[u64]) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut sent = Vec::new();
+        let Some(role) = self.role_now(root) else { return sent };
         type Client = (u64, Option<String>, Option<String>, BTreeSet<String>);
         let clients: Vec<Client> = self.with_state(|state| {
             ids.iter()
@@ -366,11 +374,14 @@ impl Core {
                     let client = client.clone();
                     let params = json!({"workspace": root, "session": session_id(id),
                         "client": {"name": name, "version": version}, "subscriptions": events});
-                    self.0.runtime.spawn(async move { client.request("nxops/session/open", params).await });
+                    sent.push(self.0.runtime.spawn(async move {
+                        let _ = client.request("nxops/session/open", params).await;
+                    }));
                 }
             }
             _ => {}
         }
+        sent
     }
 
     /// The client name and version a local session gave at `initialize`.
@@ -536,7 +547,12 @@ impl Core {
         if let Some(view) = self.view(&root) {
             return Ok(view);
         }
-        let workspace = Arc::new(Workspace::open(&root, &self.0.env, &self.overrides())?);
+        // An MCP proxy forwards to the owner and needs no Nx layout unless it owns the workspace.
+        let workspace = match self.0.warm_mcp_only {
+            Some(_) => Workspace::open_undecided(&root, &self.0.env, &self.overrides())?,
+            None => Workspace::open(&root, &self.0.env, &self.overrides())?,
+        };
+        let workspace = Arc::new(workspace);
         let (stop, stop_rx) = watch::channel(false);
         let role = Arc::new(Exclusive::new("workspace role", Role::InProcess));
         // Without a runtime folder the workspace is still served, in-process (no
@@ -550,7 +566,10 @@ impl Core {
         };
         if let Some(paths) = paths {
             match ownership::try_own(&paths, &root).map_err(RpcError::Failed)? {
-                Some(guard) => self.become_owner(&workspace, guard, &role, stop_rx),
+                Some(guard) => {
+                    workspace.nx(); // the owner's watches start from a decided layout
+                    self.become_owner(&workspace, guard, &role, stop_rx)
+                }
                 None => {
                     role.with(|role| *role = Role::Follower(Following::default()));
                     let task = follow(self.clone(), workspace.clone(), paths, role.clone(), stop_rx);
@@ -699,6 +718,10 @@ impl Core {
     pub async fn route(&self, selector: Option<&Path>) -> Result<Route, RpcError> {
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
+            // Listening before the role is read, so a change right after the read still wakes us.
+            let settled = self.0.role_settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
             let root = self.resolve(selector)?;
             let workspace = self
                 .workspace(&root)
@@ -722,7 +745,10 @@ impl Core {
                     root.display()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::select! {
+                () = &mut settled => {}
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
         }
     }
 
@@ -807,7 +833,11 @@ async fn follow(
                 if *stop.borrow() {
                     return;
                 }
+                // The owner's watches start from a decided layout (it may run git: off the runtime).
+                let deciding = workspace.clone();
+                let _ = tokio::task::spawn_blocking(move || deciding.nx()).await;
                 core.become_owner(&workspace, guard, &role, stop.clone());
+                core.0.role_settled.notify_waiters();
                 return;
             }
             Ok(None) => {}
@@ -818,7 +848,10 @@ async fn follow(
             let following = Following { client: Some(client.clone()), owner_pid, responsive: true };
             role.with(|role| *role = Role::Follower(following));
             backoff = Backoff::default();
-            core.announce(&root, &core.own_clients());
+            // Requests waiting in `route` go once the owner knows our sessions (their leases are theirs).
+            let opening = core.announce(&root, &core.own_clients());
+            let _ = tokio::time::timeout(Duration::from_secs(1), futures_util::future::join_all(opening)).await;
+            core.0.role_settled.notify_waiters();
             tokio::select! {
                 () = client.closed() => {}
                 () = watch_owner(&core, &role, &client, &root) => {}

@@ -15,7 +15,11 @@
 //! number (143, 130, 129), or 0 when stdin had closed first.
 //!
 //! stdout is the MCP channel (one JSON message per line): it is moved to a
-//! private descriptor at start, as `serve --stdio` does.
+//! private descriptor at start, as `serve --stdio` does, and written by one
+//! thread of its own, never by a runtime thread.
+//!
+//! A proxy that follows an owner never decides Nx's cache layout (which may
+//! run git): its start is process start, one connection and three round trips.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -58,15 +62,25 @@ pub fn run(env: Environment, root: &Path, server: &str) -> anyhow::Result<i32> {
     core.attach(root).map_err(|e| anyhow::anyhow!("{}", to_jsonrpc(e).message))?;
     let session = core.open_session(TransportKind::Stdio);
     core.identify_session(session, Some("nxops mcp proxy".into()), Some(env!("CARGO_PKG_VERSION").into()));
-    let out = Arc::new(Mutex::new(output));
-    let write = {
-        let out = out.clone();
-        move |message: &Value| {
-            let mut line = serde_json::to_vec(message).expect("messages serialize");
-            line.push(b'\n');
-            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = out.write_all(&line).and_then(|()| out.flush());
-        }
+    // One thread writes to the agent, so no runtime thread ever blocks on its
+    // pipe: an agent that stops reading stalls only that thread, and the queue
+    // (this proxy's memory, no one else's) holds what it has not read.
+    let (lines, queued) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::Builder::new()
+        .name("nxops-proxy-out".into())
+        .spawn(move || {
+            let mut output = output;
+            for line in queued {
+                if output.write_all(&line).and_then(|()| output.flush()).is_err() {
+                    return; // the agent closed its end
+                }
+            }
+        })
+        .context("failed to start the output thread")?;
+    let write = move |message: &Value| {
+        let mut line = serde_json::to_vec(message).expect("messages serialize");
+        line.push(b'\n');
+        let _ = lines.send(line);
     };
 
     // The server's own messages, for this proxy's lease only.

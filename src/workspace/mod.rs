@@ -67,6 +67,16 @@ pub fn find_root(start: &Path) -> Result<PathBuf, WorkspaceError> {
 impl Workspace {
     /// Opens the workspace whose root is `root` (or contains it, when `root` is a subfolder).
     pub fn open(start: &Path, env: &Environment, flags: &[FlagValue]) -> Result<Workspace, WorkspaceError> {
+        let workspace = Self::open_undecided(start, env, flags)?;
+        workspace.nx();
+        Ok(workspace)
+    }
+
+    /// Opens the workspace without deciding yet where Nx keeps its cache: the
+    /// decision may run git (two or three processes, most of an MCP proxy's
+    /// start), so a front-end that only forwards to the owner leaves it to the
+    /// first use of [`Workspace::nx`], which never comes unless it takes over.
+    pub fn open_undecided(start: &Path, env: &Environment, flags: &[FlagValue]) -> Result<Workspace, WorkspaceError> {
         let root = find_root(start)?;
         let nx_json = NxJson::read(&root.join("nx.json"))?;
         let entry = nx_json.nxops_plugin();
@@ -76,23 +86,32 @@ impl Workspace {
             options: entry.options,
         });
         let settings = Settings::resolve(plugin, env, flags)?;
-        let nx = nx_paths::resolve(&root, Some(&nx_json), env);
         let state_dir = state_dir(env, &root);
-        let nx = NxCell { decided: Mutex::new(nx), env: env.clone() };
+        let nx = NxCell { decided: Mutex::new(None), env: env.clone() };
         Ok(Workspace { root, nx_json, nx, settings, state_dir })
     }
 
     /// Where Nx keeps the cache and database now: the last layout decision, with
     /// the database files as they are at this moment (Nx creates them on its first run).
+    /// Blocking the first time on a workspace opened undecided (it may run git).
     pub fn nx(&self) -> NxLocations {
-        let mut nx = self.nx.decided.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let decided = self.nx.decided.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut nx = match decided {
+            Some(nx) => nx,
+            None => {
+                // Decided outside the lock; a concurrent first use may decide too, and the first stored wins.
+                let fresh = nx_paths::resolve(&self.root, Some(&self.nx_json), &self.nx.env);
+                self.nx.decided.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(fresh).clone()
+            }
+        };
         nx.db_files = nx_paths::find_db_files(&nx.db_dir);
         nx
     }
 
-    /// The cache folder of the last layout decision (no I/O: fit for a view under a lock).
-    pub fn cache_dir(&self) -> PathBuf {
-        self.nx.decided.lock().unwrap_or_else(|p| p.into_inner()).cache_dir.clone()
+    /// The cache folder of the last layout decision, `None` before the first (no
+    /// I/O: fit for a view under a lock).
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        self.nx.decided.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|nx| nx.cache_dir.clone())
     }
 
     /// Decides the layout again from nx.json and git as they are now (blocking: it
@@ -101,17 +120,20 @@ impl Workspace {
         let nx_json = NxJson::read(&self.root.join("nx.json")).ok();
         let fresh = nx_paths::resolve(&self.root, nx_json.as_ref().or(Some(&self.nx_json)), &self.nx.env);
         let mut decided = self.nx.decided.lock().unwrap_or_else(|p| p.into_inner());
-        let moved = (&decided.cache_dir, &decided.db_dir, &decided.workspace_data_dir)
-            != (&fresh.cache_dir, &fresh.db_dir, &fresh.workspace_data_dir);
-        *decided = fresh;
+        let moved = decided.as_ref().is_some_and(|decided| {
+            (&decided.cache_dir, &decided.db_dir, &decided.workspace_data_dir)
+                != (&fresh.cache_dir, &fresh.db_dir, &fresh.workspace_data_dir)
+        });
+        *decided = Some(fresh);
         moved
     }
 }
 
-/// The layout decision, replaced by `refresh_nx` (held only to copy or swap it).
+/// The layout decision (none yet for a workspace opened undecided), replaced
+/// by `refresh_nx` (held only to copy or swap it).
 #[derive(Debug)]
 struct NxCell {
-    decided: Mutex<NxLocations>,
+    decided: Mutex<Option<NxLocations>>,
     /// The environment the decision depends on (`NX_*`, HOME).
     env: Environment,
 }
