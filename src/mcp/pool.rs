@@ -667,6 +667,9 @@ impl Pool {
             let shape = self.preferred();
             for opened_so_far in 0..to_open {
                 let opened = self.open(&shape).await;
+                if let Ok(conn) = &opened {
+                    conn.prime().await; // warm-ups only: a client waiting on an open does not wait for this
+                }
                 {
                     let mut state = self.state();
                     state.opening -= 1;
