@@ -689,19 +689,14 @@ fn verify_and_deep_stats_never_follow_a_trap_out_of_the_cache() {
     let f = filled("none");
     let first = f.nxops(&["cache", "verify"]);
     assert_eq!(first["recorded"], 8, "{first:#}");
-    // Outside the cache: a folder holding a FIFO (reading it would hang) and a terminal output.
-    let outside = f.scratch.spaces.path().join("outside");
-    std::fs::create_dir_all(&outside).unwrap();
-    std::fs::write(outside.join("precious.txt"), "keep me").unwrap();
-    mkfifo(&outside.join("pipe"));
-    std::fs::write(outside.join("terminal.txt"), "x".repeat(1 << 20)).unwrap();
+    let outside = Outside::make(&f);
     let with_files: Vec<String> =
         f.rows().into_iter().filter(|h| f.cache.join(h).join("dist").exists()).take(4).collect();
     assert_eq!(with_files.len(), 4, "the fixture has four entries with outputs");
     let file_in = |hash: &str| first_file_in(&f.cache.join(hash));
     let (linked, fifo, zero, terminal) = (&with_files[0], &with_files[1], &with_files[2], &with_files[3]);
     std::fs::remove_dir_all(f.cache.join(linked)).unwrap();
-    std::os::unix::fs::symlink(&outside, f.cache.join(linked)).unwrap();
+    std::os::unix::fs::symlink(&outside.dir, f.cache.join(linked)).unwrap();
     let victim = file_in(fifo);
     std::fs::remove_file(&victim).unwrap();
     mkfifo(&victim);
@@ -710,7 +705,7 @@ fn verify_and_deep_stats_never_follow_a_trap_out_of_the_cache() {
     std::os::unix::fs::symlink("/dev/zero", &victim).unwrap();
     let term = f.cache.join("terminalOutputs").join(terminal);
     let _ = std::fs::remove_file(&term);
-    std::os::unix::fs::symlink(outside.join("terminal.txt"), &term).unwrap();
+    std::os::unix::fs::symlink(outside.dir.join("terminal.txt"), &term).unwrap();
 
     // Problems found: exit 1.
     let report = run_within(f.scratch.nxops(&f.ws).args(["cache", "verify", "--json"]), 60, 1);
@@ -719,7 +714,7 @@ fn verify_and_deep_stats_never_follow_a_trap_out_of_the_cache() {
     assert_eq!(problems.len(), 4, "{report:#}");
     assert_eq!(problem(linked)["kind"], "unsafe", "{report:#}");
     let detail = problem(linked)["detail"].as_str().unwrap().to_string();
-    assert!(detail.contains(&format!("a symlink to {}", outside.display())), "{detail}");
+    assert!(detail.contains(&format!("a symlink to {}", outside.dir.display())), "{detail}");
     assert_eq!(problem(fifo)["kind"], "unsafe");
     assert!(problem(fifo)["detail"].as_str().unwrap().contains("is a FIFO"), "{report:#}");
     assert_eq!(problem(terminal)["kind"], "unsafe");
@@ -742,9 +737,7 @@ fn verify_and_deep_stats_never_follow_a_trap_out_of_the_cache() {
     // All of them fixed: exit 0.
     let fixed = run_within(f.scratch.nxops(&f.ws).args(["cache", "verify", "--fix", "--json"]), 60, 0);
     assert_eq!(fixed["fixed"], 4, "{fixed:#}");
-    assert_eq!(std::fs::read_to_string(outside.join("precious.txt")).unwrap(), "keep me");
-    assert!(std::fs::symlink_metadata(outside.join("pipe")).unwrap().file_type().is_fifo());
-    assert_eq!(std::fs::metadata(outside.join("terminal.txt")).unwrap().len(), 1 << 20);
+    outside.assert_intact("verify --fix");
     assert!(!f.cache.join(linked).exists() && std::fs::symlink_metadata(f.cache.join(linked)).is_err());
     let after = run_within(f.scratch.nxops(&f.ws).args(["cache", "verify", "--json"]), 60, 0);
     assert_eq!(after["problems"].as_array().unwrap().len(), 0, "{after:#}");
@@ -756,6 +749,16 @@ struct Outside {
 }
 
 impl Outside {
+    /// Outside the cache: a file, a FIFO (reading it would hang) and a terminal output.
+    fn make(f: &Filled) -> Outside {
+        let dir = f.scratch.spaces.path().join("outside");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("precious.txt"), "keep me").unwrap();
+        mkfifo(&dir.join("pipe"));
+        std::fs::write(dir.join("terminal.txt"), "x".repeat(1 << 20)).unwrap();
+        Outside { dir }
+    }
+
     fn assert_intact(&self, after: &str) {
         assert_eq!(std::fs::read_to_string(self.dir.join("precious.txt")).unwrap(), "keep me", "after {after}");
         assert!(std::fs::symlink_metadata(self.dir.join("pipe")).unwrap().file_type().is_fifo(), "after {after}");
@@ -767,11 +770,8 @@ impl Outside {
 /// cache, a FIFO and a `/dev/zero` link among an entry's outputs, a terminal output linked out,
 /// and old orphans (a folder link, a terminal-output link, a top-level FIFO, a trash item link).
 fn plant_traps(f: &Filled) -> Outside {
-    let dir = f.scratch.spaces.path().join("outside");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("precious.txt"), "keep me").unwrap();
-    mkfifo(&dir.join("pipe"));
-    std::fs::write(dir.join("terminal.txt"), "x".repeat(1 << 20)).unwrap();
+    let outside = Outside::make(f);
+    let dir = outside.dir.clone();
     let with_files: Vec<String> =
         f.rows().into_iter().filter(|h| f.cache.join(h).join("dist").exists()).take(4).collect();
     let first_file = |hash: &str| first_file_in(&f.cache.join(hash));
@@ -798,7 +798,7 @@ fn plant_traps(f: &Filled) -> Outside {
         assert!(Command::new("touch").args(["-h", "-d", "2 hours ago"]).arg(link).status().unwrap().success());
     }
     mkfifo(&f.cache.join("3333333333333333333"));
-    Outside { dir }
+    outside
 }
 
 #[test]

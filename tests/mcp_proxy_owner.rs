@@ -47,8 +47,9 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(scratch: &Scratch, ws: &Path, server: &str) -> Agent {
-        let mut proxy = scratch
+    /// `nxops mcp proxy SERVER` with its stdin and stdout piped.
+    fn launch(scratch: &Scratch, ws: &Path, server: &str) -> Child {
+        scratch
             .nxops(ws)
             .args(["mcp", "proxy", server])
             .env("NXOPS_PROCESSES_STOP_TIMEOUT", "1s")
@@ -56,7 +57,12 @@ impl Agent {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The proxy, its stdout read line by line.
+    fn start(scratch: &Scratch, ws: &Path, server: &str) -> Agent {
+        let mut proxy = Agent::launch(scratch, ws, server);
         let stdout = proxy.stdout.take().unwrap();
         let (tx, lines) = channel();
         std::thread::spawn(move || {
@@ -309,15 +315,7 @@ fn an_agent_that_stops_reading_cannot_stall_the_teardown() {
     let scratch = Scratch::new();
     let ws = workspace(&scratch);
     let home = scratch.home().to_path_buf();
-    let mut proxy = scratch
-        .nxops(&ws)
-        .args(["mcp", "proxy", "memory"])
-        .env("NXOPS_PROCESSES_STOP_TIMEOUT", "1s")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut proxy = Agent::launch(&scratch, &ws, "memory");
     let mut stdin = proxy.stdin.take().unwrap();
     let stdout = proxy.stdout.take().unwrap(); // held open, never read
     let hello = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
