@@ -67,11 +67,7 @@ fn main() {
     for _ in 0..cold_rounds {
         let started = Instant::now();
         let mut direct = Direct::spawn(&server, &memory_file, &home);
-        direct.call("initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}));
-        direct.notify("notifications/initialized");
-        let tools = direct.call("tools/list", json!({}));
-        cold.push(started.elapsed());
-        assert!(tools["result"]["tools"].is_array());
+        cold.push(direct.first_tools_list(started).1);
         direct.close();
     }
     let mut warm = Vec::new();
@@ -100,11 +96,7 @@ fn main() {
     for _ in 0..cold_rounds {
         let started = Instant::now();
         let mut direct = Direct::launch(command(&time_server, &home).args(["--local-timezone", "Etc/UTC"]));
-        direct.call("initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}));
-        direct.notify("notifications/initialized");
-        let tools = direct.call("tools/list", json!({}));
-        straight.push(started.elapsed());
-        assert!(tools["result"]["tools"].is_array(), "{tools}");
+        straight.push(direct.first_tools_list(started).1);
         direct.close();
     }
     let (mut proxied, mut proxy_start, mut trivial) = (Vec::new(), Vec::new(), Vec::new());
@@ -112,12 +104,9 @@ fn main() {
         sidecar.wait_idle("time", 2);
         let started = Instant::now();
         let mut proxy = Direct::launch(command(nxops, &home).args(["mcp", "proxy", "time"]).current_dir(&ws));
-        let init = proxy.call("initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}));
-        proxy_start.push(started.elapsed());
-        proxy.notify("notifications/initialized");
-        let tools = proxy.call("tools/list", json!({}));
-        proxied.push(started.elapsed());
-        assert!(init["result"]["serverInfo"].is_object() && tools["result"]["tools"].is_array(), "{init} {tools}");
+        let (initialized, listed) = proxy.first_tools_list(started);
+        proxy_start.push(initialized);
+        proxied.push(listed);
         proxy.close();
         let started = Instant::now();
         assert!(Command::new("/bin/true").status().unwrap().success());
@@ -226,6 +215,21 @@ impl Direct {
                 return answer;
             }
         }
+    }
+
+    /// An agent's opening (`initialize`, `notifications/initialized`, `tools/list`): the time
+    /// from `started` until `initialize` was answered, and until the tool list was.
+    fn first_tools_list(&mut self, started: Instant) -> (Duration, Duration) {
+        let init = self.call(
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}),
+        );
+        let initialized = started.elapsed();
+        self.notify("notifications/initialized");
+        let tools = self.call("tools/list", json!({}));
+        let listed = started.elapsed();
+        assert!(init["result"]["serverInfo"].is_object() && tools["result"]["tools"].is_array(), "{init} {tools}");
+        (initialized, listed)
     }
 
     fn notify(&mut self, method: &str) {

@@ -349,11 +349,10 @@ fn protected(paths: &CachePaths, row: &Row, now: i64, running: &HashSet<String>,
 
 /// Entry folders (or traps in their place) no cache-entry row knows about (no
 /// row, or a row Nx keeps for a terminal output only, which it never serves
-/// from a folder), terminal outputs
-/// no row knows about, and leftover trash. Only those untouched for an hour, even
-/// with `--force`: Nx writes an entry's folder and terminal output first and
-/// inserts (or promotes) its row last, so a young one may be an entry Nx is
-/// writing right now.
+/// from a folder), terminal outputs no row knows about, and leftover trash.
+/// Only those untouched for an hour, even with `--force`: Nx writes an entry's
+/// folder and terminal output first and inserts (or promotes) its row last, so
+/// a young one may be an entry Nx is writing right now.
 fn orphan_files(paths: &CachePaths, rows: &[Row], now: i64) -> Vec<(PathBuf, Reason, u64)> {
     let known: HashSet<&str> = rows.iter().map(|r| &*r.hash).collect();
     let entries: HashSet<&str> = rows.iter().filter(|r| r.is_cache_entry).map(|r| &*r.hash).collect();

@@ -270,8 +270,7 @@ impl Batch<'_> {
             .map(Option::flatten)
     }
 
-    /// Whether `cache_outputs` has a row for `hash` (an entry or not).
-    /// What the hash's row is, if it has one.
+    /// What `cache_outputs` has for `hash`: no row, an entry, or a terminal output's row.
     pub fn row_kind(&self, hash: &str) -> rusqlite::Result<Option<RowKind>> {
         self.tx
             .prepare_cached("SELECT is_cache_entry FROM cache_outputs WHERE hash = ?1")?

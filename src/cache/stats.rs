@@ -370,7 +370,7 @@ impl Report for CacheStats {
                 .row("orphan folders", format!("{} (no database row; Nx never evicts them)", o.folders_without_row))
                 .row(
                     "folders of non-entry rows",
-                    format!("{} (Nx never serves nor evicts them)", o.folders_of_non_entry_rows),
+                    format!("{} (Nx never serves them; clean sweeps them)", o.folders_of_non_entry_rows),
                 )
                 .row("rows without folder", o.rows_without_folder.to_string())
                 .row("orphan terminal outputs", o.terminal_outputs_without_row.to_string())

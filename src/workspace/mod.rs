@@ -68,7 +68,7 @@ impl Workspace {
     /// Opens the workspace whose root is `root` (or contains it, when `root` is a subfolder).
     pub fn open(start: &Path, env: &Environment, flags: &[FlagValue]) -> Result<Workspace, WorkspaceError> {
         let workspace = Self::open_undecided(start, env, flags)?;
-        workspace.nx();
+        workspace.decided();
         Ok(workspace)
     }
 
@@ -95,17 +95,19 @@ impl Workspace {
     /// the database files as they are at this moment (Nx creates them on its first run).
     /// Blocking the first time on a workspace opened undecided (it may run git).
     pub fn nx(&self) -> NxLocations {
-        let decided = self.nx.decided.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut nx = match decided {
-            Some(nx) => nx,
-            None => {
-                // Decided outside the lock; a concurrent first use may decide too, and the first stored wins.
-                let fresh = nx_paths::resolve(&self.root, Some(&self.nx_json), &self.nx.env);
-                self.nx.decided.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(fresh).clone()
-            }
-        };
+        let mut nx = self.decided();
         nx.db_files = nx_paths::find_db_files(&nx.db_dir);
         nx
+    }
+
+    /// The last layout decision, made now if none was (blocking: it may run git).
+    fn decided(&self) -> NxLocations {
+        if let Some(nx) = self.nx.decided.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return nx;
+        }
+        // Decided outside the lock; a concurrent first use may decide too, and the first stored wins.
+        let fresh = nx_paths::resolve(&self.root, Some(&self.nx_json), &self.nx.env);
+        self.nx.decided.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(fresh).clone()
     }
 
     /// The cache folder of the last layout decision, `None` before the first (no
