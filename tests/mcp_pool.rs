@@ -120,6 +120,49 @@ async fn idle_connections_shrink_and_dead_ones_are_replaced() {
     assert!(!common::alive(fresh.pid));
 }
 
+/// The pool's health check in flight while a client takes and returns the
+/// connection: the client's release neither cancels the check nor holds the
+/// connection back as busy, and when the server then dies the pool counts the
+/// replacement (a CI run once lost it: the connection was "draining" for the
+/// check's ping and left the pool uncounted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_during_a_health_check_returns_the_connection_and_a_death_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::repo_root().join("fixtures/mcp/stubborn-server.py");
+    let launch = Launch {
+        server: "stubborn".into(),
+        command: "python3".into(),
+        args: vec![server.display().to_string()],
+        env: [("STUBBORN_PING_MS".to_string(), "700".to_string())].into(),
+        cwd: dir.path().to_path_buf(),
+    };
+    let settings = PoolSettings { health_interval: Duration::from_millis(1_500), ..settings(1, 2, 60_000, 5_000) };
+    let pool = Pool::start(common::supervisor(&dir), launch, settings);
+    let conn = pool.acquire("a").await.unwrap();
+    pool.release("a");
+    let pinged =
+        |conn: &nxops::mcp::conn::Connection, what: &str| conn.stderr.tail(50).iter().any(|l| l.contains(what));
+    until("the pool's health check is in flight", || pinged(&conn, "received")).await;
+
+    let again = pool.acquire("b").await.unwrap();
+    assert_eq!(again.id, conn.id, "the idle connection, though its health check is running");
+    pool.release("b");
+    let view = pool.view();
+    assert_eq!((view.idle, view.busy), (1, 0), "released straight back to idle: {view:?}");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(!pinged(&conn, "cancelled"), "the release cancelled the pool's own ping: {:?}", conn.stderr.tail(50));
+    assert_eq!(pool.view().replaced, 0, "a slow ping within its time is healthy");
+
+    let pid = rustix::process::Pid::from_raw(conn.pid as i32).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill -KILL the server");
+    until("the dead connection is counted and replaced", || {
+        let view = pool.view();
+        view.replaced == 1 && view.idle == 1
+    })
+    .await;
+    pool.shutdown().await;
+}
+
 /// Live processes whose environment names this test's memory file.
 fn servers_of(dir: &tempfile::TempDir) -> Vec<u32> {
     let marker = format!("MEMORY_FILE_PATH={}", dir.path().join("memory.jsonl").display());

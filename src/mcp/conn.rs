@@ -17,7 +17,7 @@
 //! stdio framing: one JSON message per line, UTF-8; stdout carries only
 //! protocol messages, stderr is kept (last lines) for diagnostics.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -75,10 +75,10 @@ pub struct Connection {
     run: u64,
     exit: crate::reaper::ExitWatch,
     writer: tokio::sync::Mutex<Option<tokio::net::unix::pipe::Sender>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Value>>>,
+    pending: Mutex<HashMap<u64, Waiter>>,
     /// Requests cancelled (`notifications/cancelled` sent) that the server has
     /// not answered yet: the connection is busy with them until it does.
-    cancelled: Mutex<HashSet<u64>>,
+    cancelled: Mutex<HashMap<u64, By>>,
     next_id: AtomicU64,
     dead: AtomicBool,
     /// Where the server's own messages go (the current lessee), if anywhere.
@@ -259,10 +259,16 @@ impl Connection {
 
     /// Sends a request and returns the server's whole response message (`result` or
     /// `error`), with our id. Dropping the future sends `notifications/cancelled`.
-    pub async fn call(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, ConnError> {
+    async fn call(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, ConnError> {
+        self.request(By::Pool, method, params, timeout).await
+    }
+
+    /// `call` for `by`: a client's requests make the connection busy (see
+    /// `outstanding`); the pool's own (handshake, priming, health checks) never do.
+    async fn request(&self, by: By, method: &str, params: Value, timeout: Duration) -> Result<Value, ConnError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending().insert(id, tx);
+        self.pending().insert(id, Waiter { tx, by });
         let mut guard = CancelGuard { conn: self, id, armed: true };
         let mut message = json!({"jsonrpc": "2.0", "id": id, "method": method});
         if !params.is_null() {
@@ -294,7 +300,7 @@ impl Connection {
     /// connection speaks the modern era, and returns the response message.
     pub async fn forward(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, ConnError> {
         let params = if self.era() == Era::Modern { with_envelope(params) } else { params };
-        self.call(method, params, timeout).await
+        self.request(By::Client, method, params, timeout).await
     }
 
     /// A client's notification, passed on (`notifications/cancelled` ids are the caller's to map).
@@ -306,17 +312,26 @@ impl Connection {
         self.send(&message).await
     }
 
-    /// Requests sent and not answered yet, cancelled ones included.
+    /// Clients' requests sent and not answered yet, cancelled ones included.
+    /// The pool's own (a health check racing a lease) do not count: a
+    /// connection released during one goes straight back to the idle set.
     pub fn outstanding(&self) -> usize {
-        self.pending().len() + self.cancelled().len()
+        let pending = self.pending().values().filter(|w| w.by == By::Client).count();
+        pending + self.cancelled().values().filter(|by| **by == By::Client).count()
     }
 
-    /// Cancels every request still waiting (its caller went away): the server
-    /// gets `notifications/cancelled` for each, and the callers `Cancelled`.
+    /// Cancels every client's request still waiting (its caller went away): the
+    /// server gets `notifications/cancelled` for each, and the callers `Cancelled`.
+    /// The pool's own requests run on.
     pub async fn cancel_all(&self, reason: &str) {
-        let ids: Vec<u64> = self.pending().drain().map(|(id, _)| id).collect();
+        let ids: Vec<u64> = {
+            let mut pending = self.pending();
+            let ids: Vec<u64> = pending.iter().filter(|(_, w)| w.by == By::Client).map(|(id, _)| *id).collect();
+            ids.iter().for_each(|id| drop(pending.remove(id)));
+            ids
+        };
         for id in ids {
-            self.cancelled().insert(id);
+            self.cancelled().insert(id, By::Client);
             let _ = self.send(&cancelled_notification(id, reason)).await;
         }
     }
@@ -376,13 +391,28 @@ impl Connection {
         self.cancelled().clear();
     }
 
-    fn pending(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<Value>>> {
+    fn pending(&self) -> MutexGuard<'_, HashMap<u64, Waiter>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn cancelled(&self) -> MutexGuard<'_, HashSet<u64>> {
+    fn cancelled(&self) -> MutexGuard<'_, HashMap<u64, By>> {
         self.cancelled.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Who sent a request to the server.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum By {
+    /// A client, through `forward`.
+    Client,
+    /// The pool itself: the handshake, priming, health checks.
+    Pool,
+}
+
+/// A request waiting for its answer.
+struct Waiter {
+    tx: oneshot::Sender<Value>,
+    by: By,
 }
 
 enum ProbeFailed {
@@ -402,10 +432,10 @@ impl Drop for CancelGuard<'_> {
         if !self.armed {
             return;
         }
-        if self.conn.pending().remove(&self.id).is_none() {
+        let Some(waiter) = self.conn.pending().remove(&self.id) else {
             return; // answered, or cancelled already
-        }
-        self.conn.cancelled().insert(self.id);
+        };
+        self.conn.cancelled().insert(self.id, waiter.by);
         let message = cancelled_notification(self.id, "the client cancelled the request");
         let mut line = serde_json::to_vec(&message).expect("messages serialize");
         line.push(b'\n');
@@ -464,12 +494,12 @@ async fn read_loop(conn: std::sync::Weak<Connection>, reader: tokio::net::unix::
         let is_response = message.get("method").is_none() && message.get("id").is_some();
         if is_response {
             let id = message.get("id").and_then(Value::as_u64);
-            if id.is_some_and(|id| conn.cancelled().remove(&id)) {
+            if id.is_some_and(|id| conn.cancelled().remove(&id).is_some()) {
                 continue; // a late answer to a cancelled request: nobody waits for it
             }
             let waiter = id.and_then(|id| conn.pending().remove(&id));
             if let Some(waiter) = waiter {
-                let _ = waiter.send(message);
+                let _ = waiter.tx.send(message);
             }
             continue;
         }

@@ -159,6 +159,8 @@ struct State {
     last_stderr: Vec<String>,
     /// When connections died and were replaced (the last 64), for "restarted 3 times in 10 min".
     replacements: std::collections::VecDeque<Instant>,
+    /// Every dead connection taken out, wherever it was (idle, leased, parked, draining).
+    replaced: u64,
 }
 
 impl State {
@@ -172,7 +174,9 @@ impl State {
         self.parked.remove(&key).map(|(conn, _)| conn)
     }
 
+    /// The one place a dead connection taken out is counted.
     fn note_replaced(&mut self, count: usize) {
+        self.replaced += count as u64;
         for _ in 0..count {
             if self.replacements.len() == 64 {
                 self.replacements.pop_front();
@@ -184,6 +188,15 @@ impl State {
 
 #[derive(Clone)]
 pub struct Pool(Arc<Inner>);
+
+/// What an acquire does next.
+enum Step {
+    Got(Arc<Connection>),
+    /// Open a connection (an `opening` slot was taken for it).
+    Open,
+    /// Wait for a connection to be freed or warmed.
+    Wait,
+}
 
 struct Inner {
     launch: Launch,
@@ -197,7 +210,6 @@ struct Inner {
     preferred: Mutex<Want>,
     cold_starts: AtomicU64,
     warm_acquires: AtomicU64,
-    replaced: AtomicU64,
 }
 
 const ACQUIRE_SAMPLES: usize = 256;
@@ -218,7 +230,6 @@ impl Pool {
             preferred: Mutex::new(Want::Any),
             cold_starts: AtomicU64::new(0),
             warm_acquires: AtomicU64::new(0),
-            replaced: AtomicU64::new(0),
         }));
         let maintained = pool.clone();
         pool.0.sup.runtime().spawn(async move { maintained.maintain().await });
@@ -279,51 +290,63 @@ impl Pool {
             let freed = self.0.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            let (open_one, evicted) = {
-                let mut state = self.state();
-                if state.closed {
-                    return Err(PoolError::Closed(self.server().to_string()));
+            let (step, to_end) = self.next_step(key, &want, asked);
+            to_end.into_iter().for_each(|conn| self.end(conn));
+            match step? {
+                Step::Got(conn) => return Ok(conn),
+                Step::Open => return self.open_leased(key, &want, asked).await,
+                Step::Wait => {
+                    if tokio::time::timeout_at(deadline.into(), freed).await.is_err() {
+                        return Err(self.busy_error());
+                    }
                 }
-                if let Some(conn) = self.held(&mut state, key) {
-                    return Ok(conn);
-                }
-                state.idle.retain(|(conn, _)| !conn.is_dead());
-                if let Some(i) = state.idle.iter().position(|(conn, _)| want.fits(conn)) {
-                    let (conn, _) = state.idle.remove(i);
-                    state.leased.insert(key.to_string(), Lease { conn: conn.clone(), last_used: Instant::now() });
-                    self.record_acquire(&mut state, asked);
-                    self.0.warm_acquires.fetch_add(1, Ordering::Relaxed);
-                    return Ok(conn);
-                }
-                let warming_fits = state.warming > 0 && want.accepts(&self.preferred());
-                let evicted = if warming_fits || state.total() < self.settings().max {
-                    None
-                } else {
-                    // Full: make room by ending a parked connection, a draining one (it is
-                    // replaced), or an idle one of another shape.
-                    state
-                        .evict_parked()
-                        .or_else(|| state.draining.pop().map(|(c, _)| c))
-                        .or_else(|| (!state.idle.is_empty()).then(|| state.idle.remove(0).0))
-                };
-                if warming_fits {
-                    (false, None) // a warm connection is on its way: wait for it rather than start another
-                } else if state.total() < self.settings().max {
-                    state.opening += 1;
-                    (true, evicted)
-                } else {
-                    (false, None)
-                }
-            };
-            if let Some(conn) = evicted {
-                self.end(conn);
             }
-            if open_one {
-                return self.open_leased(key, &want, asked).await;
-            }
-            if tokio::time::timeout_at(deadline.into(), freed).await.is_err() {
-                return Err(self.busy_error());
-            }
+        }
+    }
+
+    /// What `acquire_for` does next, decided under the state's lock, and the
+    /// connections to end once it is released: dead ones found on the way, and
+    /// one ended to make room.
+    fn next_step(&self, key: &str, want: &Want, asked: Instant) -> (Result<Step, PoolError>, Vec<Arc<Connection>>) {
+        let mut state = self.state();
+        if state.closed {
+            return (Err(PoolError::Closed(self.server().to_string())), Vec::new());
+        }
+        let mut to_end = Vec::new();
+        let held = self.held(&mut state, key, &mut to_end);
+        let (live, dead): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut state.idle).into_iter().partition(|(c, _)| !c.is_dead());
+        state.idle = live;
+        to_end.extend(dead.into_iter().map(|(conn, _)| conn));
+        state.note_replaced(to_end.len());
+        if let Some(conn) = held {
+            return (Ok(Step::Got(conn)), to_end);
+        }
+        if let Some(i) = state.idle.iter().position(|(conn, _)| want.fits(conn)) {
+            let (conn, _) = state.idle.remove(i);
+            state.leased.insert(key.to_string(), Lease { conn: conn.clone(), last_used: Instant::now() });
+            self.record_acquire(&mut state, asked);
+            self.0.warm_acquires.fetch_add(1, Ordering::Relaxed);
+            return (Ok(Step::Got(conn)), to_end);
+        }
+        let max = self.settings().max;
+        if state.warming > 0 && want.accepts(&self.preferred()) {
+            return (Ok(Step::Wait), to_end); // a warm connection is on its way: wait for it rather than start another
+        }
+        if state.total() >= max {
+            // Full: make room by ending a parked connection, a draining one (it is
+            // replaced), or an idle one of another shape.
+            let evicted = state
+                .evict_parked()
+                .or_else(|| state.draining.pop().map(|(c, _)| c))
+                .or_else(|| (!state.idle.is_empty()).then(|| state.idle.remove(0).0));
+            to_end.extend(evicted);
+        }
+        if state.total() < max {
+            state.opening += 1;
+            (Ok(Step::Open), to_end)
+        } else {
+            (Ok(Step::Wait), to_end)
         }
     }
 
@@ -345,19 +368,19 @@ impl Pool {
         self.0.preferred.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The connection `key` holds already, leased or parked, if it still lives.
-    fn held(&self, state: &mut State, key: &str) -> Option<Arc<Connection>> {
+    /// The connection `key` holds already, leased or parked, if it still lives;
+    /// a dead one goes to `dead` (the caller counts and ends it).
+    fn held(&self, state: &mut State, key: &str, dead: &mut Vec<Arc<Connection>>) -> Option<Arc<Connection>> {
         if let Some(lease) = state.leased.get_mut(key) {
             if !lease.conn.is_dead() {
                 lease.last_used = Instant::now();
                 return Some(lease.conn.clone());
             }
-            state.leased.remove(key);
-            state.note_replaced(1);
+            dead.extend(state.leased.remove(key).map(|lease| lease.conn));
         }
         let (conn, _) = state.parked.remove(key)?;
         if conn.is_dead() {
-            state.note_replaced(1);
+            dead.push(conn);
             return None;
         }
         state.leased.insert(key.to_string(), Lease { conn: conn.clone(), last_used: Instant::now() });
@@ -522,7 +545,7 @@ impl Pool {
             cold_starts: self.0.cold_starts.load(Ordering::Relaxed),
             warm_acquires: self.0.warm_acquires.load(Ordering::Relaxed),
             median_acquire_us: samples.get(samples.len() / 2).copied(),
-            replaced: self.0.replaced.load(Ordering::Relaxed),
+            replaced: state.replaced,
             replaced_last_10m: state.replacements.iter().filter(|at| at.elapsed() <= Duration::from_secs(600)).count(),
             warm_failures: state.warm_failures,
             leases: state.leased.keys().cloned().collect(),
@@ -637,11 +660,12 @@ impl Pool {
                 } else {
                     Vec::new()
                 };
+                // Parked and draining ones that died come out with the expired.
+                let died = dead.len() + expired.iter().filter(|conn| conn.is_dead()).count();
+                state.note_replaced(died);
                 (expired, dead, to_open, to_check)
             };
             if !dead.is_empty() {
-                self.state().note_replaced(dead.len());
-                self.0.replaced.fetch_add(dead.len() as u64, Ordering::Relaxed);
                 self.0.freed.notify_waiters();
             }
             for conn in dead.into_iter().chain(expired) {
@@ -659,7 +683,6 @@ impl Pool {
                     };
                     if removed {
                         self.state().note_replaced(1);
-                        self.0.replaced.fetch_add(1, Ordering::Relaxed);
                         conn.close(&self.0.sup).await;
                     }
                 }
