@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// The `nxops` command of the package: runs the nxops binary (found as the
-// plugin finds it: NXOPS_BIN, @nxops/linux-x64, PATH) with the same arguments,
-// stdio and exit code, so `pnpm ops:*` scripts skip Nx's start-up. Signals from
-// the terminal reach the binary itself (same process group); this process only
-// waits for it, and ends the way it ended.
+// The slow path of the package's `nxops` command (bin/nxops, a shell script, runs
+// the binary itself when NXOPS_BIN or the platform package gives it): finds the
+// nxops binary as the plugin does (NXOPS_BIN, @nxops/linux-x64, PATH), says what it
+// found wrong, and runs it with the same arguments, stdio and exit code. Signals
+// from the terminal reach the binary itself (same process group); this process
+// only waits for it, and ends the way it ended.
 'use strict';
 
 const { spawnSync } = require('node:child_process');
