@@ -87,15 +87,15 @@ fn main() {
     let warm_runs = 4;
     let pairs: Vec<(usize, usize)> = (0..2).flat_map(|mode| (0..4).map(move |setup| (setup, mode))).collect();
     // times[mode][setup][round]
-    let mut times = vec![vec![vec![Duration::ZERO; rounds]; 4]; 2];
+    let mut times: Vec<Vec<Vec<Duration>>> = vec![vec![Vec::new(); 4]; 2];
     let mut order = pairs.clone();
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    for round in 0..rounds {
+    for _ in 0..rounds {
         shuffle(&mut order, &mut seed);
         for &(setup, mode) in &order {
             let started = Instant::now();
             let out = nx(&home, workspaces[setup], mode == 1, &["run-many", "-t", "build"]);
-            times[mode][setup][round] = started.elapsed();
+            times[mode][setup].push(started.elapsed());
             let said = String::from_utf8_lossy(&out.stdout);
             assert!(said.contains("from the cache"), "not all cache hits: {said}");
         }
