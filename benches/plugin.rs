@@ -78,10 +78,15 @@ fn main() {
         .map(|(setup, ws)| (setup > 0).then(|| Sidecar::start(&binary, &home, ws)))
         .collect();
 
-    for ws in workspaces {
+    // Every run made: (setup, daemon on, wall-clock start and end in ms), to name slow reports.
+    let mut made: Vec<(usize, bool, f64, f64)> = Vec::new();
+    for (setup, ws) in workspaces.iter().enumerate() {
         for daemon in [false, true] {
-            nx(&home, ws, daemon, &["run-many", "-t", "build"]); // warm: the measured runs are all cache hits
-            nx(&home, ws, daemon, &["run-many", "-t", "build"]);
+            for _ in 0..2 {
+                let start = now_ms();
+                nx(&home, ws, daemon, &["run-many", "-t", "build"]); // warm: the measured runs are all cache hits
+                made.push((setup, daemon, start, now_ms()));
+            }
         }
     }
     let warm_runs = 4;
@@ -93,9 +98,10 @@ fn main() {
     for _ in 0..rounds {
         shuffle(&mut order, &mut seed);
         for &(setup, mode) in &order {
-            let started = Instant::now();
+            let (started, start) = (Instant::now(), now_ms());
             let out = nx(&home, workspaces[setup], mode == 1, &["run-many", "-t", "build"]);
             times[mode][setup].push(started.elapsed());
+            made.push((setup, mode == 1, start, now_ms()));
             let said = String::from_utf8_lossy(&out.stdout);
             assert!(said.contains("from the cache"), "not all cache hits: {said}");
         }
@@ -143,6 +149,17 @@ fn main() {
             arrived.len(),
             first.unwrap_or(f64::NAN),
         );
+        for run in &runs {
+            let Some(late) = latency(run, &arrived).filter(|ms| *ms > 250.0) else { continue };
+            let start = run["startTime"].as_f64().unwrap_or_default();
+            let when = made.iter().position(|m| m.0 == setup && m.2 <= start && start <= m.3);
+            let daemon = when.map_or("?", |i| if made[i].1 { "daemon on" } else { "daemon off" });
+            println!(
+                "      slow: {} ({daemon}, run {} of this setup) reported after {late:.0} ms",
+                run["runId"],
+                when.map_or(0, |i| made[..=i].iter().filter(|m| m.0 == setup).count())
+            );
+        }
     }
 
     // `pnpm run ops:cache:stats` beside `nxops cache stats` itself, alternated.

@@ -105,3 +105,27 @@ fn an_unknown_schema_is_reported_once_and_the_owner_keeps_serving() {
     assert!(problem.contains("no column start in task_history") && problem.contains(".db"), "{problem}");
     assert!(sidecar.request("nxops/status", json!({})).is_ok(), "the owner still answers");
 }
+
+/// The watch sleeps between Nx's writes: its own reads of the database (which
+/// open, map and close its `-wal` and `-shm` files, as inotify sees) never wake
+/// it again. A spin here once cost 15% of a core in an idle owner.
+#[test]
+fn an_idle_owner_after_runs_uses_no_cpu() {
+    let scratch = Scratch::new();
+    let ws = scratch.workspace("ws", "none");
+    let mut sidecar = Sidecar::started(&scratch, &ws);
+    sidecar.request("nxops/subscribe", json!({"events": ["tasksReported"]})).unwrap();
+    run_and_hear(&scratch, &ws, &mut sidecar, &["run-many", "-t", "build"]);
+    run_and_hear(&scratch, &ws, &mut sidecar, &["run-many", "-t", "build"]);
+    std::thread::sleep(Duration::from_millis(500)); // Nx's last writes after the run settle
+    let cpu_ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", sidecar.pid())).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap() // utime, stime (fields 14, 15)
+    };
+    let before = cpu_ticks();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks() - before;
+    // Clock ticks are 1/100 s: 10 ticks in 3 s is 3% of a core, far above an idle owner's 0-2.
+    assert!(used <= 10, "the idle owner used {used} ticks of CPU in 3 s");
+}

@@ -6,8 +6,8 @@
 //! the database folder (the WAL file changes when Nx commits the task history)
 //! and the cache folder (run.json), for at most [`TICK`], so it also finds the
 //! database when Nx creates it on its first run, follows a cache that moved and
-//! works without inotify. A wake stats the database; only when it changed are
-//! new `task_history` rows read. The rows that appeared together are one run,
+//! works without inotify. An event reads the new `task_history` rows; a tick
+//! without one reads only when the database's size or mtime moved. The rows that appeared together are one run,
 //! logged with `task_runs::record` like a hook's report: `nxops/tasks/runs`,
 //! `tasksReported` and the maintenance check. No runtime thread ever waits here.
 //!
@@ -59,18 +59,21 @@ fn run(core: &Core, ws: &Workspace, stop: &watch::Receiver<bool>) {
         if events.as_ref().is_none_or(|e| e.dirs != reader.dirs) {
             events = Events::watch(&reader.dirs);
         }
-        match events.as_mut() {
+        let woke = match events.as_mut() {
             Some(events) if events.wait(TICK) => {
                 std::thread::sleep(SETTLE);
-                events.drain();
+                events.drain_for(&reader.db)
             }
-            Some(_) => {}
-            None => std::thread::sleep(TICK),
-        }
+            Some(_) => false,
+            None => {
+                std::thread::sleep(TICK);
+                false
+            }
+        };
         if stopped(stop) {
             return;
         }
-        let learned = reader.check(ws);
+        let learned = reader.check(ws, woke);
         log(core, &ws.root, &mut reader, learned);
     }
 }
@@ -120,7 +123,11 @@ impl Reader {
         Reader { dirs: (nx.db_dir.clone(), nx.cache_dir.clone()), db, after, seen, problem: None, history_unread }
     }
 
-    fn check(&mut self, ws: &Workspace) -> Learned {
+    /// Reads new rows when the database changed: always after a wake (a write
+    /// within the file system's timestamp granularity, to a WAL reused at the same
+    /// size after a checkpoint, leaves size and mtime as they were), and on a tick
+    /// only when its size or mtime moved.
+    fn check(&mut self, ws: &Workspace, woke: bool) -> Learned {
         let nx = ws.nx();
         self.dirs = (nx.db_dir.clone(), nx.cache_dir.clone());
         let Some(db) = nx.db_files.first().cloned() else { return Learned::Nothing };
@@ -132,7 +139,7 @@ impl Reader {
             self.seen = None;
         }
         let now = fingerprint(&db);
-        if self.seen == Some(now) && self.problem.is_none() {
+        if !woke && self.seen == Some(now) && self.problem.is_none() {
             return Learned::Nothing;
         }
         self.seen = Some(now);
@@ -240,10 +247,27 @@ impl Events {
         matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
     }
 
-    /// Reads every queued event (their content does not matter: a wake stats the database).
-    fn drain(&mut self) {
+    /// Reads every queued event; true when one was a write to the database `db`
+    /// or its WAL, the database appearing, or run.json written. Not a close of
+    /// the database's files, nor anything on `-shm`: nxops's own reads cause
+    /// those, and a wake on them would read again at once, for ever.
+    fn drain_for(&mut self, db: &Option<PathBuf>) -> bool {
+        use inotify::ReadFlags;
+        let name = db.as_deref().and_then(Path::file_name).map(|n| n.as_encoded_bytes().to_vec());
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
         let mut reader = inotify::Reader::new(&self.fd, &mut buf);
-        while reader.next().is_ok() {}
+        let mut relevant = false;
+        while let Ok(event) = reader.next() {
+            let Some(file) = event.file_name() else { continue };
+            let file = file.to_bytes();
+            let database = match &name {
+                Some(db) => file == db.as_slice() || file.strip_suffix(b"-wal") == Some(db.as_slice()),
+                None => file.ends_with(b".db") || file.ends_with(b".db-wal"),
+            };
+            let written = ReadFlags::MODIFY | ReadFlags::CREATE | ReadFlags::MOVED_TO;
+            relevant |= (database && event.events().intersects(written))
+                || (file == b"run.json" && event.events().intersects(ReadFlags::CLOSE_WRITE | ReadFlags::MOVED_TO));
+        }
+        relevant
     }
 }
