@@ -7,7 +7,11 @@
 //! and the cache folder (run.json), for at most [`TICK`], so it also finds the
 //! database when Nx creates it on its first run, follows a cache that moved and
 //! works without inotify. An event reads the new `task_history` rows; a tick
-//! without one reads only when the database's size or mtime moved. The rows that appeared together are one run,
+//! without one reads only when the database's size or mtime moved. A write that
+//! shows no new rows is read again every 20 ms for a second: SQLite publishes a
+//! commit in its memory-mapped `-shm` index after writing the WAL, and no event
+//! says when (a read that came too early once left a run unseen until the next
+//! run's writes, seconds later). The rows that appeared together are one run,
 //! logged with `task_runs::record` like a hook's report: `nxops/tasks/runs`,
 //! `tasksReported` and the maintenance check. No runtime thread ever waits here.
 //!
@@ -25,7 +29,7 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::inotify;
@@ -42,6 +46,9 @@ use crate::workspace::nx_paths::Layout;
 pub const TICK: Duration = Duration::from_millis(500);
 /// How long a wake waits for the rest of Nx's writes of the same moment.
 pub const SETTLE: Duration = Duration::from_millis(10);
+/// How often, and for how long, a write that showed no new rows is read again.
+const RECHECK: Duration = Duration::from_millis(20);
+const RECHECK_FOR: Duration = Duration::from_secs(1);
 
 /// Starts the watch of `ws`'s runs on its own thread, until `stop`.
 pub fn start(core: Core, ws: Arc<Workspace>, stop: watch::Receiver<bool>) {
@@ -55,25 +62,37 @@ pub fn start(core: Core, ws: Arc<Workspace>, stop: watch::Receiver<bool>) {
 fn run(core: &Core, ws: &Workspace, stop: &watch::Receiver<bool>) {
     let mut reader = Reader::new(ws);
     let mut events: Option<Events> = None;
+    // After a write that showed no new rows, read again every RECHECK until they
+    // show or RECHECK_FOR has passed: SQLite makes a commit visible by updating
+    // its `-shm` index through a memory map after writing the WAL, which inotify
+    // never reports, so a read soon after the WAL write can come too early.
+    let mut recheck_until: Option<Instant> = None;
     while !stopped(stop) {
         if events.as_ref().is_none_or(|e| e.dirs != reader.dirs) {
             events = Events::watch(&reader.dirs);
         }
+        let rechecking = recheck_until.is_some_and(|t| Instant::now() < t);
+        let wait = if rechecking { RECHECK } else { TICK };
         let woke = match events.as_mut() {
-            Some(events) if events.wait(TICK) => {
+            Some(events) if events.wait(wait) => {
                 std::thread::sleep(SETTLE);
                 events.drain_for(&reader.db)
             }
             Some(_) => false,
             None => {
-                std::thread::sleep(TICK);
+                std::thread::sleep(wait);
                 false
             }
         };
         if stopped(stop) {
             return;
         }
-        let learned = reader.check(ws, woke);
+        let learned = reader.check(ws, woke || rechecking);
+        match learned {
+            Learned::Nothing if woke => recheck_until = Some(Instant::now() + RECHECK_FOR),
+            Learned::Nothing => {}
+            _ => recheck_until = None,
+        }
         log(core, &ws.root, &mut reader, learned);
     }
 }
