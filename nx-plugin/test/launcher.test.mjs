@@ -42,7 +42,7 @@ function binLink(ws, target) {
 function toolsWithoutNode(dir) {
   const tools = join(dir, 'tools');
   mkdirSync(tools);
-  for (const tool of ['sh', 'dirname', 'readlink', 'uname']) {
+  for (const tool of ['sh', 'readlink', 'uname']) {
     const found = spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf-8' }).stdout.trim();
     symlinkSync(found, join(tools, tool));
   }

@@ -324,12 +324,7 @@ impl Connection {
     /// server gets `notifications/cancelled` for each, and the callers `Cancelled`.
     /// The pool's own requests run on.
     pub async fn cancel_all(&self, reason: &str) {
-        let ids: Vec<u64> = {
-            let mut pending = self.pending();
-            let ids: Vec<u64> = pending.iter().filter(|(_, w)| w.by == By::Client).map(|(id, _)| *id).collect();
-            ids.iter().for_each(|id| drop(pending.remove(id)));
-            ids
-        };
+        let ids: Vec<u64> = self.pending().extract_if(|_, w| w.by == By::Client).map(|(id, _)| id).collect();
         for id in ids {
             self.cancelled().insert(id, By::Client);
             let _ = self.send(&cancelled_notification(id, reason)).await;

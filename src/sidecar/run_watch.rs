@@ -76,7 +76,7 @@ fn run(core: &Core, ws: &Workspace, stop: &watch::Receiver<bool>) {
         let woke = match events.as_mut() {
             Some(events) if events.wait(wait) => {
                 std::thread::sleep(SETTLE);
-                events.drain_for(&reader.db)
+                events.drain_for(reader.db.as_deref())
             }
             Some(_) => false,
             None => {
@@ -270,9 +270,10 @@ impl Events {
     /// or its WAL, the database appearing, or run.json written. Not a close of
     /// the database's files, nor anything on `-shm`: nxops's own reads cause
     /// those, and a wake on them would read again at once, for ever.
-    fn drain_for(&mut self, db: &Option<PathBuf>) -> bool {
+    fn drain_for(&mut self, db: Option<&Path>) -> bool {
         use inotify::ReadFlags;
-        let name = db.as_deref().and_then(Path::file_name).map(|n| n.as_encoded_bytes().to_vec());
+        let written = ReadFlags::MODIFY | ReadFlags::CREATE | ReadFlags::MOVED_TO;
+        let name = db.and_then(Path::file_name).map(|n| n.as_encoded_bytes().to_vec());
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
         let mut reader = inotify::Reader::new(&self.fd, &mut buf);
         let mut relevant = false;
@@ -283,7 +284,6 @@ impl Events {
                 Some(db) => file == db.as_slice() || file.strip_suffix(b"-wal") == Some(db.as_slice()),
                 None => file.ends_with(b".db") || file.ends_with(b".db-wal"),
             };
-            let written = ReadFlags::MODIFY | ReadFlags::CREATE | ReadFlags::MOVED_TO;
             relevant |= (database && event.events().intersects(written))
                 || (file == b"run.json" && event.events().intersects(ReadFlags::CLOSE_WRITE | ReadFlags::MOVED_TO));
         }
