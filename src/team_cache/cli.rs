@@ -16,9 +16,11 @@ use crate::output::{Format, Report, emit};
 /// the store opened. Bad input (the file, the store folder, the address) is a [`ConfigError`].
 pub fn serve(file: &Path, listen: Option<&str>, check: bool, format: Format) -> anyhow::Result<()> {
     let config = ServeConfig::load(file, listen)?;
-    let server = Server::new(&config).map_err(|e| ConfigError::file(file, format!("store: {e}")))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let server =
+        Server::new(&config, runtime.handle().clone()).map_err(|e| ConfigError::file(file, format!("store: {e}")))?;
     runtime.block_on(async move {
+        server.store.check().await.map_err(|e| ConfigError::file(file, format!("store: {e}")))?;
         let tls = match &config.tls {
             Some(files) => Some(server::load_tls(files).await.map_err(|e| {
                 let location = format!("{}: tls", file.display());
@@ -31,7 +33,7 @@ pub fn serve(file: &Path, listen: Option<&str>, check: bool, format: Format) -> 
             config: config.file.clone(),
             url: format!("{scheme}://{listen}"),
             listen,
-            store: server.store.root().into(),
+            store: server.store.describe(),
             serving,
         };
         if check {
@@ -66,14 +68,14 @@ struct Listening {
     config: std::path::PathBuf,
     listen: String,
     url: String,
-    store: std::path::PathBuf,
+    store: String,
     serving: bool,
 }
 
 impl Report for Listening {
     fn human(&self) -> String {
         let what = if self.serving { "serving Nx's remote cache at" } else { "configuration sound; would serve at" };
-        format!("nxops cache serve: {what} {} from {}\n", self.url, self.store.display())
+        format!("nxops cache serve: {what} {} from {}\n", self.url, self.store)
     }
 }
 

@@ -3,7 +3,12 @@
 //! ```jsonc
 //! {
 //!   "listen": "127.0.0.1:4300",              // optional; --listen wins
-//!   "store": { "folder": "/srv/nx-cache" },   // relative to this file's folder
+//!   "store": { "folder": "/srv/nx-cache" },   // relative to this file's folder, or a bucket:
+//!   // "store": { "s3": { "endpoint": "http://127.0.0.1:3900", "bucket": "nx-cache",
+//!   //   "region": "garage",                    // optional, default us-east-1
+//!   //   "accessKeyId": "GK...", "secretAccessKey": "..." } },  // or NXOPS_S3_ACCESS_KEY_ID and
+//!   //                                         // NXOPS_S3_SECRET_ACCESS_KEY, which win
+//!   "index": "nx-cache.index.db",             // optional: the policies' index (see `policy`)
 //!   "maxArtifactSize": "2GB",                 // optional, default 2GB
 //!   "clientTimeout": "30s",                   // optional: an upload silent this long gets 408
 //!   "tls": { "cert": "cert.pem", "key": "key.pem" },  // optional: HTTPS (PEM, relative to this file)
@@ -41,6 +46,8 @@ pub struct ServeConfig {
     pub file: PathBuf,
     pub listen: SocketAddr,
     pub store: StoreConfig,
+    /// The policies' index (see `policy`).
+    pub index: PathBuf,
     pub max_artifact_size: u64,
     pub client_timeout: Duration,
     pub tls: Option<TlsFiles>,
@@ -60,13 +67,41 @@ pub struct TlsFiles {
 pub enum StoreConfig {
     /// A folder on this machine or a shared file system.
     Folder(PathBuf),
+    /// A bucket of an S3-compatible service.
+    S3(S3Config),
 }
+
+/// A bucket, where it is served and the credentials to use it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret, in any log.
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The region signed for when the file names none (S3's own default; Garage's is its `s3_region`).
+pub const DEFAULT_REGION: &str = "us-east-1";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawConfig {
     listen: Option<String>,
     store: RawStore,
+    index: Option<PathBuf>,
     max_artifact_size: Option<String>,
     client_timeout: Option<String>,
     tls: Option<TlsFiles>,
@@ -78,8 +113,19 @@ struct RawConfig {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawStore {
-    folder: PathBuf,
+enum RawStore {
+    Folder(PathBuf),
+    S3(RawS3),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawS3 {
+    endpoint: String,
+    bucket: String,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +141,15 @@ struct RawToken {
 impl ServeConfig {
     /// Reads `file`; `listen` (from `--listen`) replaces the file's address.
     pub fn load(file: &Path, listen: Option<&str>) -> Result<ServeConfig, ConfigError> {
+        Self::load_with(file, listen, &|name| std::env::var(name).ok())
+    }
+
+    /// [`ServeConfig::load`], with the environment read through `env`.
+    pub fn load_with(
+        file: &Path,
+        listen: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ServeConfig, ConfigError> {
         let text =
             std::fs::read_to_string(file).map_err(|e| ConfigError::file(file, format!("cannot be read: {e}")))?;
         let value = jsonc_parser::parse_to_serde_value(&text, &jsonc_parser::ParseOptions::default())
@@ -118,7 +173,19 @@ impl ServeConfig {
         };
         let rules = rules(&raw, &at)?;
         let base = file.parent().unwrap_or(Path::new("/"));
-        let store = StoreConfig::Folder(base.join(&raw.store.folder));
+        let (store, index) = match raw.store {
+            RawStore::Folder(folder) => {
+                let root = base.join(folder);
+                let index = root.join(".index.db");
+                (StoreConfig::Folder(root), index)
+            }
+            RawStore::S3(s3) => {
+                let s3 = s3_config(s3, env, &at)?;
+                let index = base.join(format!("{}.index.db", s3.bucket));
+                (StoreConfig::S3(s3), index)
+            }
+        };
+        let index = raw.index.map_or(index, |file| base.join(file));
         let tls = raw.tls.map(|tls| TlsFiles { cert: base.join(tls.cert), key: base.join(tls.key) });
         let tokens =
             raw.tokens.into_iter().enumerate().map(|(i, t)| token(t).map_err(|p| at(&format!("tokens[{i}]"), p)));
@@ -133,6 +200,7 @@ impl ServeConfig {
             file: file.to_path_buf(),
             listen,
             store,
+            index,
             max_artifact_size,
             client_timeout,
             tls,
@@ -140,6 +208,41 @@ impl ServeConfig {
             tokens,
         })
     }
+}
+
+/// The bucket's settings; the credentials come from `NXOPS_S3_ACCESS_KEY_ID` and
+/// `NXOPS_S3_SECRET_ACCESS_KEY` when set (so that they need not be in the file), else the file.
+fn s3_config(
+    raw: RawS3,
+    env: &dyn Fn(&str) -> Option<String>,
+    at: &impl Fn(&str, String) -> ConfigError,
+) -> Result<S3Config, ConfigError> {
+    let url = raw.endpoint.trim_end_matches('/');
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.split("://").nth(1).is_none_or(str::is_empty)
+    {
+        return Err(at("store.s3.endpoint", format!("{:?} is not a URL such as http://127.0.0.1:3900", raw.endpoint)));
+    }
+    // S3's rules for bucket names: 3 to 63 lowercase letters, digits, '.' and '-'.
+    let bucket_ok = (3..=63).contains(&raw.bucket.len())
+        && raw.bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if !bucket_ok {
+        return Err(at(
+            "store.s3.bucket",
+            format!("{:?} is not a bucket name (3 to 63 of a-z, 0-9, '.', '-')", raw.bucket),
+        ));
+    }
+    let credential = |key: &str, variable: &str, from_file: Option<String>| {
+        env(variable).filter(|v| !v.is_empty()).or(from_file).filter(|v| !v.is_empty()).ok_or_else(|| {
+            at(&format!("store.s3.{key}"), format!("is missing: set it here or in the environment as {variable}"))
+        })
+    };
+    Ok(S3Config {
+        endpoint: url.to_string(),
+        bucket: raw.bucket,
+        region: raw.region.unwrap_or_else(|| DEFAULT_REGION.into()),
+        access_key_id: credential("accessKeyId", "NXOPS_S3_ACCESS_KEY_ID", raw.access_key_id)?,
+        secret_access_key: credential("secretAccessKey", "NXOPS_S3_SECRET_ACCESS_KEY", raw.secret_access_key)?,
+    })
 }
 
 /// The policies: `maxSize` and `maxAge` default to the local cache's defaults (`cache.maxSize`,

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::artifact::{Damage, FOOTER_LEN, Footer};
+use super::store::{CommitError, Opened, Source};
 
 const INCOMING: &str = ".incoming";
 const DAMAGED: &str = ".damaged";
@@ -29,18 +30,14 @@ pub struct FolderStore {
 }
 
 /// An artifact found, opened and positioned at its first byte.
-pub struct Found {
-    pub file: tokio::fs::File,
-    pub footer: Footer,
+struct Found {
+    file: tokio::fs::File,
+    footer: Footer,
 }
 
-/// Why an upload could not be stored.
-#[derive(Debug, thiserror::Error)]
-pub enum CommitError {
-    #[error("the hash is already stored")]
-    Exists,
-    #[error(transparent)]
-    Io(#[from] io::Error),
+/// Milliseconds since the epoch, for the names of what is set aside.
+pub fn stamp_ms() -> u128 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis()
 }
 
 impl FolderStore {
@@ -58,9 +55,41 @@ impl FolderStore {
         &self.root
     }
 
+    /// The artifact under `key`, its bytes read through once (off the runtime's threads) and
+    /// checked against its footer, then rewound.
+    pub async fn open_checked(&self, key: &str) -> io::Result<Opened> {
+        let found = match self.find(key).await? {
+            None => return Ok(Opened::Missing),
+            Some(Err(damage)) => return Ok(Opened::Damaged(damage)),
+            Some(Ok(found)) => found,
+        };
+        let Found { file, footer } = found;
+        let mut file = file.into_std().await;
+        let damage = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek};
+            let mut hasher = blake3::Hasher::new();
+            let read = std::io::copy(&mut (&mut file).take(footer.size), &mut hasher)?;
+            file.seek(io::SeekFrom::Start(0))?;
+            let damage = if read != footer.size {
+                Some(Damage::WrongSize { said: footer.size, stored: read })
+            } else if *hasher.finalize().as_bytes() != footer.digest {
+                Some(Damage::WrongDigest)
+            } else {
+                None
+            };
+            io::Result::Ok((file, damage))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(match damage {
+            (file, None) => Opened::Sound(Source::File(tokio::fs::File::from_std(file)), footer),
+            (_, Some(damage)) => Opened::Damaged(damage),
+        })
+    }
+
     /// The artifact stored under `key`: `None` when there is none, `Some(Err)` when what is stored
     /// has no sound footer.
-    pub async fn find(&self, key: &str) -> io::Result<Option<Result<Found, Damage>>> {
+    async fn find(&self, key: &str) -> io::Result<Option<Result<Found, Damage>>> {
         let mut file = match tokio::fs::File::open(self.root.join(key)).await {
             Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -88,21 +117,57 @@ impl FolderStore {
     }
 
     /// Starts an upload under a temporary name.
-    pub async fn upload(&self) -> io::Result<Upload> {
+    pub async fn upload(&self) -> io::Result<FolderUpload> {
         let token = super::tokens::generate()?;
         let temp = self.root.join(INCOMING).join(format!("{}.part", &token[4..28]));
         let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&temp).await?;
-        Ok(Upload { file, temp: Some(temp), hasher: blake3::Hasher::new(), written: 0 })
+        Ok(FolderUpload { file, temp: Some(temp), hasher: blake3::Hasher::new(), written: 0 })
     }
 
     /// Moves what is stored under `key` to `.damaged/`, so that the hash reads as a miss.
     pub async fn set_aside(&self, key: &str) -> io::Result<()> {
-        let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
+        let stamp = stamp_ms();
         let aside = self.root.join(DAMAGED).join(format!("{}.{stamp}", key.replace('/', "_")));
         match tokio::fs::rename(self.root.join(key), aside).await {
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
+    }
+
+    /// Deletes the artifact under `key`; gone already is no error. A download that opened it
+    /// finishes (an open file outlives its name).
+    pub async fn remove(&self, key: &str) -> io::Result<()> {
+        match tokio::fs::remove_file(self.root.join(key)).await {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Every artifact (the store's own `.` folders left out): key, stored bytes, modification time.
+    pub async fn list(&self) -> io::Result<Vec<(String, u64, i64)>> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            let mut pending = vec![(root, String::new())];
+            while let Some((dir, prefix)) = pending.pop() {
+                let Ok(items) = std::fs::read_dir(&dir) else { continue };
+                for item in items.flatten() {
+                    let name = item.file_name().to_string_lossy().into_owned();
+                    let Ok(meta) = item.metadata() else { continue };
+                    if name.starts_with('.') {
+                        continue;
+                    } else if meta.is_dir() {
+                        pending.push((item.path(), format!("{prefix}{name}/")));
+                    } else if meta.is_file() {
+                        let at = meta.modified().ok().and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
+                        found.push((format!("{prefix}{name}"), meta.len(), at.map_or(0, |d| d.as_millis() as i64)));
+                    }
+                }
+            }
+            found
+        })
+        .await
+        .map_err(io::Error::other)
     }
 
     fn remove_stale_uploads(&self) {
@@ -116,15 +181,15 @@ impl FolderStore {
     }
 }
 
-/// An upload in progress; dropped without [`Upload::commit`], it leaves nothing behind.
-pub struct Upload {
+/// An upload in progress; dropped without [`FolderUpload::commit`], it leaves nothing behind.
+pub struct FolderUpload {
     file: tokio::fs::File,
     temp: Option<PathBuf>,
     hasher: blake3::Hasher,
     written: u64,
 }
 
-impl Upload {
+impl FolderUpload {
     pub async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
         self.hasher.update(chunk);
         self.written += chunk.len() as u64;
@@ -167,7 +232,7 @@ impl Upload {
     }
 }
 
-impl Drop for Upload {
+impl Drop for FolderUpload {
     fn drop(&mut self) {
         if let Some(temp) = self.temp.take() {
             let _ = std::fs::remove_file(temp);

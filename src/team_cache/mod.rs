@@ -38,5 +38,7 @@ pub mod config;
 pub mod counters;
 pub mod folder_store;
 pub mod policy;
+pub mod s3_store;
 pub mod server;
+pub mod store;
 pub mod tokens;

@@ -2,11 +2,14 @@
 //!
 //! # The index
 //! A store has no access times worth trusting (S3 has none; folders are mounted `relatime`), so the
-//! server keeps its own: a sqlite file (`<store>/.index.db` for a folder store) with one row per
-//! artifact, `(key, size, stored_ms, read_ms)`. One thread owns it (the policy thread); request
-//! handlers only send it messages ([`Policy::stored`], [`Policy::read`]) and never wait for it. When
-//! the file is missing it is rebuilt from a listing of the store (an artifact's modification time
-//! standing for its last read). Lost messages (a full queue) only make an artifact look older.
+//! server keeps its own: a sqlite file on the server's disk (`index` in its file; by default
+//! `<store>/.index.db` for a folder store, `<config folder>/<bucket>.index.db` for a bucket) with
+//! one row per artifact, `(key, size, stored_ms, read_ms)`, about 100 bytes each. One thread owns it
+//! (the policy thread); request handlers only send it messages ([`Policy::stored`],
+//! [`Policy::read`]) and never wait for it. When the file is missing it is rebuilt from a listing
+//! of the store (an artifact's modification time standing for its last read; S3 lists 1,000 keys
+//! per request). Lost messages (a full queue) only make an artifact look older. One server owns
+//! a store's eviction: servers sharing a bucket (or a prefix) each see only their own reads.
 //!
 //! # Eviction
 //! Every `evictInterval` (default 1 minute), and only then, the policy thread removes what the rules
@@ -19,12 +22,15 @@
 //! A hit costs one message on a bounded channel; the thread writes reads to the index in one
 //! transaction per batch.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, params};
+
+use super::store::Store;
 
 /// Messages waiting for the policy thread at most; past this, reads are not recorded.
 const QUEUE: usize = 4096;
@@ -70,14 +76,26 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Opens (or rebuilds) the index of the folder store at `root` and starts the policy thread.
-    pub fn start(root: &Path, rules: Rules, evictions: std::sync::Arc<Evictions>) -> rusqlite::Result<Policy> {
-        let index = Index::open(root)?;
+    /// Opens the index in `file` (rebuilt from a listing of `store` when missing) and starts the
+    /// policy thread, which reaches the store through `runtime`.
+    pub fn start(
+        file: &Path,
+        store: Arc<Store>,
+        runtime: tokio::runtime::Handle,
+        rules: Rules,
+        evictions: Arc<Evictions>,
+    ) -> rusqlite::Result<Policy> {
+        let (index, fresh) = Index::open(file)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-        let mut owner = Owner { index, root: root.to_path_buf(), rules, evictions };
+        let mut owner = Owner { index, store, runtime, rules, evictions };
         std::thread::Builder::new()
             .name("nxops-policy".into())
-            .spawn(move || owner.run(&rx))
+            .spawn(move || {
+                if fresh {
+                    owner.rebuild();
+                }
+                owner.run(&rx)
+            })
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(Policy { tx })
     }
@@ -115,12 +133,26 @@ fn now_ms() -> i64 {
 /// The policy thread's state.
 struct Owner {
     index: Index,
-    root: PathBuf,
+    store: Arc<Store>,
+    runtime: tokio::runtime::Handle,
     rules: Rules,
-    evictions: std::sync::Arc<Evictions>,
+    evictions: Arc<Evictions>,
 }
 
 impl Owner {
+    /// Fills a new index from a listing of the store (modification times standing for last reads).
+    fn rebuild(&mut self) {
+        let started = Instant::now();
+        match self.runtime.block_on(self.store.list()) {
+            Ok(listing) => match self.index.rebuild(&listing) {
+                Ok(()) => tracing::info!(target: "nxops",
+                    "cache serve: index rebuilt from the store: {} artifacts in {:?}", listing.len(), started.elapsed()),
+                Err(err) => tracing::error!(target: "nxops", "cache serve: failed to rebuild the index: {err}"),
+            },
+            Err(err) => tracing::error!(target: "nxops", "cache serve: failed to list the store for the index: {err}"),
+        }
+    }
+
     fn run(&mut self, rx: &Receiver<Message>) {
         self.publish_totals();
         let mut due = Instant::now() + self.rules.interval;
@@ -153,12 +185,14 @@ impl Owner {
             Err(err) => return tracing::error!(target: "nxops", "cache serve: failed to read the index: {err}"),
         };
         for (key, size) in victims {
-            match std::fs::remove_file(self.root.join(&key)) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                    tracing::error!(target: "nxops", "cache serve: failed to evict {key}: {err}");
-                    continue;
-                }
-                _ => {}
+            // A download in progress keeps its artifact until a later round.
+            if self.store.is_being_read(&key) {
+                tracing::debug!(target: "nxops", "cache serve: {key} is being read; evicted later");
+                continue;
+            }
+            if let Err(err) = self.runtime.block_on(self.store.remove(&key)) {
+                tracing::error!(target: "nxops", "cache serve: failed to evict {key}: {err}");
+                continue;
             }
             let _ = self.index.apply(&[Message::Removed { key: key.clone() }]);
             super::counters::add(&self.evictions.artifacts, 1);
@@ -182,46 +216,25 @@ struct Index {
 }
 
 impl Index {
-    fn open(root: &Path) -> rusqlite::Result<Index> {
-        let file = root.join(".index.db");
+    /// Opens the index in `file`; `true` when it had to be created (and so is to be rebuilt).
+    fn open(file: &Path) -> rusqlite::Result<(Index, bool)> {
         let fresh = !file.exists();
-        let conn = Connection::open(&file)?;
+        let conn = Connection::open(file)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
              CREATE TABLE IF NOT EXISTS artifacts(key TEXT PRIMARY KEY, size INTEGER NOT NULL,
                  stored_ms INTEGER NOT NULL, read_ms INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS by_read ON artifacts(read_ms);",
         )?;
-        let mut index = Index { conn };
-        if fresh {
-            index.rebuild(root)?;
-        }
-        Ok(index)
+        Ok((Index { conn }, fresh))
     }
 
-    /// Fills the index from the store's files (their modification time as their last read).
-    fn rebuild(&mut self, root: &Path) -> rusqlite::Result<()> {
+    /// Fills the index from a listing of the store: key, stored bytes, modification time.
+    fn rebuild(&mut self, listing: &[(String, u64, i64)]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
-        let mut pending = vec![(root.to_path_buf(), String::new())];
-        while let Some((dir, prefix)) = pending.pop() {
-            let Ok(items) = std::fs::read_dir(&dir) else { continue };
-            for item in items.flatten() {
-                let name = item.file_name().to_string_lossy().into_owned();
-                let Ok(meta) = item.metadata() else { continue };
-                if name.starts_with('.') {
-                    continue;
-                } else if meta.is_dir() {
-                    pending.push((item.path(), format!("{prefix}{name}/")));
-                } else if meta.is_file() {
-                    let at = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
-                    let at_ms = at.map_or(0, |d| d.as_millis() as i64);
-                    let size = meta.len().saturating_sub(super::artifact::FOOTER_LEN);
-                    tx.execute(
-                        "INSERT OR REPLACE INTO artifacts VALUES (?1, ?2, ?3, ?3)",
-                        params![format!("{prefix}{name}"), size as i64, at_ms],
-                    )?;
-                }
-            }
+        for (key, stored, at_ms) in listing {
+            let size = stored.saturating_sub(super::artifact::FOOTER_LEN);
+            tx.execute("INSERT OR REPLACE INTO artifacts VALUES (?1, ?2, ?3, ?3)", params![key, size as i64, at_ms])?;
         }
         tx.commit()
     }
@@ -302,7 +315,7 @@ mod tests {
 
     fn index_with(rows: &[(&str, u64, i64)]) -> (tempfile::TempDir, Index) {
         let dir = tempfile::tempdir().unwrap();
-        let mut index = Index::open(dir.path()).unwrap();
+        let (mut index, _) = Index::open(&dir.path().join("index.db")).unwrap();
         let batch: Vec<Message> = rows
             .iter()
             .map(|(key, size, at_ms)| Message::Stored { key: (*key).into(), size: *size, at_ms: *at_ms })
@@ -337,7 +350,12 @@ mod tests {
         std::fs::write(dir.path().join("123"), vec![0; 48 + 5]).unwrap();
         std::fs::write(dir.path().join("team/456"), vec![0; 48 + 7]).unwrap();
         std::fs::write(dir.path().join(".incoming/x.part"), b"not yet").unwrap();
-        let index = Index::open(dir.path()).unwrap();
+        let folder = super::super::folder_store::FolderStore::open(dir.path()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let listing = runtime.block_on(folder.list()).unwrap();
+        let (mut index, fresh) = Index::open(&dir.path().join(".index.db")).unwrap();
+        assert!(fresh);
+        index.rebuild(&listing).unwrap();
         assert_eq!(index.totals().unwrap(), (2, 12));
     }
 }

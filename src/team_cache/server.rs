@@ -14,20 +14,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum_server::tls_rustls::RustlsConfig;
 use futures_util::StreamExt;
-use tokio::io::AsyncReadExt;
 
-use super::artifact::{Damage, Footer};
+use super::artifact::Footer;
 use super::config::ServeConfig;
 use super::counters::{Counters, TokenCounters, add};
-use super::folder_store::{CommitError, FolderStore, Found};
 use super::policy::Policy;
+use super::store::{CommitError, Opened, Reading, Source, Store};
 use super::tokens::{Access, Token, Tokens};
 
 /// Bytes read from the store per step of a download.
 const CHUNK: usize = 64 * 1024;
 
 pub struct Server {
-    pub store: FolderStore,
+    pub store: Arc<Store>,
     pub policy: Policy,
     pub tokens: Tokens,
     pub max_artifact_size: u64,
@@ -37,12 +36,12 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(config: &ServeConfig) -> io::Result<Arc<Server>> {
-        let super::config::StoreConfig::Folder(root) = &config.store;
-        let store = FolderStore::open(root)?;
+    /// Opens the store and the index, and starts the policy thread on `runtime`.
+    pub fn new(config: &ServeConfig, runtime: tokio::runtime::Handle) -> io::Result<Arc<Server>> {
+        let store = Arc::new(Store::open(&config.store)?);
         let counters = Counters::new(&config.tokens);
-        let policy = Policy::start(root, config.rules, counters.evictions.clone())
-            .map_err(|e| io::Error::other(format!("the index {}: {e}", root.join(".index.db").display())))?;
+        let policy = Policy::start(&config.index, store.clone(), runtime, config.rules, counters.evictions.clone())
+            .map_err(|e| io::Error::other(format!("the index {}: {e}", config.index.display())))?;
         Ok(Arc::new(Server {
             store,
             policy,
@@ -176,92 +175,49 @@ async fn get_artifact(State(server): State<Arc<Server>>, Path(hash): Path<String
         return refusal;
     }
     let key = format!("{}{hash}", token.prefix);
-    match server.store.find(&key).await {
-        Ok(None) => {
+    let reading = server.store.reading(&key);
+    match server.store.open_checked(&key).await {
+        Ok(Opened::Missing) => {
             add(&counters.misses, 1);
             refuse(StatusCode::NOT_FOUND, "no artifact for this hash")
         }
-        Ok(Some(Err(damage))) => {
+        Ok(Opened::Damaged(damage)) => {
+            // Checked before the status is sent: Nx 24 fails the whole run when a body is cut
+            // ("Failed to read remote cache response body"), so damage must be a 404 (a miss,
+            // and the task runs), never a cut 200.
             tracing::warn!(target: "nxops", "cache serve: {key} is damaged ({damage}); moved aside, served as a miss");
             damaged(&server, &key).await;
             add(&counters.misses, 1);
             refuse(StatusCode::NOT_FOUND, "no artifact for this hash")
         }
-        Ok(Some(Ok(found))) => serve_sound(server.clone(), key, found, counters).await,
-        Err(err) => {
-            tracing::error!(target: "nxops", "cache serve: failed to read {key}: {err}");
-            refuse(StatusCode::INTERNAL_SERVER_ERROR, "the store could not be read")
-        }
-    }
-}
-
-/// Serves `found` if its bytes match its digest, checked before the status is sent: Nx 24 fails
-/// the whole run when a body is cut ("Failed to read remote cache response body"), so damage must
-/// be a 404 (a miss, and the task runs), never a cut 200.
-async fn serve_sound(server: Arc<Server>, key: String, found: Found, counters: &TokenCounters) -> Response {
-    match sound(found).await {
-        Ok(Ok(found)) => {
+        Ok(Opened::Sound(source, footer)) => {
             add(&counters.hits, 1);
-            add(&counters.bytes_served, found.footer.size);
+            add(&counters.bytes_served, footer.size);
             server.policy.read(&key);
-            let size = found.footer.size;
-            let body = Body::from_stream(futures_util::stream::unfold(
-                Serving {
-                    server: server.clone(),
-                    key,
-                    file: found.file,
-                    footer: found.footer,
-                    hasher: blake3::Hasher::new(),
-                    left: size,
-                    held: None,
-                    done: false,
-                },
-                Serving::next,
-            ));
+            let size = footer.size;
+            let serving = Serving {
+                server: server.clone(),
+                key,
+                source,
+                footer,
+                hasher: blake3::Hasher::new(),
+                left: size,
+                held: None,
+                done: false,
+                _reading: reading,
+            };
+            let body = Body::from_stream(futures_util::stream::unfold(serving, Serving::next));
             let mut response = Response::new(body);
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
             response
         }
-        Ok(Err(damage)) => {
-            tracing::warn!(target: "nxops", "cache serve: {key} is damaged ({damage}); moved aside, served as a miss");
-            damaged(&server, &key).await;
-            add(&counters.misses, 1);
-            refuse(StatusCode::NOT_FOUND, "no artifact for this hash")
-        }
         Err(err) => {
             tracing::error!(target: "nxops", "cache serve: failed to read {key}: {err}");
             refuse(StatusCode::INTERNAL_SERVER_ERROR, "the store could not be read")
         }
     }
-}
-
-/// Reads `found` through once, off the runtime's threads, and gives it back rewound if its bytes
-/// match the footer's size and digest.
-async fn sound(found: Found) -> io::Result<Result<Found, Damage>> {
-    let Found { file, footer } = found;
-    let mut file = file.into_std().await;
-    let checked = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Seek};
-        let mut hasher = blake3::Hasher::new();
-        let read = std::io::copy(&mut (&mut file).take(footer.size), &mut hasher)?;
-        file.seek(io::SeekFrom::Start(0))?;
-        let damage = if read != footer.size {
-            Some(Damage::WrongSize { said: footer.size, stored: read })
-        } else if *hasher.finalize().as_bytes() != footer.digest {
-            Some(Damage::WrongDigest)
-        } else {
-            None
-        };
-        io::Result::Ok((file, damage))
-    })
-    .await
-    .map_err(io::Error::other)??;
-    Ok(match checked {
-        (file, None) => Ok(Found { file: tokio::fs::File::from_std(file), footer }),
-        (_, Some(damage)) => Err(damage),
-    })
 }
 
 async fn damaged(server: &Server, key: &str) {
@@ -277,12 +233,14 @@ async fn damaged(server: &Server, key: &str) {
 struct Serving {
     server: Arc<Server>,
     key: String,
-    file: tokio::fs::File,
+    source: Source,
     footer: Footer,
     hasher: blake3::Hasher,
     left: u64,
     held: Option<Bytes>,
     done: bool,
+    /// Keeps the artifact from eviction until the download ends.
+    _reading: Reading,
 }
 
 impl Serving {
@@ -295,18 +253,20 @@ impl Serving {
                 }
                 return Some((Err(self.damage("the bytes do not match their digest").await), self));
             }
-            let mut chunk = vec![0u8; CHUNK.min(self.left as usize)];
-            let read = match self.file.read(&mut chunk).await {
-                Ok(0) => {
+            let mut chunk = match self.source.next_chunk(CHUNK.min(self.left as usize)).await {
+                Ok(None) => {
                     return Some((Err(self.damage("the object is shorter than its footer says").await), self.ended()));
                 }
-                Ok(read) => read,
+                Ok(Some(chunk)) => chunk,
                 Err(err) => return Some((Err(err), self.ended())),
             };
-            chunk.truncate(read);
-            self.left -= read as u64;
+            if chunk.len() as u64 > self.left {
+                // A stream past the artifact's bytes (its footer): only the bytes are served.
+                chunk.truncate(self.left as usize);
+            }
+            self.left -= chunk.len() as u64;
             self.hasher.update(&chunk);
-            if let Some(previous) = self.held.replace(Bytes::from(chunk)) {
+            if let Some(previous) = self.held.replace(chunk) {
                 return Some((Ok(previous), self));
             }
         }
@@ -363,7 +323,7 @@ async fn store_upload(
     if exists {
         return Err(refuse(StatusCode::CONFLICT, "this hash is already stored"));
     }
-    let mut upload = server.store.upload().await.map_err(|e| failed("write", &key, e))?;
+    let mut upload = server.store.upload(&key, length).await.map_err(|e| failed("write", &key, e))?;
     let mut chunks = body.into_data_stream();
     loop {
         let Ok(next) = tokio::time::timeout(server.client_timeout, chunks.next()).await else {
@@ -375,12 +335,12 @@ async fn store_upload(
         if upload.written() + chunk.len() as u64 > length {
             return Err(refuse(StatusCode::BAD_REQUEST, "the body is longer than its Content-Length"));
         }
-        upload.write(&chunk).await.map_err(|e| failed("write", &key, e))?;
+        upload.write(chunk).await.map_err(|e| failed("write", &key, e))?;
     }
     if upload.written() != length {
         return Err(refuse(StatusCode::BAD_REQUEST, "the body is shorter than its Content-Length"));
     }
-    match upload.commit(&server.store, &key).await {
+    match upload.commit(&server.store).await {
         Ok(()) => {
             server.policy.stored(&key, length);
             Ok(length)
