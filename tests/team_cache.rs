@@ -10,27 +10,40 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
+use common::garage::{Bucket, Garage};
 use common::{Scratch, json_of, run_ok};
 use serde_json::{Value, json};
 
-/// A running `nxops cache serve` over a folder store, with a CI and a developer token. Killed on drop.
+/// A running `nxops cache serve` over a folder store or a Garage bucket, with a CI and a developer
+/// token. Killed on drop.
 struct Served {
     child: Child,
     address: String,
     url: String,
+    /// The folder store's folder (for a bucket: the server's description of it).
     store: PathBuf,
+    bucket: Option<Bucket>,
     ci_token: String,
     dev_token: String,
 }
 
 impl Served {
     fn start(scratch: &Scratch, extra: Value) -> Served {
+        Served::start_with(scratch, json!({"folder": "store"}), None, extra)
+    }
+
+    /// Over the bucket of `garage`, through its first node.
+    fn on_garage(scratch: &Scratch, garage: &Garage, extra: Value) -> Served {
+        Served::start_with(scratch, garage.store_entry(), Some(garage.client()), extra)
+    }
+
+    fn start_with(scratch: &Scratch, store: Value, bucket: Option<Bucket>, extra: Value) -> Served {
         let dir = scratch.spaces.path();
         let token = |name: &str, access: &str| {
             json_of(&run_ok(scratch.nxops(dir).args(["cache", "token", "--name", name, "--access", access, "--json"])))
         };
         let (ci, dev) = (token("ci", "read-write"), token("dev", "read"));
-        let mut config = json!({"store": {"folder": "store"}, "tokens": [ci["entry"], dev["entry"]]});
+        let mut config = json!({"store": store, "tokens": [ci["entry"], dev["entry"]]});
         config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         let file = dir.join("serve.json");
         std::fs::write(&file, config.to_string()).unwrap();
@@ -43,13 +56,17 @@ impl Served {
             address: listening["listen"].as_str().unwrap().to_string(),
             url: listening["url"].as_str().unwrap().to_string(),
             store: PathBuf::from(listening["store"].as_str().unwrap()),
+            bucket,
             ci_token: ci["token"].as_str().unwrap().into(),
             dev_token: dev["token"].as_str().unwrap().into(),
         }
     }
 
-    /// The artifacts in the store (its own folders left out).
+    /// The artifacts in the store (its own folders and keys left out).
     fn artifacts(&self) -> Vec<String> {
+        if let Some(bucket) = &self.bucket {
+            return bucket.artifacts();
+        }
         let mut names: Vec<String> = std::fs::read_dir(&self.store)
             .unwrap()
             .flatten()
@@ -64,6 +81,7 @@ impl Served {
     fn request(&self, head: &str, body: &[u8]) -> (u16, Vec<u8>) {
         let mut stream = TcpStream::connect(&self.address).unwrap();
         stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        stream.set_nodelay(true).unwrap();
         stream.write_all(format!("{head}\r\nHost: {}\r\nConnection: close\r\n\r\n", self.address).as_bytes()).unwrap();
         stream.write_all(body).unwrap();
         let mut answer = Vec::new();
@@ -432,7 +450,20 @@ fn eventually(what: &str, done: impl Fn() -> bool) {
 #[test]
 fn past_max_size_the_least_recently_read_are_evicted_down_to_ninety_percent() {
     let scratch = Scratch::new();
-    let served = Served::start(&scratch, json!({"maxSize": "100B", "evictInterval": "300ms"}));
+    evicts_the_least_recently_read(Served::start(&scratch, json!({"maxSize": "100B", "evictInterval": "300ms"})));
+}
+
+#[test]
+fn over_garage_past_max_size_the_least_recently_read_are_evicted_down_to_ninety_percent() {
+    let (scratch, garage) = (Scratch::new(), Garage::single());
+    evicts_the_least_recently_read(Served::on_garage(
+        &scratch,
+        &garage,
+        json!({"maxSize": "100B", "evictInterval": "300ms"}),
+    ));
+}
+
+fn evicts_the_least_recently_read(served: Served) {
     for hash in ["1", "2", "3"] {
         upload(&served, hash, &[b'x'; 40]);
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -453,7 +484,20 @@ fn past_max_size_the_least_recently_read_are_evicted_down_to_ninety_percent() {
 #[test]
 fn an_eviction_never_removes_an_artifact_being_downloaded() {
     let scratch = Scratch::new();
-    let served = Served::start(&scratch, json!({"maxSize": "1MB", "evictInterval": "200ms"}));
+    eviction_waits_for_a_download(Served::start(&scratch, json!({"maxSize": "1MB", "evictInterval": "200ms"})));
+}
+
+#[test]
+fn over_garage_an_eviction_never_removes_an_artifact_being_downloaded() {
+    let (scratch, garage) = (Scratch::new(), Garage::single());
+    eviction_waits_for_a_download(Served::on_garage(
+        &scratch,
+        &garage,
+        json!({"maxSize": "1MB", "evictInterval": "200ms"}),
+    ));
+}
+
+fn eviction_waits_for_a_download(served: Served) {
     let body: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
     let mut stream = TcpStream::connect(&served.address).unwrap();
     upload(&served, "77", &body);
@@ -480,4 +524,168 @@ fn an_eviction_never_removes_an_artifact_being_downloaded() {
         body.len()
     );
     eventually("once read, the 8 MB artifact is evicted past 1 MB", || served.artifacts().is_empty());
+}
+
+#[test]
+fn over_garage_what_ci_builds_a_developer_restores_and_a_read_only_token_stores_nothing() {
+    let garage = Garage::single();
+    let (ci, ci_ws, developer, dev_ws) = checkouts();
+    let served = Served::on_garage(&ci, &garage, json!({}));
+    let built = build(&ci, &ci_ws, &served, &served.ci_token);
+    assert!(built.values().all(String::is_empty), "CI's first build runs every task: {built:?}");
+    assert_eq!(served.artifacts().len(), built.len(), "one object per task in the bucket");
+
+    std::fs::write(dev_ws.join("packages/alpha/src.txt"), "changed on a developer's machine\n").unwrap();
+    let restored = build(&developer, &dev_ws, &served, &served.dev_token);
+    let ran: Vec<_> = restored.iter().filter(|(_, s)| s.is_empty()).map(|(t, _)| t.as_str()).collect();
+    assert!(ran.contains(&"alpha:build"), "the changed project (and what depends on it) runs: {restored:?}");
+    assert_eq!(served.artifacts().len(), built.len(), "the read-only token's uploads are refused");
+    let (status, _) = served.request(
+        &format!("PUT /v1/cache/123 HTTP/1.1\r\nAuthorization: Bearer {}\r\nContent-Length: 3", served.dev_token),
+        b"abc",
+    );
+    assert_eq!(status, 403);
+
+    // A third checkout, unchanged, restores every task byte for byte.
+    let (third, third_ws) = {
+        let scratch = Scratch::new();
+        let ws = scratch.workspace("third", "none");
+        (scratch, ws)
+    };
+    let all = build(&third, &third_ws, &served, &served.dev_token);
+    assert!(all.values().all(|s| s == "[remote cache]"), "{all:?}");
+    assert_eq!(common::snapshot(&third_ws.join("dist")), common::snapshot(&ci_ws.join("dist")));
+}
+
+#[test]
+fn over_garage_a_damaged_object_is_a_clean_miss_and_a_rebuild_never_a_wrong_hit() {
+    let garage = Garage::single();
+    let (ci, ci_ws, developer, dev_ws) = checkouts();
+    let served = Served::on_garage(&ci, &garage, json!({}));
+    build(&ci, &ci_ws, &served, &served.ci_token);
+    let artifacts = served.artifacts();
+    // Behind the server's back, straight in the bucket: one flipped byte, one object cut short.
+    let bucket = garage.client();
+    let mut bytes = bucket.get(&artifacts[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    bucket.put(&artifacts[0], bytes);
+    let bytes = bucket.get(&artifacts[1]).unwrap();
+    bucket.put(&artifacts[1], bytes[..bytes.len() - 10].to_vec());
+
+    let result = build(&developer, &dev_ws, &served, &served.dev_token);
+    let hits = result.values().filter(|s| *s == "[remote cache]").count();
+    assert_eq!(hits, artifacts.len() - 2, "the two damaged ones run, the rest are hits: {result:?}");
+    assert_eq!(common::snapshot(&dev_ws.join("dist")), common::snapshot(&ci_ws.join("dist")));
+    let aside: Vec<_> = bucket.keys().into_iter().filter(|k| k.starts_with(".damaged/")).collect();
+    assert_eq!(aside.len(), 2, "both kept aside: {aside:?}");
+    assert_eq!(served.artifacts().len(), artifacts.len() - 2, "and a later request for them is a plain miss");
+}
+
+#[test]
+fn over_garage_a_lost_index_is_rebuilt_and_what_the_server_never_checked_is_checked_in_full() {
+    let garage = Garage::single();
+    let scratch = Scratch::new();
+    let small = b"a small artifact".to_vec();
+    let large: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
+    let mut served = Served::on_garage(&scratch, &garage, json!({}));
+    upload(&served, "1", &small);
+    upload(&served, "2", &large);
+    upload(&served, "3", &large[..2 << 20]);
+    let _ = served.child.kill();
+    let _ = served.child.wait();
+    let index = scratch.spaces.path().join(format!("{}.index.db", common::garage::BUCKET));
+    assert!(index.exists(), "the index lives beside the server's file");
+    std::fs::remove_file(&index).unwrap();
+    // A large object damaged while no server ran.
+    let bucket = garage.client();
+    let mut bytes = bucket.get("3").unwrap();
+    bytes[1000] ^= 1;
+    bucket.put("3", bytes);
+
+    let served = Served::on_garage(&scratch, &garage, json!({}));
+    let get = |hash: &str| {
+        served.request(&format!("GET /v1/cache/{hash} HTTP/1.1\r\nAuthorization: Bearer {}", served.dev_token), b"")
+    };
+    assert_eq!(get("1"), (200, small.clone()), "small: read once, checked, served from memory");
+    let (status, body) = get("2");
+    assert!(status == 200 && body == large, "large: checked, then streamed ({status}, {} bytes)", body.len());
+    assert_eq!(get("3").0, 404, "a damaged object no server had checked is a miss");
+    assert_eq!(get("2"), (200, large.clone()), "and again, by its checked entity tag");
+    let (status, text) =
+        served.request(&format!("GET /v1/stats HTTP/1.1\r\nAuthorization: Bearer {}", served.dev_token), b"");
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(stats["artifacts"], 2, "the rebuilt index holds what the bucket lists, less the damaged: {stats}");
+    assert_eq!(stats["bytes"], small.len() + large.len(), "{stats}");
+}
+
+#[test]
+fn over_three_garage_nodes_a_node_killed_mid_run_costs_no_wrong_hit_and_the_cache_is_complete_after() {
+    let mut garage = Garage::cluster(3);
+    let scratch = Scratch::new();
+    let served = Served::on_garage(&scratch, &garage, json!({}));
+    let body = |i: usize| -> Vec<u8> { (0..(16 << 10) + i * 997).map(|j| ((i * 31 + j) % 251) as u8).collect() };
+    let ci = format!("Authorization: Bearer {}", served.ci_token);
+    let dev = format!("Authorization: Bearer {}", served.dev_token);
+    let mut stored = Vec::new();
+    let mut statuses = BTreeMap::<String, usize>::new();
+    let clock = std::time::Instant::now();
+    for i in 0..200 {
+        // One node of three down (not the server's): writes and reads still reach a quorum.
+        if i == 40 {
+            garage.kill(1);
+        }
+        if i == 80 {
+            garage.start(1);
+        }
+        // The server's own node down: every request fails, cleanly and at once.
+        if i == 120 {
+            garage.kill(0);
+        }
+        if i == 160 {
+            garage.start(0);
+        }
+        let expected = body(i);
+        let (status, answer) = served.request(
+            &format!("PUT /v1/cache/{} HTTP/1.1\r\n{ci}\r\nContent-Length: {}", 1000 + i, expected.len()),
+            &expected,
+        );
+        assert!(
+            status == 200 || status == 503,
+            "an upload succeeds or fails cleanly: {status} {}",
+            String::from_utf8_lossy(&answer)
+        );
+        *statuses.entry(format!("PUT {status}")).or_default() += 1;
+        if status == 200 {
+            stored.push(i);
+        }
+        // A download of an earlier artifact beside each upload.
+        let j = i / 2;
+        let (status, answer) = served.request(&format!("GET /v1/cache/{} HTTP/1.1\r\n{dev}", 1000 + j), b"");
+        assert!(status == 200 || status == 404, "a download is a hit or a miss: {status}");
+        if status == 200 {
+            assert!(answer == body(j), "never a wrong or half-written hit ({} bytes for {})", answer.len(), 1000 + j);
+        }
+        *statuses.entry(format!("GET {status}")).or_default() += 1;
+    }
+    assert!(stored.len() >= 150, "only the server's own node being down loses uploads: {statuses:?}");
+    assert!(statuses.get("PUT 503").is_some_and(|&n| n >= 30), "{statuses:?}");
+    // Complete after the node returns: every stored artifact, through the server and straight from
+    // the returned node.
+    let returned = Bucket::new(&garage.endpoint(1));
+    // The returned node reconnects to its peers in its own time (seconds).
+    let first = format!("{}", 1000 + stored.last().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while let Err(err) = returned.try_get(&first) {
+        assert!(std::time::Instant::now() < deadline, "the returned node never served again: {err}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for &i in &stored {
+        let (status, answer) = served.request(&format!("GET /v1/cache/{} HTTP/1.1\r\n{dev}", 1000 + i), b"");
+        assert!(status == 200 && answer == body(i), "{} after the node returned: {status}", 1000 + i);
+        let direct = returned.try_get(&format!("{}", 1000 + i)).unwrap_or_else(|e| panic!("on the returned node: {e}"));
+        assert_eq!(&direct[..direct.len() - 48], &body(i)[..]);
+    }
+    eprintln!("fault run: {statuses:?} {:?}", clock.elapsed());
 }

@@ -25,6 +25,8 @@ pub struct Counters {
     tokens: Vec<(String, TokenCounters)>,
     pub unauthorized: AtomicU64,
     pub damaged: AtomicU64,
+    /// Requests the store failed (unreachable, refused, timed out).
+    pub store_errors: AtomicU64,
     /// Written by the policy thread.
     pub evictions: std::sync::Arc<Evictions>,
     started: Instant,
@@ -42,6 +44,7 @@ impl Counters {
             tokens,
             unauthorized: AtomicU64::new(0),
             damaged: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
             evictions: Default::default(),
             started: Instant::now(),
         }
@@ -74,6 +77,12 @@ impl Counters {
             "counter",
             "stored artifacts that failed their check, answered as misses and set aside",
         );
+        let mut store_errors = Family::new(
+            "nxops_cache_serve_store_errors_total",
+            "counter",
+            "requests the store failed (downloads answered as misses, uploads with 503)",
+        );
+        store_errors.sample("", self.store_errors.load(Ordering::Relaxed));
         up.sample("", 1);
         uptime.sample("", format!("{:.3}", self.started.elapsed().as_secs_f64()));
         unauthorized.sample("", self.unauthorized.load(Ordering::Relaxed));
@@ -94,7 +103,8 @@ impl Counters {
         evicted_bytes.sample("", evictions.bytes.load(Ordering::Relaxed));
         stored.sample("", evictions.stored_artifacts.load(Ordering::Relaxed));
         stored_bytes.sample("", evictions.stored_bytes.load(Ordering::Relaxed));
-        let mut families = vec![up, uptime, unauthorized, damaged, evicted, evicted_bytes, stored, stored_bytes];
+        let mut families =
+            vec![up, uptime, unauthorized, damaged, store_errors, evicted, evicted_bytes, stored, stored_bytes];
         families.extend(self.per_token());
         crate::exposition::render(&families)
     }

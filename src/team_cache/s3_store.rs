@@ -80,6 +80,8 @@ impl S3Store {
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .http_client(http)
             .timeout_config(timeouts)
+            // A cache answers at once or not at all (a miss): one retry, no more.
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(2))
             .endpoint_url(&config.endpoint)
             .region(Region::new(config.region.clone()))
             .credentials_provider(credentials)

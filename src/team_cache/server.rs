@@ -78,9 +78,15 @@ pub async fn serve(
         stopper.graceful_shutdown(None);
     });
     let app = router(server).into_make_service();
+    // TCP_NODELAY: a response's head and its body's chunks go out as written, not held by Nagle's
+    // algorithm until the client's delayed ACK (40 ms a request on Linux).
+    let no_delay = axum_server::accept::NoDelayAcceptor::new();
     match tls {
-        Some(tls) => axum_server::from_tcp_rustls(listener, tls)?.handle(handle).serve(app).await,
-        None => axum_server::from_tcp(listener)?.handle(handle).serve(app).await,
+        Some(tls) => {
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(no_delay);
+            axum_server::from_tcp(listener)?.acceptor(acceptor).handle(handle).serve(app).await
+        }
+        None => axum_server::from_tcp(listener)?.acceptor(no_delay).handle(handle).serve(app).await,
     }
 }
 
@@ -214,8 +220,12 @@ async fn get_artifact(State(server): State<Arc<Server>>, Path(hash): Path<String
             response
         }
         Err(err) => {
-            tracing::error!(target: "nxops", "cache serve: failed to read {key}: {err}");
-            refuse(StatusCode::INTERNAL_SERVER_ERROR, "the store could not be read")
+            // Nx 24 fails the run on any answer but 200 and 404, so a store that cannot be read
+            // is a miss: the task runs, and the build goes on.
+            tracing::error!(target: "nxops", "cache serve: failed to read {key}: {err}; served as a miss");
+            add(&server.counters.store_errors, 1);
+            add(&counters.misses, 1);
+            refuse(StatusCode::NOT_FOUND, "the store could not be read; answered as a miss")
         }
     }
 }
@@ -319,11 +329,11 @@ async fn store_upload(
     check_hash(hash)?;
     let length = content_length(headers, server.max_artifact_size)?;
     let key = format!("{}{hash}", token.prefix);
-    let exists = server.store.exists(&key).await.map_err(|e| failed("read", &key, e))?;
+    let exists = server.store.exists(&key).await.map_err(|e| failed(server, "read", &key, e))?;
     if exists {
         return Err(refuse(StatusCode::CONFLICT, "this hash is already stored"));
     }
-    let mut upload = server.store.upload(&key, length).await.map_err(|e| failed("write", &key, e))?;
+    let mut upload = server.store.upload(&key, length).await.map_err(|e| failed(server, "write", &key, e))?;
     let mut chunks = body.into_data_stream();
     loop {
         let Ok(next) = tokio::time::timeout(server.client_timeout, chunks.next()).await else {
@@ -335,7 +345,7 @@ async fn store_upload(
         if upload.written() + chunk.len() as u64 > length {
             return Err(refuse(StatusCode::BAD_REQUEST, "the body is longer than its Content-Length"));
         }
-        upload.write(chunk).await.map_err(|e| failed("write", &key, e))?;
+        upload.write(chunk).await.map_err(|e| failed(server, "write", &key, e))?;
     }
     if upload.written() != length {
         return Err(refuse(StatusCode::BAD_REQUEST, "the body is shorter than its Content-Length"));
@@ -346,7 +356,7 @@ async fn store_upload(
             Ok(length)
         }
         Err(CommitError::Exists) => Err(refuse(StatusCode::CONFLICT, "this hash is already stored")),
-        Err(CommitError::Io(err)) => Err(failed("write", &key, err)),
+        Err(CommitError::Io(err)) => Err(failed(server, "write", &key, err)),
     }
 }
 
@@ -366,7 +376,8 @@ fn content_length(headers: &HeaderMap, limit: u64) -> Result<u64, Response> {
     Ok(length)
 }
 
-fn failed(what: &str, key: &str, err: io::Error) -> Response {
+fn failed(server: &Server, what: &str, key: &str, err: io::Error) -> Response {
     tracing::error!(target: "nxops", "cache serve: failed to {what} {key}: {err}");
-    refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("the store could not {what} the artifact"))
+    add(&server.counters.store_errors, 1);
+    refuse(StatusCode::SERVICE_UNAVAILABLE, &format!("the store could not {what} the artifact"))
 }

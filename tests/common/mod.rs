@@ -2,6 +2,8 @@
 //! HOME per test, and the real nxops binary.
 #![allow(dead_code)]
 
+pub mod garage;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
