@@ -624,6 +624,7 @@ fn over_garage_a_lost_index_is_rebuilt_and_what_the_server_never_checked_is_chec
 fn over_three_garage_nodes_a_node_killed_mid_run_costs_no_wrong_hit_and_the_cache_is_complete_after() {
     let mut garage = Garage::cluster(3);
     let scratch = Scratch::new();
+    let ws = scratch.workspace("ws", "none");
     let served = Served::on_garage(&scratch, &garage, json!({}));
     let body = |i: usize| -> Vec<u8> { (0..(16 << 10) + i * 997).map(|j| ((i * 31 + j) % 251) as u8).collect() };
     let ci = format!("Authorization: Bearer {}", served.ci_token);
@@ -643,6 +644,12 @@ fn over_three_garage_nodes_a_node_killed_mid_run_costs_no_wrong_hit_and_the_cach
         if i == 120 {
             garage.kill(0);
         }
+        if i == 130 {
+            // Nx itself, while the store is out of reach: every download a miss, every upload
+            // refused the way Nx carries on from, and the build succeeds.
+            let built = build(&scratch, &ws, &served, &served.ci_token);
+            assert!(!built.is_empty() && built.values().all(String::is_empty), "{built:?}");
+        }
         if i == 160 {
             garage.start(0);
         }
@@ -652,7 +659,7 @@ fn over_three_garage_nodes_a_node_killed_mid_run_costs_no_wrong_hit_and_the_cach
             &expected,
         );
         assert!(
-            status == 200 || status == 503,
+            status == 200 || status == 403,
             "an upload succeeds or fails cleanly: {status} {}",
             String::from_utf8_lossy(&answer)
         );
@@ -670,7 +677,7 @@ fn over_three_garage_nodes_a_node_killed_mid_run_costs_no_wrong_hit_and_the_cach
         *statuses.entry(format!("GET {status}")).or_default() += 1;
     }
     assert!(stored.len() >= 150, "only the server's own node being down loses uploads: {statuses:?}");
-    assert!(statuses.get("PUT 503").is_some_and(|&n| n >= 30), "{statuses:?}");
+    assert!(statuses.get("PUT 403").is_some_and(|&n| n >= 30), "{statuses:?}");
     // Complete after the node returns: every stored artifact, through the server and straight from
     // the returned node.
     let returned = Bucket::new(&garage.endpoint(1));
@@ -688,4 +695,67 @@ fn over_three_garage_nodes_a_node_killed_mid_run_costs_no_wrong_hit_and_the_cach
         assert_eq!(&direct[..direct.len() - 48], &body(i)[..]);
     }
     eprintln!("fault run: {statuses:?} {:?}", clock.elapsed());
+}
+
+#[test]
+fn over_garage_check_names_a_wrong_bucket_wrong_credentials_and_missing_ones() {
+    let garage = Garage::single();
+    let scratch = Scratch::new();
+    let dir = scratch.spaces.path();
+    let entry =
+        json_of(&run_ok(scratch.nxops(dir).args(["cache", "token", "--name", "ci", "--json"])))["entry"].clone();
+    let file = dir.join("serve.json");
+    let check = |store: Value, env: &[(&str, &str)]| {
+        std::fs::write(&file, json!({"store": store, "tokens": [entry]}).to_string()).unwrap();
+        let mut cmd = scratch.nxops(dir);
+        cmd.args(["cache", "serve", "--check", "--config"]).arg(&file);
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, text) = check(garage.store_entry(), &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("configuration sound") && text.contains("bucket nx-cache"), "{text}");
+
+    let mut wrong_bucket = garage.store_entry();
+    wrong_bucket["s3"]["bucket"] = json!("no-such-bucket");
+    let (code, text) = check(wrong_bucket, &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("serve.json: store:") && text.contains("bucket no-such-bucket"), "{text}");
+    assert!(text.contains("NoSuchBucket"), "the service's own reason: {text}");
+
+    let mut wrong_secret = garage.store_entry();
+    wrong_secret["s3"]["secretAccessKey"] = json!("0".repeat(64));
+    let (code, text) = check(wrong_secret, &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("serve.json: store:"), "{text}");
+    assert!(!text.contains(&"0".repeat(64)), "the secret is never printed: {text}");
+
+    // Credentials from the environment: missing ones are named, present ones win over the file's.
+    let mut no_credentials = garage.store_entry();
+    let object = no_credentials["s3"].as_object_mut().unwrap();
+    object.remove("accessKeyId");
+    object.remove("secretAccessKey");
+    let (code, text) = check(no_credentials.clone(), &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("store.s3.accessKeyId: is missing") && text.contains("NXOPS_S3_ACCESS_KEY_ID"), "{text}");
+    let env =
+        [("NXOPS_S3_ACCESS_KEY_ID", common::garage::KEY_ID), ("NXOPS_S3_SECRET_ACCESS_KEY", common::garage::SECRET)];
+    let (code, text) = check(no_credentials, &env);
+    assert_eq!(code, Some(0), "{text}");
+
+    let (code, text) = check(json!({"s3": {"endpoint": "127.0.0.1:3900", "bucket": "nx-cache"}}), &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("store.s3.endpoint: \"127.0.0.1:3900\" is not a URL"), "{text}");
+    // Nothing listens on a port that was just free: the store cannot be reached, said quickly.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut unreachable = garage.store_entry();
+    unreachable["s3"]["endpoint"] = json!(format!("http://127.0.0.1:{port}"));
+    let started = std::time::Instant::now();
+    let (code, text) = check(unreachable, &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "{:?}", started.elapsed());
 }

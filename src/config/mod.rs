@@ -103,7 +103,8 @@ pub const SETTINGS: &[SettingDef] = &[
 /// `NXOPS_*` variables that are not settings but are still ours.
 /// `NXOPS_SUPERVISED` marks the processes the supervisor starts (see `supervisor::tree`);
 /// `NXOPS_SOCKET` is the sidecar's socket, which the Nx plugin exports to tasks; `NXOPS_CACHE_LISTEN`
-/// is `cache serve --listen`.
+/// is `cache serve --listen`; `NXOPS_S3_ACCESS_KEY_ID` and `NXOPS_S3_SECRET_ACCESS_KEY` are the
+/// credentials of `cache serve`'s bucket (see `team_cache::config`).
 pub const OTHER_ENV_VARS: &[&str] = &[
     "NXOPS_BIN",
     "NXOPS_LOG",
@@ -112,6 +113,8 @@ pub const OTHER_ENV_VARS: &[&str] = &[
     "NXOPS_SUPERVISED",
     "NXOPS_SOCKET",
     "NXOPS_CACHE_LISTEN",
+    "NXOPS_S3_ACCESS_KEY_ID",
+    "NXOPS_S3_SECRET_ACCESS_KEY",
 ];
 
 /// A parsed setting value.

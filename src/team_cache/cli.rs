@@ -3,11 +3,13 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::config::ServeConfig;
 use super::server::{self, Server};
+use super::store::Store;
 use super::tokens;
 use crate::input_error::ConfigError;
 use crate::output::{Format, Report, emit};
@@ -17,10 +19,11 @@ use crate::output::{Format, Report, emit};
 pub fn serve(file: &Path, listen: Option<&str>, check: bool, format: Format) -> anyhow::Result<()> {
     let config = ServeConfig::load(file, listen)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let server =
-        Server::new(&config, runtime.handle().clone()).map_err(|e| ConfigError::file(file, format!("store: {e}")))?;
+    let store_error = |e: std::io::Error| ConfigError::file(file, format!("store: {e}"));
+    let store = Arc::new(Store::open(&config.store).map_err(store_error)?);
+    runtime.block_on(store.check()).map_err(store_error)?;
+    let server = Server::new(&config, store, runtime.handle().clone()).map_err(store_error)?;
     runtime.block_on(async move {
-        server.store.check().await.map_err(|e| ConfigError::file(file, format!("store: {e}")))?;
         let tls = match &config.tls {
             Some(files) => Some(server::load_tls(files).await.map_err(|e| {
                 let location = format!("{}: tls", file.display());

@@ -80,7 +80,7 @@ impl Counters {
         let mut store_errors = Family::new(
             "nxops_cache_serve_store_errors_total",
             "counter",
-            "requests the store failed (downloads answered as misses, uploads with 503)",
+            "requests the store failed (downloads answered as misses, uploads with 403)",
         );
         store_errors.sample("", self.store_errors.load(Ordering::Relaxed));
         up.sample("", 1);

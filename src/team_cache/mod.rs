@@ -11,14 +11,18 @@
 //!
 //! # Storage and integrity
 //! An artifact is stored as its bytes followed by a 48-byte footer ([`artifact::Footer`]: a magic
-//! word, the size and the blake3 digest of the bytes), under `<prefix><hash>`. An upload is written
-//! to a temporary name and appears under its real name only once complete and checked against its
-//! `Content-Length` (a rename that never replaces), so a cut upload is never visible. What is served
-//! is checked against its footer before the status is sent, because Nx 24 fails the whole run on a
-//! cut body ("Failed to read remote cache response body", exit 1, seen with 24.0.6): a damaged
-//! object is a 404, so Nx runs the task, and it is counted and moved aside. The bytes are checked
-//! again as they stream (the last chunk held back until the digest is known), so an object changed
-//! after its check is cut rather than served whole. Memory per request is one chunk (64 KiB).
+//! word, the size and the blake3 digest of the bytes), under `<prefix><hash>`, in a folder
+//! ([`folder_store`]) or a bucket of an S3-compatible service ([`s3_store`]), both behind
+//! [`store::Store`], so that everything here is one code path. An upload never becomes visible
+//! unless complete (a folder renames a finished temporary file without replacing; a bucket gets one
+//! streaming `PutObject` whose length counts the footer). What is served is checked against its
+//! footer before the status is sent, because Nx 24 fails the whole run on a cut body ("Failed to
+//! read remote cache response body", exit 1, seen with 24.0.6): a damaged object is a 404, so Nx
+//! runs the task, and it is counted and moved aside. A bucket's objects are checked once and then
+//! fetched by their checked entity tag (see [`s3_store`]). The bytes are checked again as they
+//! stream (the last chunk held back until the digest is known), so an object changed after its
+//! check is cut rather than served whole. A store that fails makes a download a miss and an
+//! upload a 403 (Nx 24 fails the run on a 5xx to either, and takes 403 as "not stored"). Memory per request is one chunk (64 KiB).
 //!
 //! # Tokens
 //! Tokens are stored as sha256 digests in the server's configuration (`nxops cache token` makes
@@ -27,10 +31,10 @@
 //! store): its hashes are stored and looked up under that prefix only.
 //!
 //! # Not built yet
-//! Only the folder store (one machine, or one server on a shared file system) exists; the S3 store,
-//! `cache stats --remote` and a time-out for downloads that stop reading are the next steps of the
-//! team-cache issue. `GET /metrics` (no token: counts only, no hashes) gives the counters; the
-//! policies are in [`policy`].
+//! The bucket store's benchmark figures, a time-out for downloads that stop reading, and the
+//! remote cache in a workspace's health report are the next steps of the team-cache issue.
+//! `GET /metrics` (no token: counts only, no hashes) gives the counters; the policies are in
+//! [`policy`].
 
 pub mod artifact;
 pub mod cli;

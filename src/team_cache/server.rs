@@ -36,9 +36,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the store and the index, and starts the policy thread on `runtime`.
-    pub fn new(config: &ServeConfig, runtime: tokio::runtime::Handle) -> io::Result<Arc<Server>> {
-        let store = Arc::new(Store::open(&config.store)?);
+    /// Opens the index of `store` (opened and checked by the caller) and starts the policy thread
+    /// on `runtime`.
+    pub fn new(config: &ServeConfig, store: Arc<Store>, runtime: tokio::runtime::Handle) -> io::Result<Arc<Server>> {
         let counters = Counters::new(&config.tokens);
         let policy = Policy::start(&config.index, store.clone(), runtime, config.rules, counters.evictions.clone())
             .map_err(|e| io::Error::other(format!("the index {}: {e}", config.index.display())))?;
@@ -220,8 +220,9 @@ async fn get_artifact(State(server): State<Arc<Server>>, Path(hash): Path<String
             response
         }
         Err(err) => {
-            // Nx 24 fails the run on any answer but 200 and 404, so a store that cannot be read
-            // is a miss: the task runs, and the build goes on.
+            // Nx 24 fails the run on any answer but 200 and 404 ("Misconfigured remote cache
+            // endpoint", seen with 24.0.6), so a store that cannot be read is a miss: the task
+            // runs, and the build goes on.
             tracing::error!(target: "nxops", "cache serve: failed to read {key}: {err}; served as a miss");
             add(&server.counters.store_errors, 1);
             add(&counters.misses, 1);
@@ -379,5 +380,7 @@ fn content_length(headers: &HeaderMap, limit: u64) -> Result<u64, Response> {
 fn failed(server: &Server, what: &str, key: &str, err: io::Error) -> Response {
     tracing::error!(target: "nxops", "cache serve: failed to {what} {key}: {err}");
     add(&server.counters.store_errors, 1);
-    refuse(StatusCode::SERVICE_UNAVAILABLE, &format!("the store could not {what} the artifact"))
+    // 403, not 503: Nx 24 fails the task on a 5xx answer to an upload (seen with 24.0.6), and takes
+    // 403 as "the server does not store this", which a store that failed is.
+    refuse(StatusCode::FORBIDDEN, &format!("the store could not {what} the artifact; it is not stored"))
 }
