@@ -126,7 +126,9 @@ fn the_packed_plugin_works_with_npm_and_pnpm() {
     let packing = Scratch::new();
     let (plugin, platform) = pack(&packing);
     let packed = std::fs::metadata(&platform).unwrap().len();
-    assert!(packed < 12 << 20, "the platform package is {packed} bytes: is the binary stripped?");
+    // The debug binary packs to ~14 MB stripped (the AWS SDK of the team cache's bucket store is
+    // most of the growth) and to ~80 MB unstripped: the bound tells the two apart.
+    assert!(packed < 24 << 20, "the platform package is {packed} bytes: is the binary stripped?");
     exercise(Pm::Npm, &plugin, &platform);
     exercise(Pm::Pnpm, &plugin, &platform);
 }
