@@ -377,6 +377,34 @@ fn an_upload_that_stalls_is_refused_after_the_client_timeout_and_leaves_nothing(
 }
 
 #[test]
+fn a_download_nobody_reads_is_cut_after_the_client_timeout_and_frees_its_artifact() {
+    let scratch = Scratch::new();
+    let served = Served::start(&scratch, json!({"clientTimeout": "1s", "maxSize": "1MB", "evictInterval": "200ms"}));
+    // Larger than what loopback's socket buffers hold, so the server's writes must wait.
+    let body: Vec<u8> = (0..32 << 20).map(|i: u32| (i % 253) as u8).collect();
+    upload(&served, "55", &body);
+    let mut stream = TcpStream::connect(&served.address).unwrap();
+    write!(
+        stream,
+        "GET /v1/cache/55 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        served.dev_token
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    // The reader stops; its download holds the 32 MB artifact past maxSize only until it is cut.
+    eventually("the stalled download is cut and the artifact evicted", || served.artifacts().is_empty());
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    assert!(rest.len() < body.len(), "the connection ended before the artifact ({} bytes)", rest.len());
+    let (_, text) = served.request("GET /metrics HTTP/1.1", b"");
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("nxops_cache_serve_stalled_total 1\n"), "{text}");
+}
+
+#[test]
 fn over_https_nx_restores_what_ci_stored() {
     let (ci, ci_ws, developer, dev_ws) = checkouts();
     let dir = ci.spaces.path();

@@ -10,7 +10,8 @@
 //!   //                                         // NXOPS_S3_SECRET_ACCESS_KEY, which win
 //!   "index": "nx-cache.index.db",             // optional: the policies' index (see `policy`)
 //!   "maxArtifactSize": "2GB",                 // optional, default 2GB
-//!   "clientTimeout": "30s",                   // optional: an upload silent this long gets 408
+//!   "clientTimeout": "30s",                   // optional: an upload silent this long gets 408, a
+//!   //                                         // client reading nothing this long is cut
 //!   "tls": { "cert": "cert.pem", "key": "key.pem" },  // optional: HTTPS (PEM, relative to this file)
 //!   "maxSize": "5GB", "maxAge": "7d",         // optional: the local cache's defaults
 //!   "evictInterval": "1m",                    // optional: how often the policies run

@@ -27,6 +27,9 @@ pub struct Counters {
     pub damaged: AtomicU64,
     /// Requests the store failed (unreachable, refused, timed out).
     pub store_errors: AtomicU64,
+    /// Connections cut because their client read nothing for the client time-out (shared with
+    /// the acceptor).
+    pub stalled: std::sync::Arc<AtomicU64>,
     /// Written by the policy thread.
     pub evictions: std::sync::Arc<Evictions>,
     started: Instant,
@@ -45,6 +48,7 @@ impl Counters {
             unauthorized: AtomicU64::new(0),
             damaged: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
+            stalled: Default::default(),
             evictions: Default::default(),
             started: Instant::now(),
         }
@@ -83,6 +87,12 @@ impl Counters {
             "requests the store failed (downloads answered as misses, uploads with 403)",
         );
         store_errors.sample("", self.store_errors.load(Ordering::Relaxed));
+        let mut stalled = Family::new(
+            "nxops_cache_serve_stalled_total",
+            "counter",
+            "connections cut because their client read nothing for clientTimeout",
+        );
+        stalled.sample("", self.stalled.load(Ordering::Relaxed));
         up.sample("", 1);
         uptime.sample("", format!("{:.3}", self.started.elapsed().as_secs_f64()));
         unauthorized.sample("", self.unauthorized.load(Ordering::Relaxed));
@@ -103,8 +113,18 @@ impl Counters {
         evicted_bytes.sample("", evictions.bytes.load(Ordering::Relaxed));
         stored.sample("", evictions.stored_artifacts.load(Ordering::Relaxed));
         stored_bytes.sample("", evictions.stored_bytes.load(Ordering::Relaxed));
-        let mut families =
-            vec![up, uptime, unauthorized, damaged, store_errors, evicted, evicted_bytes, stored, stored_bytes];
+        let mut families = vec![
+            up,
+            uptime,
+            unauthorized,
+            damaged,
+            store_errors,
+            stalled,
+            evicted,
+            evicted_bytes,
+            stored,
+            stored_bytes,
+        ];
         families.extend(self.per_token());
         crate::exposition::render(&families)
     }

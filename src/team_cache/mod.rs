@@ -30,9 +30,13 @@
 //! token reads or reads and writes, and may be limited to a key prefix (a team or a branch in one
 //! store): its hashes are stored and looked up under that prefix only.
 //!
+//! # Slow clients
+//! An upload that sends nothing for `clientTimeout` (30 s) gets 408 and stores nothing; a
+//! connection whose client reads nothing for as long is cut ([`stalled_writes`]), so a download
+//! nobody reads frees its task and its artifact's eviction guard.
+//!
 //! # Not built yet
-//! The bucket store's benchmark figures, a time-out for downloads that stop reading, and the
-//! remote cache in a workspace's health report are the next steps of the team-cache issue.
+//! The remote cache in a workspace's health report is the next step of the team-cache issue.
 //! `GET /metrics` (no token: counts only, no hashes) gives the counters; the policies are in
 //! [`policy`].
 
@@ -44,5 +48,6 @@ pub mod folder_store;
 pub mod policy;
 pub mod s3_store;
 pub mod server;
+pub mod stalled_writes;
 pub mod store;
 pub mod tokens;

@@ -19,6 +19,7 @@ use super::artifact::Footer;
 use super::config::ServeConfig;
 use super::counters::{Counters, TokenCounters, add};
 use super::policy::Policy;
+use super::stalled_writes::StallAcceptor;
 use super::store::{CommitError, Opened, Reading, Source, Store};
 use super::tokens::{Access, Token, Tokens};
 
@@ -77,16 +78,14 @@ pub async fn serve(
         shutdown.await;
         stopper.graceful_shutdown(None);
     });
+    let accept = StallAcceptor { limit: server.client_timeout, cut: server.counters.stalled.clone() };
     let app = router(server).into_make_service();
-    // TCP_NODELAY: a response's head and its body's chunks go out as written, not held by Nagle's
-    // algorithm until the client's delayed ACK (40 ms a request on Linux).
-    let no_delay = axum_server::accept::NoDelayAcceptor::new();
     match tls {
         Some(tls) => {
-            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(no_delay);
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(accept);
             axum_server::from_tcp(listener)?.acceptor(acceptor).handle(handle).serve(app).await
         }
-        None => axum_server::from_tcp(listener)?.acceptor(no_delay).handle(handle).serve(app).await,
+        None => axum_server::from_tcp(listener)?.acceptor(accept).handle(handle).serve(app).await,
     }
 }
 
