@@ -27,9 +27,12 @@
 //!   expired in the last hour, at least 60. Not counted: named sessions that
 //!   expire (their timeout is the contract), and clients that ended their input
 //!   (a finished script; see `sessions::End`);
-//! - the sidecar's memory: 100 up to 100 MB RSS, 60 up to 500 MB, 20 above.
+//! - the sidecar's memory: 100 up to 100 MB RSS, 60 up to 500 MB, 20 above;
+//! - the team cache, only when Nx is configured to use one (`team_cache::probe`): 100 when it
+//!   answers; 10 when it refuses the token (or there is none), cannot be reached or answers with
+//!   a server error, since Nx 24 then fails every run that misses the local cache.
 //!
-//! Without a sidecar that owns the workspace only the cache is judged, and the
+//! Without a sidecar that owns the workspace only the cache (and the team cache) is judged, and the
 //! report says so (`sidecar: false`, and a line in words).
 //!
 //! # Hysteresis
@@ -286,6 +289,33 @@ pub fn mcp(pools: &[PoolHealth]) -> Component {
         }
     }
     Component { name: "mcp".into(), score, reasons }
+}
+
+/// What a probe of the workspace's team cache found (see `team_cache::probe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteProbe {
+    /// The server answered.
+    Answered,
+    /// It refused the token, or there is none.
+    Refused(String),
+    /// It answered with a server error.
+    Failing(String),
+    /// No connection, or no answer in time.
+    Unreachable(String),
+}
+
+/// The team cache Nx is configured to use (`server`): reachable, and taking the token. Nx 24 fails
+/// a run whose remote lookup gets no answer, a 401 or a 5xx (seen with 24.0.6: "Failed to send
+/// request", "Misconfigured remote cache endpoint"), so any of those is Critical.
+pub fn remote_cache(server: &str, probe: &RemoteProbe) -> Component {
+    let (score, reason) = match probe {
+        RemoteProbe::Answered => (100, None),
+        RemoteProbe::Refused(why) | RemoteProbe::Failing(why) | RemoteProbe::Unreachable(why) => (
+            10,
+            Some(format!("the team cache at {server} cannot be used ({why}): Nx runs that miss the local cache fail")),
+        ),
+    };
+    Component { name: "remoteCache".into(), score, reasons: reason.into_iter().collect() }
 }
 
 /// What the sessions component is scored on (plain figures, so scoring needs no

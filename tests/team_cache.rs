@@ -405,6 +405,61 @@ fn a_download_nobody_reads_is_cut_after_the_client_timeout_and_frees_its_artifac
 }
 
 #[test]
+fn a_workspace_that_uses_a_team_cache_has_it_in_its_health_report() {
+    let scratch = Scratch::new();
+    let ws = scratch.workspace("ws", "none");
+    let mut served = Served::start(&scratch, json!({}));
+    let check = || {
+        let out = scratch.nxops(&ws).args(["--json", "monitor", "check"]).output().unwrap();
+        let report = json_of(&out);
+        let remote = report["components"].as_array().unwrap().iter().find(|c| c["name"] == "remoteCache").cloned();
+        (report, remote)
+    };
+    let (report, remote) = check();
+    assert_eq!(remote, None, "no team cache configured, none judged: {report}");
+    // Nx's own variables in the root's .env, as Nx loads them.
+    std::fs::write(
+        ws.join(".env"),
+        format!(
+            "NX_SELF_HOSTED_REMOTE_CACHE_SERVER={}\nNX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN={}\n",
+            served.url, served.dev_token
+        ),
+    )
+    .unwrap();
+    let (report, remote) = check();
+    let remote = remote.unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(remote["score"], 100, "{report}");
+    // .env.local comes first in Nx's order: its token wins, and the server refuses it.
+    std::fs::write(ws.join(".env.local"), "NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN=not-a-token\n").unwrap();
+    let (report, remote) = check();
+    let remote = remote.unwrap();
+    assert_eq!(remote["score"], 10, "{report}");
+    let reason = remote["reasons"][0].as_str().unwrap();
+    assert!(reason.contains(&served.url) && reason.contains("ACCESS_TOKEN refused (401"), "{reason}");
+    assert_eq!(report["rating"], "Critical", "Nx 24 fails its runs so: {report}");
+    std::fs::remove_file(ws.join(".env.local")).unwrap();
+    // The server goes away.
+    let _ = served.child.kill();
+    let _ = served.child.wait();
+    let (report, remote) = check();
+    let remote = remote.unwrap();
+    assert_eq!(remote["score"], 10, "{report}");
+    let reason = remote["reasons"][0].as_str().unwrap();
+    assert!(reason.contains(&served.url) && reason.contains("cannot be used"), "{reason}");
+    // What the rating stands for: Nx, reading the same .env, fails its run.
+    let nx = ws.join("node_modules/.bin/nx");
+    let out = scratch
+        .tool(&ws, &nx.to_string_lossy())
+        .args(["run-many", "-t", "build", "--outputStyle=static"])
+        .env("NX_TUI", "false")
+        .output()
+        .unwrap();
+    let log =
+        without_ansi(&format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    assert!(!out.status.success() && log.contains("Failed to send request"), "{log}");
+}
+
+#[test]
 fn over_https_nx_restores_what_ci_stored() {
     let (ci, ci_ws, developer, dev_ws) = checkouts();
     let dir = ci.spaces.path();

@@ -682,7 +682,7 @@ impl Expander<'_> {
 }
 
 /// Parses a dotenv file (see the module doc); errors name the line.
-fn parse_env_file(text: &str) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn parse_env_file(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut vars = BTreeMap::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -64,6 +64,17 @@ pub async fn check(core: &Core, ws: &Arc<Workspace>) -> HealthReport {
         score: 100,
         reasons: vec![format!("the cache was not read: {e}")],
     }));
+    if let Some(remote) = crate::team_cache::probe::configured(&ws.root, core.env()) {
+        let probed = tokio::task::spawn_blocking(move || {
+            let found = crate::team_cache::probe::probe_recent(&remote);
+            health::remote_cache(&remote.server, &found)
+        });
+        components.push(probed.await.unwrap_or_else(|e| Component {
+            name: "remoteCache".into(),
+            score: 100,
+            reasons: vec![format!("the team cache was not probed: {e}")],
+        }));
+    }
     let mut report = HealthReport::new(ws.root.clone(), components, now_ms());
     report.sidecar = owned.is_some();
     report

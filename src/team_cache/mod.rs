@@ -35,9 +35,9 @@
 //! connection whose client reads nothing for as long is cut ([`stalled_writes`]), so a download
 //! nobody reads frees its task and its artifact's eviction guard.
 //!
-//! # Not built yet
-//! The remote cache in a workspace's health report is the next step of the team-cache issue.
-//! `GET /metrics` (no token: counts only, no hashes) gives the counters; the policies are in
+//! # Health
+//! A workspace whose Nx is configured for a team cache has it in its health report
+//! (`remoteCache`, see [`probe`]). `GET /metrics` (no token: counts only, no hashes) gives the counters; the policies are in
 //! [`policy`].
 
 pub mod artifact;
@@ -46,6 +46,7 @@ pub mod config;
 pub mod counters;
 pub mod folder_store;
 pub mod policy;
+pub mod probe;
 pub mod s3_store;
 pub mod server;
 pub mod stalled_writes;
