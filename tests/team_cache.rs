@@ -92,6 +92,29 @@ impl Served {
     }
 }
 
+impl Served {
+    /// A download of `hash` with the developer's token on a new connection, read up to its 200
+    /// status line: the caller reads the rest, or stops.
+    fn begin_download(&self, hash: &str) -> BufReader<TcpStream> {
+        self.begin_download_on(TcpStream::connect(&self.address).unwrap(), hash)
+    }
+
+    /// [`Served::begin_download`] on `stream`, connected earlier.
+    fn begin_download_on(&self, mut stream: TcpStream, hash: &str) -> BufReader<TcpStream> {
+        let token = &self.dev_token;
+        write!(
+            stream,
+            "GET /v1/cache/{hash} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        reader
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -383,17 +406,7 @@ fn a_download_nobody_reads_is_cut_after_the_client_timeout_and_frees_its_artifac
     // Larger than what loopback's socket buffers hold, so the server's writes must wait.
     let body: Vec<u8> = (0..32 << 20).map(|i: u32| (i % 253) as u8).collect();
     upload(&served, "55", &body);
-    let mut stream = TcpStream::connect(&served.address).unwrap();
-    write!(
-        stream,
-        "GET /v1/cache/55 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        served.dev_token
-    )
-    .unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut status = String::new();
-    reader.read_line(&mut status).unwrap();
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let mut reader = served.begin_download("55");
     // The reader stops; its download holds the 32 MB artifact past maxSize only until it is cut.
     eventually("the stalled download is cut and the artifact evicted", || served.artifacts().is_empty());
     let mut rest = Vec::new();
@@ -582,19 +595,10 @@ fn over_garage_an_eviction_never_removes_an_artifact_being_downloaded() {
 
 fn eviction_waits_for_a_download(served: Served) {
     let body: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
-    let mut stream = TcpStream::connect(&served.address).unwrap();
+    let stream = TcpStream::connect(&served.address).unwrap();
     upload(&served, "77", &body);
     // A download begins, and its reader stops after the head while evictions run.
-    write!(
-        stream,
-        "GET /v1/cache/77 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        served.dev_token
-    )
-    .unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut status = String::new();
-    reader.read_line(&mut status).unwrap();
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let mut reader = served.begin_download_on(stream, "77");
     std::thread::sleep(std::time::Duration::from_millis(1000));
     assert_eq!(served.artifacts(), ["77"], "five eviction rounds passed over the artifact being read");
     let mut answer = Vec::new();
