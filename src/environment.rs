@@ -45,6 +45,19 @@ impl Environment {
             .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
+    /// Every variable, in name order.
+    pub fn vars(&self) -> &BTreeMap<String, String> {
+        &self.vars
+    }
+
+    /// This environment with `vars` set over it, as the same user (a proxy's
+    /// agent's variables over the owner's, see `mcp::McpPools::launch_for`).
+    pub fn overlaid(&self, vars: &BTreeMap<String, String>) -> Environment {
+        let mut merged = self.vars.clone();
+        merged.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Environment { vars: merged, uid: self.uid }
+    }
+
     pub fn uid(&self) -> u32 {
         self.uid
     }

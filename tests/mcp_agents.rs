@@ -15,12 +15,19 @@ use serde_json::{Value, json};
 
 /// A workspace whose allowed .mcp.json has the stateful server, logging to `cancel.log` in HOME.
 fn workspace(scratch: &Scratch, nxops_json: Option<Value>) -> PathBuf {
+    workspace_with_env(scratch, nxops_json, json!({}))
+}
+
+/// `workspace`, with more variables in the server's entry.
+fn workspace_with_env(scratch: &Scratch, nxops_json: Option<Value>, env: Value) -> PathBuf {
     let ws = scratch.workspace("ws", "none");
     let mcp = common::repo_root().join("fixtures/mcp");
     let python = mcp.join(".venv/bin/python");
     assert!(python.exists(), "the MCP fixtures are not installed: run fixtures/mcp/setup.sh (scripts/test does)");
+    let mut entry_env = json!({"CANCEL_LOG": scratch.home().join("cancel.log")});
+    entry_env.as_object_mut().unwrap().extend(env.as_object().unwrap().clone());
     let servers = json!({"mcpServers": {"stateful": {"command": python, "args": [mcp.join("stateful_server.py")],
-        "env": {"CANCEL_LOG": scratch.home().join("cancel.log")}}}});
+        "env": entry_env}}});
     std::fs::write(ws.join(".mcp.json"), serde_json::to_vec(&servers).unwrap()).unwrap();
     if let Some(settings) = nxops_json {
         std::fs::write(ws.join("nxops.json"), serde_json::to_vec(&settings).unwrap()).unwrap();
@@ -36,9 +43,15 @@ fn run_agent(scratch: &Scratch, ws: &Path, agent: &str) -> Value {
 
 /// `run_agent` with arguments before the server's command.
 fn run_agent_with(scratch: &Scratch, ws: &Path, agent: &str, args: &[&str]) -> Value {
+    run_agent_in(scratch, ws, agent, args, &[])
+}
+
+/// `run_agent_with`, the agent (and so the proxy it launches) having the variables `env` too.
+fn run_agent_in(scratch: &Scratch, ws: &Path, agent: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
     let mcp = common::repo_root().join("fixtures/mcp");
     let out = scratch
         .tool(ws, mcp.join(".venv/bin/python").to_str().unwrap())
+        .envs(env.iter().copied())
         .arg(mcp.join(agent))
         .arg(ws)
         .args(args)
@@ -147,6 +160,35 @@ fn a_stateless_server_serves_one_agent_after_another() {
     let first = run_agent_with(&scratch, &ws, "era_agent.py", &["initialize"]);
     let second = run_agent_with(&scratch, &ws, "era_agent.py", &["initialize"]);
     assert_eq!((first["count"].clone(), second["count"].clone()), (json!(1), json!(2)), "{first} {second}");
+    assert!(sidecar.close_stdin_and_wait().success());
+    nothing_left(scratch.home(), Instant::now() + Duration::from_secs(5));
+}
+
+/// An agent's own variables reach the `${VAR}`s of the server's entry through
+/// a sidecar that lacks them (as an `env` the agent's config gives the proxy):
+/// that agent gets a server started for it alone, one nobody else is leased
+/// even when the server is stateless, and the next agent gets the sidecar's
+/// values. With `max` 1, a server of the first agent's kept for others would
+/// be the one the second gets.
+#[test]
+fn an_agents_own_variables_reach_the_server_it_is_given() {
+    let scratch = Scratch::new();
+    let ws = workspace_with_env(
+        &scratch,
+        Some(json!({"mcp": {"servers": {"stateful": {"minIdle": 0, "max": 1, "stateless": true}}}})),
+        json!({"GREETING": "${GREETING:-from the sidecar}"}),
+    );
+    let mut sidecar = Sidecar::start(&scratch, &ws, &[("NXOPS_PROCESSES_STOP_TIMEOUT", "1s")]);
+    sidecar.initialize(&ws);
+    let own = run_agent_in(&scratch, &ws, "era_agent.py", &["initialize"], &[("GREETING", "hello from the agent")]);
+    assert_eq!((&own["greeting"], &own["count"]), (&json!("hello from the agent"), &json!(1)), "{own}");
+    let next = run_agent_with(&scratch, &ws, "era_agent.py", &["initialize"]);
+    assert_eq!((&next["greeting"], &next["count"]), (&json!("from the sidecar"), &json!(1)), "{next}");
+    // The pool's own servers are still shared as a stateless server's are.
+    let third = run_agent_with(&scratch, &ws, "era_agent.py", &["initialize"]);
+    assert_eq!((&third["greeting"], &third["count"]), (&json!("from the sidecar"), &json!(2)), "{third}");
+    let started = log_lines(scratch.home()).into_iter().filter(|(what, _)| what == "started").count();
+    assert_eq!(started, 2, "one server for the first agent, one shared by the others: {:?}", log_lines(scratch.home()));
     assert!(sidecar.close_stdin_and_wait().success());
     nothing_left(scratch.home(), Instant::now() + Duration::from_secs(5));
 }

@@ -39,6 +39,17 @@ pub struct ServerView {
     pub pool: Option<PoolView>,
 }
 
+/// How a stdio server starts; `None` for http and sse servers.
+fn launch_of(server: &ServerDef) -> Option<Launch> {
+    Some(Launch {
+        server: server.name.clone(),
+        command: server.command.clone()?,
+        args: server.args.clone(),
+        env: server.env.clone(),
+        cwd: server.cwd.clone(),
+    })
+}
+
 /// How one configured server looks to clients; `reason` says why it is not pooled.
 pub fn view(server: &ServerDef, env: &Environment, reason: Option<String>, pool: Option<PoolView>) -> ServerView {
     ServerView {
@@ -112,13 +123,7 @@ impl McpPools {
             .iter()
             .filter(|s| self.pooled_reason(s).is_none())
             .filter_map(|s| {
-                let launch = Launch {
-                    server: s.name.clone(),
-                    command: s.command.clone()?,
-                    args: s.args.clone(),
-                    env: s.env.clone(),
-                    cwd: s.cwd.clone(),
-                };
+                let launch = launch_of(s)?;
                 let mut settings = settings.1.get(&s.name).cloned().unwrap_or_else(|| settings.0.clone());
                 if self.0.warm_only.as_ref().is_some_and(|only| *only != s.name) {
                     settings.min_idle = 0;
@@ -165,6 +170,31 @@ impl McpPools {
             return Some(format!("{} is not allowed: review it, then run `nxops trust`", server.source.path.display()));
         }
         None
+    }
+
+    /// How `name`'s server starts for an agent whose variables are `agent`
+    /// (`nxops mcp proxy` sends its environment with its first request), when
+    /// that differs from how the pool starts it: the entry is expanded again
+    /// with the agent's variables over the owner's, so an `env` the agent's
+    /// config gives the proxy reaches every `${VAR}` the entry names. `None`
+    /// when the pool's servers serve the agent: the same values, an entry the
+    /// agent's variables cannot expand either, or a file changed since it was
+    /// allowed (the next reload deals with that). Reads the MCP files: call it
+    /// off the runtime's threads.
+    pub fn launch_for(&self, name: &str, agent: &BTreeMap<String, String>) -> Option<Launch> {
+        let (source, pooled) = {
+            let state = self.state();
+            let pool = state.pools.get(name)?;
+            let def = state.discovered.servers.iter().find(|s| s.name == name)?;
+            ((def.source.path.clone(), def.sha256.clone()), pool.launch().clone())
+        };
+        let discovered = config::discover(&self.0.root, &self.0.env.overlaid(agent));
+        let def = discovered.servers.into_iter().find(|s| s.name == name)?;
+        // Only what the allowed file says, with other values: never another file's entry.
+        if def.source.path != source.0 || def.sha256 != source.1 {
+            return None;
+        }
+        launch_of(&def).filter(|own| *own != pooled)
     }
 
     pub fn pool(&self, name: &str) -> Option<Pool> {

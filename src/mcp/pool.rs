@@ -161,6 +161,10 @@ struct State {
     replacements: std::collections::VecDeque<Instant>,
     /// Every dead connection taken out, wherever it was (idle, leased, parked, draining).
     replaced: u64,
+    /// Connections started for one session with its own values (`acquire_own`):
+    /// never idle, never leased to another session, ended when released by a
+    /// stateless server's session too.
+    own: std::collections::HashSet<u64>,
 }
 
 impl State {
@@ -281,8 +285,26 @@ impl Pool {
         self.acquire_for(key, Want::Any).await
     }
 
+    /// Whether `key` holds a connection, leased or parked.
+    pub fn holds(&self, key: &str) -> bool {
+        let state = self.state();
+        state.leased.contains_key(key) || state.parked.contains_key(key)
+    }
+
     /// `acquire` for a lease whose first request needs `want` (see `Want`).
     pub async fn acquire_for(&self, key: &str, want: Want) -> Result<Arc<Connection>, PoolError> {
+        self.acquire_with(key, want, None).await
+    }
+
+    /// `acquire_for` for a session whose server starts as `launch`, not as the
+    /// pool's (an agent's own values, see `McpPools::launch_for`): unless `key`
+    /// holds a connection already, it gets one started for it alone (a cold
+    /// start, within `max`), which nobody else is ever leased.
+    pub async fn acquire_own(&self, key: &str, want: Want, launch: Launch) -> Result<Arc<Connection>, PoolError> {
+        self.acquire_with(key, want, Some(launch)).await
+    }
+
+    async fn acquire_with(&self, key: &str, want: Want, launch: Option<Launch>) -> Result<Arc<Connection>, PoolError> {
         let asked = Instant::now();
         let deadline = asked + self.settings().acquire_timeout;
         let want = self.learn(want);
@@ -290,11 +312,11 @@ impl Pool {
             let freed = self.0.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            let (step, to_end) = self.next_step(key, &want, asked);
+            let (step, to_end) = self.next_step(key, &want, asked, launch.is_some());
             to_end.into_iter().for_each(|conn| self.end(conn));
             match step? {
                 Step::Got(conn) => return Ok(conn),
-                Step::Open => return self.open_leased(key, &want, asked).await,
+                Step::Open => return self.open_leased(key, &want, asked, launch.as_ref()).await,
                 Step::Wait => {
                     if tokio::time::timeout_at(deadline.into(), freed).await.is_err() {
                         return Err(self.busy_error());
@@ -306,8 +328,14 @@ impl Pool {
 
     /// What `acquire_for` does next, decided under the state's lock, and the
     /// connections to end once it is released: dead ones found on the way, and
-    /// one ended to make room.
-    fn next_step(&self, key: &str, want: &Want, asked: Instant) -> (Result<Step, PoolError>, Vec<Arc<Connection>>) {
+    /// one ended to make room. `own`: a warm connection does not fit (`acquire_own`).
+    fn next_step(
+        &self,
+        key: &str,
+        want: &Want,
+        asked: Instant,
+        own: bool,
+    ) -> (Result<Step, PoolError>, Vec<Arc<Connection>>) {
         let mut state = self.state();
         if state.closed {
             return (Err(PoolError::Closed(self.server().to_string())), Vec::new());
@@ -322,7 +350,7 @@ impl Pool {
         if let Some(conn) = held {
             return (Ok(Step::Got(conn)), to_end);
         }
-        if let Some(i) = state.idle.iter().position(|(conn, _)| want.fits(conn)) {
+        if let Some(i) = state.idle.iter().position(|(conn, _)| !own && want.fits(conn)) {
             let (conn, _) = state.idle.remove(i);
             state.leased.insert(key.to_string(), Lease { conn: conn.clone(), last_used: Instant::now() });
             self.record_acquire(&mut state, asked);
@@ -330,7 +358,7 @@ impl Pool {
             return (Ok(Step::Got(conn)), to_end);
         }
         let max = self.settings().max;
-        if state.warming > 0 && want.accepts(&self.preferred()) {
+        if !own && state.warming > 0 && want.accepts(&self.preferred()) {
             return (Ok(Step::Wait), to_end); // a warm connection is on its way: wait for it rather than start another
         }
         if state.total() >= max {
@@ -387,9 +415,16 @@ impl Pool {
         Some(conn)
     }
 
-    /// Opens a connection for `want` and leases it to `key` (one `opening` slot was taken for it).
-    async fn open_leased(&self, key: &str, want: &Want, asked: Instant) -> Result<Arc<Connection>, PoolError> {
-        let opened = self.open(want).await;
+    /// Opens a connection for `want` (as `launch`, else the pool's) and leases
+    /// it to `key` (one `opening` slot was taken for it).
+    async fn open_leased(
+        &self,
+        key: &str,
+        want: &Want,
+        asked: Instant,
+        launch: Option<&Launch>,
+    ) -> Result<Arc<Connection>, PoolError> {
+        let opened = self.open(want, launch).await;
         let leased = {
             let mut state = self.state();
             state.opening -= 1;
@@ -397,6 +432,9 @@ impl Pool {
             if state.closed {
                 Err(conn)
             } else {
+                if launch.is_some() {
+                    state.own.insert(conn.id);
+                }
                 state.leased.insert(key.to_string(), Lease { conn: conn.clone(), last_used: Instant::now() });
                 self.record_acquire(&mut state, asked);
                 Ok(conn)
@@ -433,7 +471,11 @@ impl Pool {
 
     /// Ends a connection in the background; `shutdown` waits for it too.
     fn end(&self, conn: Arc<Connection>) {
-        self.state().ending.push(conn.clone());
+        {
+            let mut state = self.state();
+            state.own.remove(&conn.id);
+            state.ending.push(conn.clone());
+        }
         let pool = self.clone();
         self.0.sup.runtime().spawn(async move {
             conn.close(&pool.0.sup).await;
@@ -448,14 +490,16 @@ impl Pool {
         state.acquire_us.push(asked.elapsed().as_micros() as u64);
     }
 
-    /// Opens a connection shaped for `want` (`Any`: the era the server speaks).
-    async fn open(&self, want: &Want) -> Result<Arc<Connection>, PoolError> {
+    /// Opens a connection shaped for `want` (`Any`: the era the server speaks),
+    /// started as `launch`, else as the pool's servers are.
+    async fn open(&self, want: &Want, launch: Option<&Launch>) -> Result<Arc<Connection>, PoolError> {
+        let launch = launch.unwrap_or(&self.0.launch);
         let conn = match want {
-            Want::Initialize(params) => Connection::open_legacy(&self.0.sup, &self.0.launch, params.clone()).await?,
-            Want::Discover => Connection::open(&self.0.sup, &self.0.launch, Some(Era::Modern)).await?,
+            Want::Initialize(params) => Connection::open_legacy(&self.0.sup, launch, params.clone()).await?,
+            Want::Discover => Connection::open(&self.0.sup, launch, Some(Era::Modern)).await?,
             Want::Any => {
                 let known = *self.0.era.lock().unwrap_or_else(|p| p.into_inner());
-                Connection::open(&self.0.sup, &self.0.launch, known).await?
+                Connection::open(&self.0.sup, launch, known).await?
             }
         };
         if !matches!(want, Want::Initialize(_)) {
@@ -478,6 +522,8 @@ impl Pool {
             if lease.conn.is_dead() {
                 state.note_replaced(1);
                 (Some(lease.conn), None)
+            } else if state.own.contains(&lease.conn.id) && self.settings().sharing == Sharing::Stateless {
+                (Some(lease.conn), None) // started with one session's values: it serves no other
             } else {
                 match self.settings().sharing {
                     Sharing::OneSession => {
@@ -689,7 +735,7 @@ impl Pool {
             }
             let shape = self.preferred();
             for opened_so_far in 0..to_open {
-                let opened = self.open(&shape).await;
+                let opened = self.open(&shape, None).await;
                 if let Ok(conn) = &opened {
                     conn.prime().await; // warm-ups only: a client waiting on an open does not wait for this
                 }

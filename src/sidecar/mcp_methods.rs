@@ -6,6 +6,7 @@
 //! session ends. The server's own messages during the lease reach that
 //! session as `nxops/mcp/notification`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,6 +42,10 @@ struct RequestParams {
     params: Value,
     /// Another lease than the caller's session (a proxy or a forwarder serving several clients).
     lease: Option<String>,
+    /// The caller's environment (`nxops mcp proxy` sends its agent's): when the
+    /// server's entry expands to other values with it, the lease gets a server
+    /// started for it alone (`McpPools::launch_for`).
+    env: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -119,7 +124,12 @@ fn pool_of(pools: &McpPools, server: &str) -> Result<crate::mcp::pool::Pool, Rpc
     })
 }
 
-async fn request(ctx: &CallCtx, ws: &Workspace, pools: &McpPools, params: RequestParams) -> Result<Value, RpcError> {
+async fn request(
+    ctx: &CallCtx,
+    ws: &Workspace,
+    pools: &McpPools,
+    mut params: RequestParams,
+) -> Result<Value, RpcError> {
     let pool = pool_of(pools, &params.server)?;
     // The lease is a session's (the caller's, or the one named); any other
     // lease name (a proxy's, a script's) is honoured but tracked by nobody.
@@ -133,7 +143,18 @@ async fn request(ctx: &CallCtx, ws: &Workspace, pools: &McpPools, params: Reques
         (None, None) => session_id(ctx.session),
     };
     let want = crate::mcp::pool::Want::for_request(&params.method, &params.params);
-    let conn = pool.acquire_for(&key, want).await.map_err(pool_error)?;
+    let own = match params.env.take() {
+        Some(vars) if !pool.holds(&key) => {
+            let (pools, server) = (pools.clone(), params.server.clone());
+            tokio::task::spawn_blocking(move || pools.launch_for(&server, &vars)).await.unwrap_or(None)
+        }
+        _ => None,
+    };
+    let conn = match own {
+        Some(launch) => pool.acquire_own(&key, want, launch).await,
+        None => pool.acquire_for(&key, want).await,
+    }
+    .map_err(pool_error)?;
     if let Some(sessions) = &sessions
         && sessions.exists(&key)
     {

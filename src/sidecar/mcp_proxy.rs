@@ -104,6 +104,7 @@ pub fn run(env: Environment, root: &Path, server: &str) -> anyhow::Result<i32> {
     runtime.spawn(signals.watch(ending.clone()));
 
     let in_flight: Arc<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>> = Arc::default();
+    let leased = Arc::new(AtomicBool::new(false));
     for line in BufReader::new(input).lines() {
         let Ok(line) = line else { break };
         if line.trim().is_empty() {
@@ -134,8 +135,14 @@ pub fn run(env: Environment, root: &Path, server: &str) -> anyhow::Result<i32> {
             continue;
         };
         let ctx = CallCtx { core: core.clone(), session, progress: Progress::none() };
-        let params = json!({"workspace": root, "server": server, "method": method,
+        let mut params = json!({"workspace": root, "server": server, "method": method,
                             "params": message.get("params").cloned().unwrap_or(Value::Null)});
+        if !leased.load(Ordering::Acquire) {
+            // Until a connection is leased: the agent's variables, for the `${VAR}`s
+            // of the server's entry (see `McpPools::launch_for`).
+            params["env"] = json!(core.env().vars());
+        }
+        let leased = leased.clone();
         let reply = write.clone();
         let key = id.to_string();
         let running = in_flight.clone();
@@ -145,6 +152,9 @@ pub fn run(env: Environment, root: &Path, server: &str) -> anyhow::Result<i32> {
             let mut response = json!({"jsonrpc": "2.0", "id": id});
             match answer {
                 Ok(mut answer) => {
+                    if answer.get("connection").is_some() {
+                        leased.store(true, Ordering::Release);
+                    }
                     if let Some(result) = answer.get_mut("result").map(Value::take) {
                         response["result"] = result;
                     } else {
