@@ -83,10 +83,30 @@ pub async fn serve(
     match tls {
         Some(tls) => {
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(accept);
-            axum_server::from_tcp(listener)?.acceptor(acceptor).handle(handle).serve(app).await
+            let mut http = axum_server::from_tcp(listener)?.acceptor(acceptor).handle(handle);
+            bound_buffers(http.http_builder());
+            http.serve(app).await
         }
-        None => axum_server::from_tcp(listener)?.acceptor(accept).handle(handle).serve(app).await,
+        None => {
+            let mut http = axum_server::from_tcp(listener)?.acceptor(accept).handle(handle);
+            bound_buffers(http.http_builder());
+            http.serve(app).await
+        }
     }
+}
+
+/// What one HTTP/1 connection may buffer each way (hyper's default is ~400 KB, and a fast upload
+/// fills it: with the upload queue's chunks cut from it, 16 uploads beside 16 downloads held
+/// ~65 MB). An HTTP/2 stream gets the same bound as its flow-control window.
+const CONNECTION_BUFFER: usize = 64 * 1024;
+const HTTP2_STREAM_WINDOW: u32 = 256 * 1024;
+const HTTP2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+
+fn bound_buffers(http: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {
+    http.http1().max_buf_size(CONNECTION_BUFFER);
+    http.http2()
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
 }
 
 /// The certificate chain and private key (PEM files) for HTTPS.
