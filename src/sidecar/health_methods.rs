@@ -64,16 +64,20 @@ pub async fn check(core: &Core, ws: &Arc<Workspace>) -> HealthReport {
         score: 100,
         reasons: vec![format!("the cache was not read: {e}")],
     }));
-    if let Some(remote) = crate::team_cache::probe::configured(&ws.root, core.env()) {
-        let probed = tokio::task::spawn_blocking(move || {
-            let found = crate::team_cache::probe::probe_recent(&remote);
-            health::remote_cache(&remote.server, &found)
-        });
-        components.push(probed.await.unwrap_or_else(|e| Component {
+    // Reading the root's dotenv files and the probe both block: off the runtime's threads.
+    let (root, env) = (ws.root.clone(), core.env().clone());
+    let remote = tokio::task::spawn_blocking(move || {
+        let remote = crate::team_cache::probe::configured(&root, &env)?;
+        let found = crate::team_cache::probe::probe_recent(&remote);
+        Some(health::remote_cache(&remote.server, &found))
+    });
+    match remote.await {
+        Ok(component) => components.extend(component),
+        Err(e) => components.push(Component {
             name: "remoteCache".into(),
             score: 100,
             reasons: vec![format!("the team cache was not probed: {e}")],
-        }));
+        }),
     }
     let mut report = HealthReport::new(ws.root.clone(), components, now_ms());
     report.sidecar = owned.is_some();
